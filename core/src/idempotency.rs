@@ -1,0 +1,1 @@
+//! To be written: see the issue that owns this module.
