@@ -1,1 +1,0 @@
-//! To be written: see the issue that owns this module.
