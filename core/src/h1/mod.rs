@@ -26,7 +26,7 @@
 //!         Some(ResponseEvent::Head(head)) => assert_eq!(head.status, 200),
 //!         Some(ResponseEvent::Body(piece)) => body.extend_from_slice(&piece),
 //!         Some(ResponseEvent::End(end)) => {
-//!             assert!(end.reusable);
+//!             assert!(end.is_reusable());
 //!             break;
 //!         }
 //!         None => unreachable!("the whole response is in the buffer"),
