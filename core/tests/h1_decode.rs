@@ -294,30 +294,68 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bytes_never_panic_and_errors_are_sticky(
+    fn arbitrary_bytes_never_panic_and_decode_the_same_in_pieces(
         wire in prop::collection::vec(any::<u8>(), 0..600),
         cuts in prop::collection::vec(0usize..600, 0..10),
     ) {
-        let result = decode_in_pieces(&wire, &cuts, RequestContext::default(), DecoderConfig::default());
-        if let Err(err) = result {
-            // Sticky: the same decoder keeps refusing.
-            let mut decoder = ResponseDecoder::new(RequestContext::default());
-            let mut buf = BytesMut::from(&wire[..]);
-            decoder.handle_eof();
-            let mut first = None;
-            for _ in 0..10_000 {
-                match decoder.poll_event(&mut buf) {
-                    Ok(Some(ResponseEvent::End(_))) | Ok(None) => break,
-                    Ok(Some(_)) => continue,
-                    Err(e) => { first = Some(e); break; }
+        assert_same_outcome(&wire, &cuts)?;
+    }
+
+    #[test]
+    fn damaged_responses_decode_the_same_in_pieces_and_errors_are_sticky(
+        response in generated(),
+        damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+        cuts in prop::collection::vec(0usize..4000, 0..20),
+    ) {
+        let mut wire = response.wire();
+        for (at, byte, how) in damage {
+            let i = at.index(wire.len() + 1);
+            match how {
+                0 if i < wire.len() => wire[i] = byte,
+                1 => wire.insert(i, byte),
+                _ => wire.truncate(i),
+            }
+        }
+        assert_same_outcome(&wire, &cuts)?;
+        // Sticky errors: once refused, the decoder keeps refusing.
+        let mut decoder = ResponseDecoder::new(RequestContext::default());
+        let mut buf = BytesMut::from(&wire[..]);
+        decoder.handle_eof();
+        for _ in 0..100_000 {
+            match decoder.poll_event(&mut buf) {
+                Ok(Some(ResponseEvent::End(_))) => break,
+                Ok(Some(_)) => continue,
+                Ok(None) => prop_assert!(false, "Ok(None) after end of stream"),
+                Err(first) => {
+                    prop_assert_eq!(decoder.poll_event(&mut buf).unwrap_err(), first);
+                    break;
                 }
             }
-            if let Some(e) = first {
-                prop_assert_eq!(decoder.poll_event(&mut buf).unwrap_err(), e);
-            }
-            let _ = err;
         }
     }
+}
+
+/// Whole or in pieces, a response decodes to the same status and body, or
+/// fails with the same error. (Bytes after a complete response can only be
+/// noticed when they arrive with it, so reuse is not compared.)
+fn assert_same_outcome(wire: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
+    let whole = decode_whole(wire, RequestContext::default());
+    let pieces = decode_in_pieces(
+        wire,
+        cuts,
+        RequestContext::default(),
+        DecoderConfig::default(),
+    );
+    match (whole, pieces) {
+        (Ok(a), Ok(b)) => {
+            prop_assert_eq!(a.status, b.status);
+            prop_assert_eq!(a.headers, b.headers);
+            prop_assert_eq!(a.body, b.body);
+        }
+        (Err(a), Err(b)) => prop_assert_eq!(a, b),
+        (a, b) => prop_assert!(false, "whole gave {:?}, pieces gave {:?}", a, b),
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

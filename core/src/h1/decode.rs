@@ -410,8 +410,11 @@ impl ResponseDecoder {
                 return Err(DecodeError::WrongState { state: "body" });
             };
             // Re-parse only when new bytes could have completed the head, so
-            // that a head trickling in one byte at a time costs linear time.
-            if *scanned > 0 && !ends_head_after(buf, *scanned) {
+            // that a head trickling in one byte at a time costs linear time;
+            // and once more at the end of the stream or past the size limit,
+            // so that a malformed head gets the same error however it arrived.
+            let final_look = self.eof || buf.len() > self.config.max_head_size;
+            if *scanned > 0 && !final_look && !ends_head_after(buf, *scanned) {
                 *scanned = buf.len();
                 return self.head_needs_more(buf);
             }
