@@ -817,8 +817,8 @@ impl Breaker {
     /// Always a transition (even Closed → Closed), so permits outstanding become stale.
     pub fn reset(&mut self, now: Instant) {
         let now = self.observe(now);
-        self.openings = 0;
         self.transition(now, State::Closed, TransitionCause::Reset);
+        self.openings = 0;
     }
 
     // -- transitions ---------------------------------------------------------------------------
@@ -918,10 +918,10 @@ impl Breaker {
                     TransitionCause::OpenIntervalElapsed,
                 );
             }
-            State::HalfOpen { .. } => {
-                if self.next_deadline().is_some_and(|deadline| now >= deadline) {
-                    self.open(now, TransitionCause::ProbeTimedOut);
-                }
+            State::HalfOpen { .. }
+                if self.next_deadline().is_some_and(|deadline| now >= deadline) =>
+            {
+                self.open(now, TransitionCause::ProbeTimedOut);
             }
             _ => {}
         }
