@@ -833,6 +833,7 @@ impl TokenCache {
     /// Decides again for a request that waited on `wait`: `Wait` while that fetch is still
     /// in flight, its error if it failed, and otherwise what [`Self::acquire`] says.
     pub fn resume(&mut self, now: Instant, wait: WaitTicket) -> TokenDecision {
+        let now = self.observe(now);
         if self.in_flight.as_ref().is_some_and(|f| f.id == wait.fetch) {
             return TokenDecision::Wait(wait);
         }
