@@ -1,7 +1,43 @@
 //! Outcome classification: the one table every other policy reads.
 //!
-//! (the classification table is written by the resilience-policies work; the
-//! shared vocabulary below is fixed so that every policy speaks it)
+//! Every attempt ends in an [`AttemptOutcome`]. [`classify`] turns it, once, into a
+//! [`Classification`]: what the outcome proves about whether the server applied the request
+//! ([`Evidence`]), how it moves the origin's breaker ([`BreakerEffect`]), whether and how it may
+//! be retried ([`RetryEligibility`]) and whether it is a latency sample. The retry decision
+//! (`crate::retry`), the breaker, the latency window and the idempotency rules read only that
+//! record, so the whole policy can be audited in [`table`] below: one line per row of §8.1 of
+//! the resilience specification (`shared/research/anchors-resilience.md`), in the same order,
+//! numbered as there ([`OutcomeRow::number`]).
+//!
+//! Amendments of issue 3 over §8.1, all visible in [`table`]:
+//! - the statuses retried by default are 429, 500, 502, 503 and 504; the set is configurable
+//!   ([`StatusSet`], [`OutcomePolicy::retried_statuses`]) and is the only "retry 500" switch;
+//! - 500 is *not* a breaker failure unless the user says so
+//!   ([`OutcomePolicy::server_error_is_breaker_failure`], default off); when it is not a failure
+//!   it is [`BreakerEffect::Ignore`] (a 500 is no proof of health either, so it must not reset a
+//!   run of consecutive failures);
+//! - local exhaustion (row 3) is never a breaker failure unless the user opts in
+//!   ([`OutcomePolicy::local_exhaustion_is_breaker_failure`]).
+//!
+//! Choices made where §8.1 is silent:
+//! - 5xx statuses that §8.1 does not name (506–599 except 501 and 505) follow the 500 row;
+//! - a status that the user adds to the retried set and that has no row of its own (for
+//!   example 418) becomes retryable like row 13: idempotent or keyed only;
+//! - row 9 applies to any 401 on a request authenticated by a refreshable token (a challenge
+//!   saying `error="invalid_token"` on a request without such a token has nothing to refresh,
+//!   so it is row 17);
+//! - a cancelled attempt (row 20) is recorded as [`Evidence::MaybeProcessed`], the
+//!   conservative reading, although a cancellation never leads to a retry anyway;
+//! - a connection found dead before any byte was written is row 5 only when it was reused; on
+//!   a freshly dialled connection it is a connect failure (row 1), and a close before the first
+//!   response byte on a fresh connection is row 11, not row 10 (§8.2 item 2.7: a fresh
+//!   connection's failure is never retried transparently).
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::idempotency::{keyed_status, KeyedStatus};
 
 /// What an attempt's outcome proves about whether the server applied the request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -25,4 +61,623 @@ pub enum BreakerEffect {
     Failure,
     /// Says nothing about upstream health (local exhaustion, rate limiting, cancellation...).
     Ignore,
+}
+
+impl Evidence {
+    /// Whether the evidence proves the request was not applied, so that resending it is safe
+    /// for any method (§8.2 item 2.3).
+    pub const fn proves_not_applied(self) -> bool {
+        matches!(self, Evidence::NotSent | Evidence::NotProcessed)
+    }
+}
+
+/// How an attempt ended, as the driver observed it. Input of [`classify`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum AttemptOutcome {
+    /// No connection could be made (row 1).
+    ConnectFailed(ConnectFailure),
+    /// The TLS peer's certificate or host name failed verification (row 2).
+    CertificateInvalid,
+    /// A local limit refused the attempt before anything was sent (row 3).
+    LocalExhaustion(LocalExhaustion),
+    /// The origin's circuit breaker refused the attempt (row 4).
+    BreakerRejected,
+    /// The connection turned out dead before any request byte was written: row 5 when it was
+    /// a reused pooled connection, row 1 when it was freshly dialled.
+    ConnectionDeadBeforeWrite {
+        /// Whether the connection came from the idle pool.
+        reused: bool,
+    },
+    /// The peer refused the stream without processing it: HTTP/2 `REFUSED_STREAM`, a stream id
+    /// above a GOAWAY's last-stream-id, HTTP/3 `REQUEST_REJECTED` (row 6; kept for completeness,
+    /// HTTP/1.1 never reports it).
+    RefusedStream,
+    /// The peer closed the connection after request bytes were written and before the first
+    /// response byte: row 10 when the connection was reused (the idle-close race), row 11 when
+    /// it was fresh.
+    ClosedBeforeResponse {
+        /// Whether the connection came from the idle pool.
+        reused: bool,
+    },
+    /// A write error mid-request, or a reset or EOF after request bytes were written and before
+    /// complete response headers, once response bytes had started (row 11).
+    ExchangeFailed,
+    /// No response headers arrived within the attempt timeout (row 12).
+    AttemptTimedOut {
+        /// Time from the first request byte written to the timeout.
+        elapsed: Duration,
+    },
+    /// Response headers arrived (rows 7, 8, 9 and 13–18, chosen by status).
+    Response {
+        /// The final (non-1xx) status.
+        status: StatusCode,
+        /// Time from the first request byte written to the response headers.
+        elapsed: Duration,
+    },
+    /// Reading the body failed after the headers were handed to the caller (row 19).
+    BodyReadFailed,
+    /// The caller cancelled the call (row 20).
+    Cancelled,
+}
+
+/// Why no connection could be made (row 1).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// The host name did not resolve.
+    Dns,
+    /// The peer refused the connection or was unreachable.
+    Refused,
+    /// The connect timeout expired.
+    Timeout,
+    /// The TLS handshake failed for a reason other than certificate verification.
+    TlsHandshake,
+}
+
+/// Which local limit refused an attempt (row 3).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[non_exhaustive]
+pub enum LocalExhaustion {
+    /// No connection became free within the pool timeout.
+    PoolTimeout,
+    /// The pool's wait queue was full.
+    QueueFull,
+    /// A concurrency cap refused the call.
+    ConcurrencyLimit,
+}
+
+/// The rows of the table of §8.1, numbered as there.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum OutcomeRow {
+    /// 1: DNS failure, connect refused/unreachable/timeout, TLS handshake failure (not
+    /// certificate); also a fresh connection found dead before writing.
+    ConnectFailure,
+    /// 2: TLS certificate or host name verification failure.
+    CertificateFailure,
+    /// 3: pool timeout, wait-queue overflow, concurrency-limit rejection.
+    LocalExhaustion,
+    /// 4: breaker rejection.
+    BreakerRejected,
+    /// 5: reused pooled connection found dead before any request byte was written.
+    StaleConnection,
+    /// 6: refused stream (HTTP/2 REFUSED_STREAM, above GOAWAY, HTTP/3 REQUEST_REJECTED).
+    RefusedStream,
+    /// 7: 421 Misdirected Request or 425 Too Early.
+    MisdirectedOrTooEarly,
+    /// 8: 408 Request Timeout.
+    RequestTimeout,
+    /// 9: 401 on a request authenticated by a refreshable token.
+    Unauthorized,
+    /// 10: reused connection closed after request bytes, before the first response byte.
+    ReusedConnectionClosed,
+    /// 11: write error, reset or EOF mid-exchange (fresh connection, or response started).
+    ExchangeFailed,
+    /// 12: attempt timeout before response headers.
+    AttemptTimeout,
+    /// 13: 502, 503, 504.
+    GatewayFailure,
+    /// 14: 429 Too Many Requests.
+    TooManyRequests,
+    /// 15: 409 Conflict on a keyed request (the duplicate is still in flight).
+    KeyedConflict,
+    /// 16: 500, and 5xx statuses named by no other row.
+    ServerError,
+    /// 17: 501, 505 and every other 4xx (incl. 400, 403, 404, 422, 409 unkeyed).
+    FinalStatus,
+    /// 18: 1xx (should never be final), 2xx, 3xx.
+    Completed,
+    /// 19: error while reading the body after headers were delivered.
+    BodyReadFailed,
+    /// 20: caller cancellation.
+    Cancelled,
+}
+
+impl OutcomeRow {
+    /// The row's number in the table of §8.1.
+    pub const fn number(self) -> u8 {
+        match self {
+            OutcomeRow::ConnectFailure => 1,
+            OutcomeRow::CertificateFailure => 2,
+            OutcomeRow::LocalExhaustion => 3,
+            OutcomeRow::BreakerRejected => 4,
+            OutcomeRow::StaleConnection => 5,
+            OutcomeRow::RefusedStream => 6,
+            OutcomeRow::MisdirectedOrTooEarly => 7,
+            OutcomeRow::RequestTimeout => 8,
+            OutcomeRow::Unauthorized => 9,
+            OutcomeRow::ReusedConnectionClosed => 10,
+            OutcomeRow::ExchangeFailed => 11,
+            OutcomeRow::AttemptTimeout => 12,
+            OutcomeRow::GatewayFailure => 13,
+            OutcomeRow::TooManyRequests => 14,
+            OutcomeRow::KeyedConflict => 15,
+            OutcomeRow::ServerError => 16,
+            OutcomeRow::FinalStatus => 17,
+            OutcomeRow::Completed => 18,
+            OutcomeRow::BodyReadFailed => 19,
+            OutcomeRow::Cancelled => 20,
+        }
+    }
+}
+
+/// Whether, and in which way, an outcome may lead to another dispatch of the same request.
+///
+/// This is the row's own rule; `crate::retry::decide` adds the request's facts (method,
+/// key, body, attempts used, server directives) and the absolute safety rule of §8.2 item 2.3.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[non_exhaustive]
+pub enum RetryEligibility {
+    /// Any method may be retried (row 1: nothing was sent).
+    AnyMethod,
+    /// An immediate, free, uncounted retry on a fresh connection, any method (rows 5, 6).
+    Transparent,
+    /// As [`Transparent`](Self::Transparent), but only for idempotent or keyed requests
+    /// (row 10: the request may have reached the server).
+    TransparentIfIdempotentOrKeyed,
+    /// One extra attempt per logical request on a new connection, any method (rows 7, 8).
+    OneShot,
+    /// One replay after a token refresh (row 9).
+    AuthReplay,
+    /// An ordinary retry, only for idempotent or keyed requests (rows 11–14, 16).
+    IdempotentOrKeyed,
+    /// A keyed request whose duplicate is still in flight: retry with backoff (row 15).
+    KeyedConflict,
+    /// No automatic retry.
+    Never(NoRetryReason),
+}
+
+/// Why a row allows no automatic retry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[non_exhaustive]
+pub enum NoRetryReason {
+    /// The peer's certificate failed verification: retrying cannot help (row 2).
+    CertificateInvalid,
+    /// A local limit refused the attempt; surfaced as a pool or concurrency error (row 3).
+    LocalExhaustion,
+    /// The breaker is open; surfaced as a circuit-open error (row 4).
+    CircuitOpen,
+    /// A response the caller should see (rows 17, 18).
+    Completed,
+    /// A status that the retried-status set does not contain (rows 13, 14, 16).
+    StatusNotRetried,
+    /// 422 on a keyed request: the key was reused with another payload (§8.5 item 5.5).
+    IdempotencyKeyMismatch,
+    /// The response was already delivered to the caller, who owns it (row 19).
+    ResponseDelivered,
+    /// The caller cancelled (row 20).
+    Cancelled,
+}
+
+/// The single record every later rule reads (§8.0 item 0.4).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[must_use]
+pub struct Classification {
+    /// The row of §8.1 the outcome fell in.
+    pub row: OutcomeRow,
+    /// What the outcome proves about whether the server applied the request.
+    pub evidence: Evidence,
+    /// How the outcome moves the origin's breaker.
+    pub breaker: BreakerEffect,
+    /// The row's retry rule.
+    pub retry: RetryEligibility,
+    /// The latency to record in the origin's window, if the outcome is a sample (§8.4
+    /// item 4.8; a timeout enters censored at its elapsed time).
+    pub latency_sample: Option<Duration>,
+}
+
+/// A set of HTTP error statuses (400–599), as a fixed bitset: lookup is one shift and mask.
+///
+/// ```
+/// use breakwater_core::outcome::StatusSet;
+/// use http::StatusCode;
+///
+/// let set = StatusSet::default();
+/// assert!(set.contains(StatusCode::INTERNAL_SERVER_ERROR));
+/// assert!(!set.contains(StatusCode::NOT_FOUND));
+/// let set = set.without(StatusCode::INTERNAL_SERVER_ERROR);
+/// assert!(!set.contains(StatusCode::INTERNAL_SERVER_ERROR));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StatusSet {
+    bits: [u64; 4],
+}
+
+/// A status outside 400–599 cannot be placed in a [`StatusSet`]: only error statuses are
+/// ever retried.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct NotAnErrorStatus(pub StatusCode);
+
+impl std::fmt::Display for NotAnErrorStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status {} is not an error status (400-599)",
+            self.0.as_u16()
+        )
+    }
+}
+
+impl std::error::Error for NotAnErrorStatus {}
+
+impl StatusSet {
+    /// The empty set.
+    pub const EMPTY: StatusSet = StatusSet { bits: [0; 4] };
+
+    /// The default retried statuses of issue 3: 429, 500, 502, 503, 504.
+    pub const DEFAULT_RETRIED: StatusSet = StatusSet::EMPTY
+        .with_code(429)
+        .with_code(500)
+        .with_code(502)
+        .with_code(503)
+        .with_code(504);
+
+    const fn with_code(mut self, code: u16) -> StatusSet {
+        let index = (code - 400) as usize;
+        self.bits[index / 64] |= 1 << (index % 64);
+        self
+    }
+
+    fn index(status: StatusCode) -> Option<usize> {
+        let code = status.as_u16();
+        if (400..600).contains(&code) {
+            Some(usize::from(code - 400))
+        } else {
+            None
+        }
+    }
+
+    /// Whether `status` is in the set. Statuses outside 400–599 never are.
+    pub fn contains(&self, status: StatusCode) -> bool {
+        match Self::index(status) {
+            Some(i) => self
+                .bits
+                .get(i / 64)
+                .is_some_and(|w| w & (1 << (i % 64)) != 0),
+            None => false,
+        }
+    }
+
+    /// The set with `status` added; a status outside 400–599 is rejected.
+    pub fn with(mut self, status: StatusCode) -> Result<StatusSet, NotAnErrorStatus> {
+        let i = Self::index(status).ok_or(NotAnErrorStatus(status))?;
+        if let Some(word) = self.bits.get_mut(i / 64) {
+            *word |= 1 << (i % 64);
+        }
+        Ok(self)
+    }
+
+    /// The set without `status` (unchanged if it was absent).
+    pub fn without(mut self, status: StatusCode) -> StatusSet {
+        if let Some(i) = Self::index(status) {
+            if let Some(word) = self.bits.get_mut(i / 64) {
+                *word &= !(1 << (i % 64));
+            }
+        }
+        self
+    }
+
+    /// The set with `status` present or absent.
+    pub fn with_membership(self, status: StatusCode, present: bool) -> StatusSet {
+        if present {
+            self.with(status).unwrap_or(self)
+        } else {
+            self.without(status)
+        }
+    }
+
+    /// The statuses in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = StatusCode> + '_ {
+        (400u16..600).filter_map(|code| {
+            StatusCode::from_u16(code)
+                .ok()
+                .filter(|status| self.contains(*status))
+        })
+    }
+}
+
+impl Default for StatusSet {
+    /// [`StatusSet::DEFAULT_RETRIED`].
+    fn default() -> StatusSet {
+        StatusSet::DEFAULT_RETRIED
+    }
+}
+
+impl std::fmt::Debug for StatusSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries(self.iter().map(|s| s.as_u16()))
+            .finish()
+    }
+}
+
+/// The user's switches that the table reads.
+///
+/// Defaults: retried statuses 429, 500, 502, 503, 504; a 500 is not a breaker failure; local
+/// exhaustion is not a breaker failure.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct OutcomePolicy {
+    /// Statuses retried (idempotent or keyed requests only). Default
+    /// [`StatusSet::DEFAULT_RETRIED`].
+    pub retried_statuses: StatusSet,
+    /// Whether 500 (and the other 5xx of row 16) count as breaker failures. Default `false`.
+    pub server_error_is_breaker_failure: bool,
+    /// Whether pool timeouts and other local exhaustion count as breaker failures. Default
+    /// `false`: a local burst must not cut off a healthy upstream.
+    pub local_exhaustion_is_breaker_failure: bool,
+}
+
+impl Default for OutcomePolicy {
+    fn default() -> OutcomePolicy {
+        OutcomePolicy {
+            retried_statuses: StatusSet::DEFAULT_RETRIED,
+            server_error_is_breaker_failure: false,
+            local_exhaustion_is_breaker_failure: false,
+        }
+    }
+}
+
+impl OutcomePolicy {
+    /// Replaces the retried-status set.
+    pub fn with_retried_statuses(mut self, statuses: StatusSet) -> OutcomePolicy {
+        self.retried_statuses = statuses;
+        self
+    }
+
+    /// Adds or removes 500 from the retried statuses (on by default).
+    pub fn with_retry_500(mut self, retry: bool) -> OutcomePolicy {
+        self.retried_statuses = self
+            .retried_statuses
+            .with_membership(StatusCode::INTERNAL_SERVER_ERROR, retry);
+        self
+    }
+
+    /// Whether a 500 counts as a breaker failure (off by default).
+    pub fn with_server_error_is_breaker_failure(mut self, failure: bool) -> OutcomePolicy {
+        self.server_error_is_breaker_failure = failure;
+        self
+    }
+
+    /// Whether local exhaustion counts as a breaker failure (off by default).
+    pub fn with_local_exhaustion_is_breaker_failure(mut self, failure: bool) -> OutcomePolicy {
+        self.local_exhaustion_is_breaker_failure = failure;
+        self
+    }
+
+    /// The context for classifying one attempt of a request.
+    pub fn context(&self, keyed: bool, token_authenticated: bool) -> ClassifyContext {
+        ClassifyContext {
+            policy: *self,
+            keyed,
+            token_authenticated,
+        }
+    }
+}
+
+/// What the table needs to know beyond the outcome itself.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ClassifyContext {
+    /// The user's switches.
+    pub policy: OutcomePolicy,
+    /// Whether the request carries an idempotency key (§8.5).
+    pub keyed: bool,
+    /// Whether the request was authenticated with a token that can be refreshed (row 9).
+    pub token_authenticated: bool,
+}
+
+/// Classifies one attempt outcome. Pure and allocation-free.
+pub fn classify(outcome: &AttemptOutcome, ctx: &ClassifyContext) -> Classification {
+    let (row, status) = row_of(outcome, ctx);
+    let (evidence, breaker, retry, sampled) = table(row, status, ctx);
+    let latency_sample = match (*outcome, sampled) {
+        (AttemptOutcome::AttemptTimedOut { elapsed }, true)
+        | (AttemptOutcome::Response { elapsed, .. }, true) => Some(elapsed),
+        _ => None,
+    };
+    Classification {
+        row,
+        evidence,
+        breaker,
+        retry,
+        latency_sample,
+    }
+}
+
+/// The table of §8.1 (with the amendments of issue 3): evidence, breaker effect, retry rule
+/// and whether the outcome is a latency sample, per row. `status` is the response status for
+/// the rows that have one.
+#[rustfmt::skip]
+pub fn table(
+    row: OutcomeRow,
+    status: Option<StatusCode>,
+    ctx: &ClassifyContext,
+) -> (Evidence, BreakerEffect, RetryEligibility, bool) {
+    use BreakerEffect::{Failure, Ignore, Success};
+    use Evidence::{MaybeProcessed, NotProcessed, NotSent, Processed};
+    use RetryEligibility as R;
+    let p = &ctx.policy;
+    let by_status = retried_status_rule(status, p);
+    let if_user = |failure: bool| if failure { Failure } else { Ignore };
+    match row {
+        OutcomeRow::ConnectFailure => (NotSent, Failure, R::AnyMethod, false),
+        OutcomeRow::CertificateFailure => (NotSent, Ignore, R::Never(NoRetryReason::CertificateInvalid), false),
+        OutcomeRow::LocalExhaustion => (NotSent, if_user(p.local_exhaustion_is_breaker_failure), R::Never(NoRetryReason::LocalExhaustion), false),
+        OutcomeRow::BreakerRejected => (NotSent, Ignore, R::Never(NoRetryReason::CircuitOpen), false),
+        OutcomeRow::StaleConnection => (NotSent, Ignore, R::Transparent, false),
+        OutcomeRow::RefusedStream => (NotProcessed, Ignore, R::Transparent, false),
+        OutcomeRow::MisdirectedOrTooEarly => (NotProcessed, Ignore, R::OneShot, false),
+        OutcomeRow::RequestTimeout => (NotProcessed, Ignore, R::OneShot, false),
+        OutcomeRow::Unauthorized => (NotProcessed, Ignore, R::AuthReplay, true),
+        OutcomeRow::ReusedConnectionClosed => (MaybeProcessed, Ignore, R::TransparentIfIdempotentOrKeyed, false),
+        OutcomeRow::ExchangeFailed => (MaybeProcessed, Failure, R::IdempotentOrKeyed, false),
+        OutcomeRow::AttemptTimeout => (MaybeProcessed, Failure, R::IdempotentOrKeyed, true),
+        OutcomeRow::GatewayFailure => (MaybeProcessed, Failure, by_status, true),
+        OutcomeRow::TooManyRequests => (MaybeProcessed, Ignore, by_status, true),
+        OutcomeRow::KeyedConflict => (MaybeProcessed, Ignore, R::KeyedConflict, true),
+        OutcomeRow::ServerError => (Processed, if_user(p.server_error_is_breaker_failure), by_status, true),
+        OutcomeRow::FinalStatus => (Processed, Success, final_status_rule(status, ctx), true),
+        OutcomeRow::Completed => (Processed, Success, R::Never(NoRetryReason::Completed), true),
+        OutcomeRow::BodyReadFailed => (Processed, Failure, R::Never(NoRetryReason::ResponseDelivered), false),
+        OutcomeRow::Cancelled => (MaybeProcessed, Ignore, R::Never(NoRetryReason::Cancelled), false),
+    }
+}
+
+/// Which row an outcome falls in, and its status if it is a response.
+pub fn row_of(outcome: &AttemptOutcome, ctx: &ClassifyContext) -> (OutcomeRow, Option<StatusCode>) {
+    let row = match *outcome {
+        AttemptOutcome::ConnectFailed(_) => OutcomeRow::ConnectFailure,
+        AttemptOutcome::CertificateInvalid => OutcomeRow::CertificateFailure,
+        AttemptOutcome::LocalExhaustion(_) => OutcomeRow::LocalExhaustion,
+        AttemptOutcome::BreakerRejected => OutcomeRow::BreakerRejected,
+        AttemptOutcome::ConnectionDeadBeforeWrite { reused: true } => OutcomeRow::StaleConnection,
+        AttemptOutcome::ConnectionDeadBeforeWrite { reused: false } => OutcomeRow::ConnectFailure,
+        AttemptOutcome::RefusedStream => OutcomeRow::RefusedStream,
+        AttemptOutcome::ClosedBeforeResponse { reused: true } => OutcomeRow::ReusedConnectionClosed,
+        AttemptOutcome::ClosedBeforeResponse { reused: false } => OutcomeRow::ExchangeFailed,
+        AttemptOutcome::ExchangeFailed => OutcomeRow::ExchangeFailed,
+        AttemptOutcome::AttemptTimedOut { .. } => OutcomeRow::AttemptTimeout,
+        AttemptOutcome::Response { status, .. } => return (status_row(status, ctx), Some(status)),
+        AttemptOutcome::BodyReadFailed => OutcomeRow::BodyReadFailed,
+        AttemptOutcome::Cancelled => OutcomeRow::Cancelled,
+    };
+    (row, None)
+}
+
+fn status_row(status: StatusCode, ctx: &ClassifyContext) -> OutcomeRow {
+    match status.as_u16() {
+        421 | 425 => OutcomeRow::MisdirectedOrTooEarly,
+        408 => OutcomeRow::RequestTimeout,
+        401 if ctx.token_authenticated => OutcomeRow::Unauthorized,
+        502..=504 => OutcomeRow::GatewayFailure,
+        429 => OutcomeRow::TooManyRequests,
+        409 if keyed_status(status, ctx.keyed) == KeyedStatus::DuplicateInFlight => {
+            OutcomeRow::KeyedConflict
+        }
+        501 | 505 => OutcomeRow::FinalStatus,
+        500..=599 => OutcomeRow::ServerError,
+        400..=499 => OutcomeRow::FinalStatus,
+        _ => OutcomeRow::Completed,
+    }
+}
+
+/// Rows 13, 14 and 16: retried (idempotent or keyed) only if the status is in the set.
+fn retried_status_rule(status: Option<StatusCode>, policy: &OutcomePolicy) -> RetryEligibility {
+    match status {
+        Some(s) if policy.retried_statuses.contains(s) => RetryEligibility::IdempotentOrKeyed,
+        _ => RetryEligibility::Never(NoRetryReason::StatusNotRetried),
+    }
+}
+
+/// Row 17: terminal, except a status the user added to the retried set; a 422 on a keyed
+/// request is always the terminal key mismatch (§8.5 item 5.5).
+fn final_status_rule(status: Option<StatusCode>, ctx: &ClassifyContext) -> RetryEligibility {
+    match status {
+        Some(s) if keyed_status(s, ctx.keyed) == KeyedStatus::PayloadMismatch => {
+            RetryEligibility::Never(NoRetryReason::IdempotencyKeyMismatch)
+        }
+        Some(s) if ctx.policy.retried_statuses.contains(s) => RetryEligibility::IdempotentOrKeyed,
+        _ => RetryEligibility::Never(NoRetryReason::Completed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(code: u16) -> AttemptOutcome {
+        AttemptOutcome::Response {
+            status: StatusCode::from_u16(code).unwrap(),
+            elapsed: Duration::from_millis(7),
+        }
+    }
+
+    #[test]
+    fn every_status_lands_in_exactly_the_expected_row() {
+        let ctx = ClassifyContext::default();
+        let rows: Vec<u8> = [
+            200, 304, 400, 401, 404, 408, 409, 421, 422, 425, 429, 500, 501, 502, 503, 504, 505,
+            507, 599,
+        ]
+        .iter()
+        .map(|c| classify(&response(*c), &ctx).row.number())
+        .collect();
+        assert_eq!(
+            rows,
+            [18, 18, 17, 17, 17, 8, 17, 7, 17, 7, 14, 16, 17, 13, 13, 13, 17, 16, 16]
+        );
+    }
+
+    #[test]
+    fn status_set_holds_only_error_statuses() {
+        assert_eq!(
+            StatusSet::EMPTY.with(StatusCode::OK),
+            Err(NotAnErrorStatus(StatusCode::OK))
+        );
+        let all: Vec<u16> = StatusSet::default().iter().map(|s| s.as_u16()).collect();
+        assert_eq!(all, [429, 500, 502, 503, 504]);
+        let s = StatusSet::EMPTY
+            .with(StatusCode::from_u16(599).unwrap())
+            .unwrap();
+        assert!(s.contains(StatusCode::from_u16(599).unwrap()));
+        assert!(!s.contains(StatusCode::from_u16(598).unwrap()));
+        assert_eq!(format!("{s:?}"), "{599}");
+    }
+
+    #[test]
+    fn retry_500_switch_only_touches_500() {
+        let off = OutcomePolicy::default().with_retry_500(false);
+        let ctx = off.context(false, false);
+        assert_eq!(
+            classify(&response(500), &ctx).retry,
+            RetryEligibility::Never(NoRetryReason::StatusNotRetried)
+        );
+        assert_eq!(
+            classify(&response(503), &ctx).retry,
+            RetryEligibility::IdempotentOrKeyed
+        );
+    }
+
+    #[test]
+    fn a_status_added_by_the_user_becomes_retryable() {
+        let teapot = StatusCode::from_u16(418).unwrap();
+        let policy = OutcomePolicy::default()
+            .with_retried_statuses(StatusSet::default().with(teapot).unwrap());
+        let c = classify(&response(418), &policy.context(false, false));
+        assert_eq!(
+            (c.row, c.retry),
+            (OutcomeRow::FinalStatus, RetryEligibility::IdempotentOrKeyed)
+        );
+        // ...but never a keyed 422, and never a one-shot row turned ordinary.
+        let policy = OutcomePolicy::default().with_retried_statuses(
+            StatusSet::default()
+                .with(StatusCode::UNPROCESSABLE_ENTITY)
+                .unwrap(),
+        );
+        let c = classify(&response(422), &policy.context(true, false));
+        assert_eq!(
+            c.retry,
+            RetryEligibility::Never(NoRetryReason::IdempotencyKeyMismatch)
+        );
+    }
 }

@@ -1,1 +1,1194 @@
-//! To be written: see the issue that owns this module.
+//! Retries: whether a failed attempt is sent again, how server directives and deadlines bound
+//! that, and the per-origin retry budget that caps amplification during an outage.
+//!
+//! The specification is §8.2 and §8.3 of `shared/research/anchors-resilience.md` (with §8.4
+//! items 4.4–4.6 for Retry-After), amended by issue 3. This module decides *whether* and *how*
+//! to retry; the delay itself comes from `crate::backoff`.
+//!
+//! # Calling order (for the call orchestrator)
+//! 1. Classify the attempt's outcome ([`crate::outcome::classify`]).
+//! 2. Read the response's directives ([`RetryPolicy::directives`]) and, on 429/503, feed
+//!    the origin's [`RetryAfterGate`].
+//! 3. [`decide`] — the row's rule, the absolute safety rule, replayable body, attempt limits,
+//!    "do not retry" directives. Gives a [`RetryVerdict`].
+//! 4. For a delayed retry, draw the backoff delay (`crate::backoff`), then [`schedule`] it
+//!    against the deadline, the Retry-After cap and the origin's gate (a transparent retry is
+//!    scheduled with a zero delay: it still honours the deadline).
+//! 5. Pay: [`RetryBudget::charge`] (free for transparent retries and auth replays). Paying
+//!    last means a retry that cannot happen costs nothing.
+//! 6. Record the retry in the call's [`AttemptLedger`] and dispatch it (the breaker admits it
+//!    at dispatch).
+//!
+//! Every original attempt deposits into its origin's budget on dispatch
+//! ([`RetryBudget::deposit`]); retries never deposit.
+//!
+//! # Defaults
+//! - 3 attempts in total including the original, hard cap 10 ([`MAX_ATTEMPTS_CAP`]);
+//!   transparent retries and the auth replay do not count (§8.2 item 2.1).
+//! - Retried statuses 429, 500, 502, 503, 504 (issue 3; [`crate::outcome::StatusSet`]).
+//! - Retry-After honoured up to 60 s (issue 3; §8.4 said 30 s); above the cap, or when it would
+//!   end after the deadline, the call fails at once with a rate-limited error carrying the
+//!   instant ([`Schedule::RateLimited`]).
+//! - "Do not retry" directive header: `Stripe-Should-Retry: false` (more can be added).
+//! - Budget per origin: 20 %, 10 retries per second minimum, 10 s window in 10 slots, integer
+//!   units (Finagle / tower).
+//!
+//! # Choices where the specification is silent
+//! - Retry-After is honoured on any retried response; only 429 and 503 set the origin's gate
+//!   (§8.4 item 4.6). `x-amz-retry-after` (milliseconds) is used when `Retry-After` is absent
+//!   or invalid.
+//! - Only the value `false` (any case) of a directive header forbids; `true` never overrides
+//!   the safety rule or the limits.
+//! - A transparent retry whose attempt already used its one transparent retry falls back to an
+//!   ordinary retry (counted, charged, delayed) if the request qualifies for one.
+//! - One-shot retries (408/421/425) and auth replays are immediate (no backoff); one-shot
+//!   retries still count as attempts, so they cannot exceed `max_attempts`.
+//! - `max_attempts` outside 1..=10 is clamped, not rejected; budget settings outside their
+//!   ranges are rejected with [`BudgetConfigError`].
+
+use std::time::{Duration, SystemTime};
+
+use http::header::HeaderName;
+use http::{HeaderMap, StatusCode};
+
+use crate::outcome::{Classification, NoRetryReason, OutcomePolicy, RetryEligibility, StatusSet};
+use crate::time::duration_to_nanos;
+use crate::Instant;
+
+/// The most attempts (original included) any call may make.
+pub const MAX_ATTEMPTS_CAP: u32 = 10;
+
+/// Retry settings for a client (per-call overrides go into [`AttemptLedger::new`]).
+///
+/// ```
+/// use breakwater_core::retry::RetryPolicy;
+/// use std::time::Duration;
+///
+/// let policy = RetryPolicy::default()
+///     .with_max_attempts(5)
+///     .with_retry_500(false)
+///     .with_retry_after_cap(Duration::from_secs(20));
+/// assert_eq!(policy.max_attempts(), 5);
+/// assert_eq!(RetryPolicy::default().with_max_attempts(50).max_attempts(), 10);
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RetryPolicy {
+    max_attempts: u32,
+    outcome: OutcomePolicy,
+    retry_after_cap: Duration,
+    dont_retry_headers: Vec<HeaderName>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            outcome: OutcomePolicy::default(),
+            retry_after_cap: Duration::from_secs(60),
+            dont_retry_headers: vec![HeaderName::from_static("stripe-should-retry")],
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Attempts in total, original included; clamped to 1..=[`MAX_ATTEMPTS_CAP`]. Default 3.
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> RetryPolicy {
+        self.max_attempts = max_attempts.clamp(1, MAX_ATTEMPTS_CAP);
+        self
+    }
+
+    /// The classification switches (retried statuses, breaker effect of 500...).
+    pub fn with_outcome_policy(mut self, outcome: OutcomePolicy) -> RetryPolicy {
+        self.outcome = outcome;
+        self
+    }
+
+    /// Replaces the retried statuses (default 429, 500, 502, 503, 504).
+    pub fn with_retried_statuses(mut self, statuses: StatusSet) -> RetryPolicy {
+        self.outcome = self.outcome.with_retried_statuses(statuses);
+        self
+    }
+
+    /// Adds or removes 500 from the retried statuses (on by default).
+    pub fn with_retry_500(mut self, retry: bool) -> RetryPolicy {
+        self.outcome = self.outcome.with_retry_500(retry);
+        self
+    }
+
+    /// The longest Retry-After honoured; a longer one fails the call at once. Default 60 s.
+    pub fn with_retry_after_cap(mut self, cap: Duration) -> RetryPolicy {
+        self.retry_after_cap = cap;
+        self
+    }
+
+    /// Adds a response header whose value `false` forbids any retry.
+    pub fn with_dont_retry_header(mut self, header: HeaderName) -> RetryPolicy {
+        if !self.dont_retry_headers.contains(&header) {
+            self.dont_retry_headers.push(header);
+        }
+        self
+    }
+
+    /// Removes every "do not retry" header, the default `Stripe-Should-Retry` included.
+    pub fn without_dont_retry_headers(mut self) -> RetryPolicy {
+        self.dont_retry_headers.clear();
+        self
+    }
+
+    /// Attempts in total, original included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The classification switches.
+    pub fn outcome_policy(&self) -> &OutcomePolicy {
+        &self.outcome
+    }
+
+    /// The longest Retry-After honoured.
+    pub fn retry_after_cap(&self) -> Duration {
+        self.retry_after_cap
+    }
+
+    /// The "do not retry" headers.
+    pub fn dont_retry_headers(&self) -> &[HeaderName] {
+        &self.dont_retry_headers
+    }
+
+    /// A ledger for a new call with the policy's attempt limit.
+    pub fn ledger(&self) -> AttemptLedger {
+        AttemptLedger::new(self.max_attempts)
+    }
+
+    /// The server's directives in a response's headers (§8.2 item 2.5). `received_wall` is
+    /// the local wall clock when the response arrived.
+    pub fn directives(&self, headers: &HeaderMap, received_wall: SystemTime) -> ServerDirectives {
+        let forbid = self.dont_retry_headers.iter().any(|name| {
+            headers.get_all(name).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.trim().eq_ignore_ascii_case("false"))
+            })
+        });
+        let retry_after =
+            parse_retry_after(headers, received_wall).or_else(|| parse_amz_retry_after(headers));
+        ServerDirectives {
+            retry_after,
+            forbid,
+        }
+    }
+}
+
+/// What the server said about retrying.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ServerDirectives {
+    /// How long the server asked the client to wait, if it said so validly.
+    pub retry_after: Option<Duration>,
+    /// Whether the server forbade retrying. Always wins (§9.17).
+    pub forbid: bool,
+}
+
+/// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date in IMF-fixdate,
+/// RFC 850 or asctime form.
+///
+/// A date is measured against the response's own `Date` header when it has a valid one, which
+/// cancels clock skew between server and client; otherwise against `received_wall`. A date in
+/// the past gives zero. A missing, unparsable or negative value gives `None`. A delay too large
+/// for `u64` seconds saturates (and will exceed any cap).
+///
+/// ```
+/// use breakwater_core::retry::parse_retry_after;
+/// use http::HeaderMap;
+/// use std::time::{Duration, SystemTime};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("retry-after", "120".parse().unwrap());
+/// assert_eq!(parse_retry_after(&headers, SystemTime::UNIX_EPOCH), Some(Duration::from_secs(120)));
+///
+/// headers.insert("date", "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap());
+/// headers.insert("retry-after", "Sun, 06 Nov 1994 08:50:07 GMT".parse().unwrap());
+/// assert_eq!(parse_retry_after(&headers, SystemTime::UNIX_EPOCH), Some(Duration::from_secs(30)));
+/// ```
+pub fn parse_retry_after(headers: &HeaderMap, received_wall: SystemTime) -> Option<Duration> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: only overflow can fail, and an absurd delay is still a delay.
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
+    }
+    let until = httpdate::parse_http_date(value).ok()?;
+    let base = headers
+        .get(http::header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| httpdate::parse_http_date(d.trim()).ok())
+        .unwrap_or(received_wall);
+    Some(until.duration_since(base).unwrap_or(Duration::ZERO))
+}
+
+/// Parses the `x-amz-retry-after` hint: a non-negative integer of milliseconds.
+pub fn parse_amz_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("x-amz-retry-after")?.to_str().ok()?.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Duration::from_millis(
+        value.parse::<u64>().unwrap_or(u64::MAX),
+    ))
+}
+
+/// Facts about the request that the retry decision needs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RequestFacts {
+    /// Idempotent by method or by the caller's assertion (§8.2 item 2.2).
+    pub idempotent: bool,
+    /// Carries an idempotency key (§8.5).
+    pub keyed: bool,
+    /// The body can be sent again byte for byte (buffered, or re-creatable).
+    pub body_replayable: bool,
+}
+
+/// Per-call retry accounting: counted attempts, and the once-only allowances used so far.
+///
+/// Created when the original attempt is dispatched (it counts as attempt 1); each retry that
+/// is dispatched is [`record`](Self::record)ed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct AttemptLedger {
+    max_attempts: u8,
+    counted_attempts: u8,
+    transparent_used_this_attempt: bool,
+    transparent_retries: u8,
+    one_shot_used: bool,
+    auth_replay_used: bool,
+}
+
+impl AttemptLedger {
+    /// A ledger for a call allowed `max_attempts` counted attempts (clamped to 1..=10), after
+    /// its original attempt.
+    pub fn new(max_attempts: u32) -> AttemptLedger {
+        let max = max_attempts.clamp(1, MAX_ATTEMPTS_CAP);
+        AttemptLedger {
+            max_attempts: u8::try_from(max).unwrap_or(10),
+            counted_attempts: 1,
+            transparent_used_this_attempt: false,
+            transparent_retries: 0,
+            one_shot_used: false,
+            auth_replay_used: false,
+        }
+    }
+
+    /// Records a retry that is being dispatched. A [`RetryVerdict::GiveUp`] changes nothing.
+    pub fn record(&mut self, verdict: &RetryVerdict) {
+        let RetryVerdict::Retry(plan) = verdict else {
+            return;
+        };
+        match plan.kind {
+            RetryKind::Transparent => {
+                self.transparent_used_this_attempt = true;
+                self.transparent_retries = self.transparent_retries.saturating_add(1);
+            }
+            RetryKind::AuthReplay => self.auth_replay_used = true,
+            RetryKind::OneShot => self.one_shot_used = true,
+            RetryKind::Ordinary | RetryKind::KeyedConflict => {}
+        }
+        if plan.counts_as_attempt {
+            self.counted_attempts = self.counted_attempts.saturating_add(1);
+            self.transparent_used_this_attempt = false;
+        }
+    }
+
+    /// Counted attempts dispatched so far, original included.
+    pub fn counted_attempts(&self) -> u32 {
+        u32::from(self.counted_attempts)
+    }
+
+    /// The call's attempt limit.
+    pub fn max_attempts(&self) -> u32 {
+        u32::from(self.max_attempts)
+    }
+
+    /// Transparent retries dispatched over the whole call.
+    pub fn transparent_retries(&self) -> u32 {
+        u32::from(self.transparent_retries)
+    }
+
+    /// Whether the current counted attempt already had its transparent retry.
+    pub fn transparent_used_this_attempt(&self) -> bool {
+        self.transparent_used_this_attempt
+    }
+
+    /// Whether the one 408/421/425 retry was used.
+    pub fn one_shot_used(&self) -> bool {
+        self.one_shot_used
+    }
+
+    /// Whether the one auth replay was used.
+    pub fn auth_replay_used(&self) -> bool {
+        self.auth_replay_used
+    }
+}
+
+/// The kind of a retry, which fixes its price and its shape.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[non_exhaustive]
+pub enum RetryKind {
+    /// A configured retry after backoff: counted, charged.
+    Ordinary,
+    /// Immediate, on a fresh connection, free, not counted (rows 5, 6, 10; §8.2 item 2.7).
+    Transparent,
+    /// The one 408/421/425 retry: immediate, on a new connection, counted, charged (§8.2.8).
+    OneShot,
+    /// The one replay after a token refresh: free, not counted (§8.6).
+    AuthReplay,
+    /// 409 on a keyed request: backoff, counted, charged, breaker-neutral (§8.5 item 5.5).
+    KeyedConflict,
+}
+
+/// How a retry is to be dispatched.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub struct RetryPlan {
+    /// The kind of retry.
+    pub kind: RetryKind,
+    /// Whether it withdraws from the origin's budget.
+    pub charge_budget: bool,
+    /// Whether it counts against `max_attempts`.
+    pub counts_as_attempt: bool,
+    /// Whether it must use a freshly dialled connection.
+    pub fresh_connection: bool,
+    /// Whether it waits for a backoff delay (otherwise it goes at once, deadline permitting).
+    pub backoff: bool,
+}
+
+impl RetryKind {
+    /// The plan every retry of this kind follows.
+    pub const fn plan(self) -> RetryPlan {
+        let (charge_budget, counts_as_attempt, fresh_connection, backoff) = match self {
+            RetryKind::Ordinary => (true, true, false, true),
+            RetryKind::Transparent => (false, false, true, false),
+            RetryKind::OneShot => (true, true, true, false),
+            RetryKind::AuthReplay => (false, false, false, false),
+            RetryKind::KeyedConflict => (true, true, false, true),
+        };
+        RetryPlan {
+            kind: self,
+            charge_budget,
+            counts_as_attempt,
+            fresh_connection,
+            backoff,
+        }
+    }
+}
+
+/// The answer of [`decide`] (and of [`RetryBudget::charge`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[must_use]
+pub enum RetryVerdict {
+    /// Send the request again, as planned.
+    Retry(RetryPlan),
+    /// End the call with the attempt's outcome.
+    GiveUp(GiveUpReason),
+}
+
+/// Why a call is not retried.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[non_exhaustive]
+pub enum GiveUpReason {
+    /// The outcome's row allows no retry.
+    NotRetryable(NoRetryReason),
+    /// The safety rule (§8.2 item 2.3): the request is neither idempotent nor keyed and the
+    /// server may have applied it.
+    UnsafeToResend,
+    /// The server forbade retrying (§8.2 item 2.5).
+    DirectiveForbids,
+    /// The body cannot be sent again.
+    BodyNotReplayable,
+    /// `max_attempts` counted attempts were made.
+    AttemptsExhausted,
+    /// The one 408/421/425 retry was already used.
+    OneShotUsed,
+    /// The one auth replay was already used.
+    AuthReplayUsed,
+    /// The origin's retry budget could not pay ([`RetryBudget::charge`]).
+    BudgetExhausted,
+}
+
+/// Decides whether the attempt just classified is retried, and how (§8.2 items 2.1–2.8).
+///
+/// The safety rule is checked on its own, whatever the classification says: a request that is
+/// neither idempotent nor keyed is resent only after [`NotSent`](crate::outcome::Evidence) or
+/// `NotProcessed` evidence. Budget, deadline, Retry-After and breaker are checked afterwards
+/// by [`schedule`], [`RetryBudget::charge`] and the breaker.
+pub fn decide(
+    classification: &Classification,
+    request: &RequestFacts,
+    directives: &ServerDirectives,
+    ledger: &AttemptLedger,
+) -> RetryVerdict {
+    use GiveUpReason as G;
+    if directives.forbid {
+        return RetryVerdict::GiveUp(G::DirectiveForbids);
+    }
+    let retry_safe = request.idempotent || request.keyed;
+    if !retry_safe && !classification.evidence.proves_not_applied() {
+        return RetryVerdict::GiveUp(G::UnsafeToResend);
+    }
+    let kind = match classification.retry {
+        RetryEligibility::Never(reason) => return RetryVerdict::GiveUp(G::NotRetryable(reason)),
+        RetryEligibility::AnyMethod => RetryKind::Ordinary,
+        RetryEligibility::IdempotentOrKeyed if retry_safe => RetryKind::Ordinary,
+        RetryEligibility::Transparent if !ledger.transparent_used_this_attempt => {
+            RetryKind::Transparent
+        }
+        RetryEligibility::Transparent => RetryKind::Ordinary,
+        RetryEligibility::TransparentIfIdempotentOrKeyed if retry_safe => {
+            if ledger.transparent_used_this_attempt {
+                RetryKind::Ordinary
+            } else {
+                RetryKind::Transparent
+            }
+        }
+        RetryEligibility::IdempotentOrKeyed | RetryEligibility::TransparentIfIdempotentOrKeyed => {
+            return RetryVerdict::GiveUp(G::UnsafeToResend)
+        }
+        RetryEligibility::OneShot if ledger.one_shot_used => {
+            return RetryVerdict::GiveUp(G::OneShotUsed)
+        }
+        RetryEligibility::OneShot => RetryKind::OneShot,
+        RetryEligibility::AuthReplay if ledger.auth_replay_used => {
+            return RetryVerdict::GiveUp(G::AuthReplayUsed)
+        }
+        RetryEligibility::AuthReplay => RetryKind::AuthReplay,
+        RetryEligibility::KeyedConflict if request.keyed => RetryKind::KeyedConflict,
+        RetryEligibility::KeyedConflict => {
+            return RetryVerdict::GiveUp(G::NotRetryable(NoRetryReason::Completed))
+        }
+    };
+    if !request.body_replayable {
+        return RetryVerdict::GiveUp(G::BodyNotReplayable);
+    }
+    let plan = kind.plan();
+    if plan.counts_as_attempt && ledger.counted_attempts >= ledger.max_attempts {
+        return RetryVerdict::GiveUp(G::AttemptsExhausted);
+    }
+    RetryVerdict::Retry(plan)
+}
+
+/// What [`schedule`] weighs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ScheduleInput {
+    /// The current instant.
+    pub now: Instant,
+    /// The call's total deadline.
+    pub deadline: Instant,
+    /// The proposed delay (from backoff, Retry-After already applied; zero when immediate).
+    pub delay: Duration,
+    /// The least delay that deadline clipping may leave (the backoff floor F, §8.4 item 4.9).
+    pub min_delay: Duration,
+    /// The longest of the response's Retry-After and the origin gate's remaining wait.
+    pub retry_after: Option<Duration>,
+    /// The longest Retry-After honoured ([`RetryPolicy::retry_after_cap`]).
+    pub retry_after_cap: Duration,
+    /// Time an attempt needs at least: the origin's p50 with ≥ 20 samples, else zero (§8.2.6).
+    pub attempt_floor: Duration,
+}
+
+/// When (and whether) a retry goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[must_use]
+pub enum Schedule {
+    /// Retry after `delay`, at `at`.
+    Proceed {
+        /// The delay to wait.
+        delay: Duration,
+        /// `now + delay`.
+        at: Instant,
+    },
+    /// The server's Retry-After is above the cap or ends too late: fail at once with a
+    /// rate-limited error that says when the server will take requests again.
+    RateLimited {
+        /// `now + Retry-After`.
+        until: Instant,
+    },
+    /// No retry fits before the deadline.
+    DeadlineExceeded,
+}
+
+/// Places a retry in time (§8.2 item 2.6, §8.4 items 4.4 and 4.9, issue 3).
+///
+/// A retry goes only if `now + delay + attempt_floor ≤ deadline`. A Retry-After above the cap,
+/// or one that leaves no room before the deadline, gives [`Schedule::RateLimited`]. A delay
+/// that would break the deadline rule is lowered to the latest instant that keeps it, provided
+/// that is still at least `min_delay` and the Retry-After; otherwise
+/// [`Schedule::DeadlineExceeded`]. The delay is never below the Retry-After.
+pub fn schedule(input: &ScheduleInput) -> Schedule {
+    let ScheduleInput {
+        now,
+        deadline,
+        delay,
+        min_delay,
+        retry_after,
+        retry_after_cap,
+        attempt_floor,
+    } = *input;
+    if let Some(ra) = retry_after {
+        let until = now + ra;
+        if ra > retry_after_cap || until + attempt_floor > deadline {
+            return Schedule::RateLimited { until };
+        }
+    }
+    let ra = retry_after.unwrap_or(Duration::ZERO);
+    let delay = delay.max(ra);
+    if now + delay + attempt_floor <= deadline {
+        return Schedule::Proceed {
+            delay,
+            at: now + delay,
+        };
+    }
+    if now + attempt_floor > deadline {
+        return Schedule::DeadlineExceeded;
+    }
+    let latest = deadline.saturating_duration_since(now + attempt_floor);
+    if latest >= min_delay.max(ra) {
+        Schedule::Proceed {
+            delay: latest,
+            at: now + latest,
+        }
+    } else {
+        Schedule::DeadlineExceeded
+    }
+}
+
+/// The per-origin Retry-After gate (§8.4 item 4.6): a valid Retry-After on a 429 or 503 sets a
+/// "not before" instant for *retries* to that origin; new calls are not blocked.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct RetryAfterGate {
+    not_before: Instant,
+}
+
+impl RetryAfterGate {
+    /// A gate that is open.
+    pub fn new() -> RetryAfterGate {
+        RetryAfterGate::default()
+    }
+
+    /// Takes a response's status and Retry-After; only 429 and 503 move the gate, and only
+    /// later (a shorter Retry-After never reopens it early).
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+    ) {
+        let gating =
+            status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+        if let (true, Some(ra)) = (gating, retry_after) {
+            self.not_before = self.not_before.max(now + ra);
+        }
+    }
+
+    /// The instant before which no retry to the origin may go.
+    pub fn not_before(&self) -> Instant {
+        self.not_before
+    }
+
+    /// How long retries must still wait, if at all: feed it to [`schedule`] as a Retry-After
+    /// (taking the longer of it and the response's own).
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        (now < self.not_before).then(|| self.not_before.saturating_duration_since(now))
+    }
+}
+
+/// Settings of a [`RetryBudget`]. Defaults (Finagle, tower, reqwest): ttl 10 s, 10 retries
+/// per second minimum, 20 % of original attempts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RetryBudgetConfig {
+    /// How long a deposit counts. Must lie in 1..=60 s (Finagle's range).
+    pub ttl: Duration,
+    /// Retries per second always allowed, from a reserve that never expires.
+    pub min_retries_per_sec: u32,
+    /// Retries allowed per 100 original attempts; 0..=1000 (Finagle's range, ×100).
+    pub retry_percent: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> RetryBudgetConfig {
+        RetryBudgetConfig {
+            ttl: Duration::from_secs(10),
+            min_retries_per_sec: 10,
+            retry_percent: 20,
+        }
+    }
+}
+
+impl RetryBudgetConfig {
+    /// How long a deposit counts (1..=60 s).
+    pub fn with_ttl(mut self, ttl: Duration) -> RetryBudgetConfig {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Retries per second always allowed.
+    pub fn with_min_retries_per_sec(mut self, min: u32) -> RetryBudgetConfig {
+        self.min_retries_per_sec = min;
+        self
+    }
+
+    /// Retries allowed per 100 original attempts (0..=1000).
+    pub fn with_retry_percent(mut self, percent: u32) -> RetryBudgetConfig {
+        self.retry_percent = percent;
+        self
+    }
+}
+
+/// A budget setting out of range.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum BudgetConfigError {
+    /// `ttl` is outside 1..=60 s.
+    TtlOutOfRange(Duration),
+    /// `retry_percent` is above 1000.
+    PercentOutOfRange(u32),
+}
+
+impl std::fmt::Display for BudgetConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BudgetConfigError::TtlOutOfRange(ttl) => {
+                write!(f, "retry budget ttl {ttl:?} is outside 1 s..=60 s")
+            }
+            BudgetConfigError::PercentOutOfRange(p) => {
+                write!(f, "retry budget percent {p} is above 1000")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BudgetConfigError {}
+
+/// Number of time slots a budget's ttl is split into.
+pub const BUDGET_SLOTS: usize = 10;
+
+/// Units deposited per original attempt (Finagle's scale factor).
+pub const DEPOSIT_UNITS: i64 = 1000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+struct Slot {
+    /// Absolute slot number (`now / slot_length`) the units belong to.
+    index: u64,
+    units: i64,
+}
+
+/// A per-origin retry budget with Finagle / tower semantics (§8.3).
+///
+/// Every original attempt deposits [`DEPOSIT_UNITS`] into the current slot; a charged retry
+/// withdraws `⌊1000 × 100 / retry_percent⌋` units (5000 at 20 %) and succeeds iff
+/// `reserve + Σ live deposits − Σ live withdrawals ≥ cost`; the reserve is
+/// `min_retries_per_sec × ttl_secs × cost` and never expires. Time is cut into
+/// [`BUDGET_SLOTS`] slots of `ttl / 10`, aligned on the caller's epoch; a slot is live while
+/// it is one of the 10 most recent (the current one included). With `retry_percent = 0`,
+/// deposits are worth nothing and a retry costs 1 unit, so only the reserve pays (as Finagle
+/// and tower do). Fixed-size, allocation-free, integer-only.
+///
+/// ```
+/// use breakwater_core::retry::{RetryBudget, RetryBudgetConfig};
+/// use breakwater_core::Instant;
+///
+/// let mut budget = RetryBudget::new(RetryBudgetConfig::default().with_min_retries_per_sec(0))
+///     .unwrap();
+/// let now = Instant::ZERO;
+/// for _ in 0..5 {
+///     budget.deposit(now);
+/// }
+/// assert!(budget.try_withdraw(now)); // 5 originals pay for 1 retry at 20 %
+/// assert!(!budget.try_withdraw(now));
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RetryBudget {
+    slot_nanos: u64,
+    deposit_units: i64,
+    withdraw_units: i64,
+    reserve: i64,
+    latest_slot: u64,
+    slots: [Slot; BUDGET_SLOTS],
+}
+
+impl Default for RetryBudget {
+    fn default() -> RetryBudget {
+        RetryBudget::from_valid(RetryBudgetConfig::default())
+    }
+}
+
+impl RetryBudget {
+    /// A budget, or an error naming the setting out of range.
+    pub fn new(config: RetryBudgetConfig) -> Result<RetryBudget, BudgetConfigError> {
+        if config.ttl < Duration::from_secs(1) || config.ttl > Duration::from_secs(60) {
+            return Err(BudgetConfigError::TtlOutOfRange(config.ttl));
+        }
+        if config.retry_percent > 1000 {
+            return Err(BudgetConfigError::PercentOutOfRange(config.retry_percent));
+        }
+        Ok(RetryBudget::from_valid(config))
+    }
+
+    fn from_valid(config: RetryBudgetConfig) -> RetryBudget {
+        let (deposit_units, withdraw_units) = match config.retry_percent {
+            0 => (0, 1),
+            p => (DEPOSIT_UNITS, DEPOSIT_UNITS * 100 / i64::from(p)),
+        };
+        let ttl_secs = i64::try_from(config.ttl.as_secs()).unwrap_or(60);
+        let reserve = i64::from(config.min_retries_per_sec)
+            .saturating_mul(ttl_secs)
+            .saturating_mul(withdraw_units);
+        RetryBudget {
+            slot_nanos: (duration_to_nanos(config.ttl) / BUDGET_SLOTS as u64).max(1),
+            deposit_units,
+            withdraw_units,
+            reserve,
+            latest_slot: 0,
+            slots: [Slot::default(); BUDGET_SLOTS],
+        }
+    }
+
+    /// Records the dispatch of an original attempt (never a retry), whatever its outcome.
+    pub fn deposit(&mut self, now: Instant) {
+        let amount = self.deposit_units;
+        self.put(now, amount);
+    }
+
+    /// Withdraws the cost of one retry if the balance covers it.
+    #[must_use = "a refused withdrawal means the retry must not be sent"]
+    pub fn try_withdraw(&mut self, now: Instant) -> bool {
+        if self.balance(now) >= self.withdraw_units {
+            let amount = self.withdraw_units;
+            self.put(now, -amount);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Pays for a retry the verdict plans: withdraws for a charged retry, or turns the verdict
+    /// into [`GiveUpReason::BudgetExhausted`] when the balance cannot cover it. Free retries
+    /// (transparent, auth replay) and give-ups pass unchanged and touch nothing.
+    pub fn charge(&mut self, now: Instant, verdict: RetryVerdict) -> RetryVerdict {
+        match verdict {
+            RetryVerdict::Retry(plan) if plan.charge_budget => {
+                if self.try_withdraw(now) {
+                    verdict
+                } else {
+                    RetryVerdict::GiveUp(GiveUpReason::BudgetExhausted)
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Units available at `now`: reserve + live deposits − live withdrawals.
+    pub fn balance(&self, now: Instant) -> i64 {
+        let current = self.slot_index(now);
+        self.slots
+            .iter()
+            .filter(|s| current - s.index < BUDGET_SLOTS as u64)
+            .fold(self.reserve, |sum, s| sum.saturating_add(s.units))
+    }
+
+    /// Units one charged retry costs.
+    pub fn withdrawal_cost(&self) -> i64 {
+        self.withdraw_units
+    }
+
+    /// Units one original attempt deposits.
+    pub fn deposit_amount(&self) -> i64 {
+        self.deposit_units
+    }
+
+    /// The never-expiring reserve, in units.
+    pub fn reserve(&self) -> i64 {
+        self.reserve
+    }
+
+    /// The length of one slot.
+    pub fn slot_length(&self) -> Duration {
+        Duration::from_nanos(self.slot_nanos)
+    }
+
+    /// The absolute slot of `now`; an earlier `now` than seen before counts as the latest.
+    fn slot_index(&self, now: Instant) -> u64 {
+        (now.as_nanos() / self.slot_nanos).max(self.latest_slot)
+    }
+
+    fn put(&mut self, now: Instant, amount: i64) {
+        let index = self.slot_index(now);
+        self.latest_slot = index;
+        let position = (index % BUDGET_SLOTS as u64) as usize;
+        if let Some(slot) = self.slots.get_mut(position) {
+            if slot.index != index {
+                *slot = Slot { index, units: 0 };
+            }
+            slot.units = slot.units.saturating_add(amount);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{classify, AttemptOutcome, ClassifyContext, ConnectFailure};
+    use http::HeaderValue;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn at(secs: u64) -> Instant {
+        Instant::ZERO + Duration::from_secs(secs)
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // 08:49:37
+        let ra = |v| parse_retry_after(&headers(&[("retry-after", v)]), wall);
+        assert_eq!(ra("0"), Some(Duration::ZERO));
+        assert_eq!(ra(" 7 "), Some(7 * SEC));
+        assert_eq!(ra("-5"), None);
+        assert_eq!(ra("1.5"), None);
+        assert_eq!(ra("soon"), None);
+        assert_eq!(
+            ra("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(ra("Sun, 06 Nov 1994 08:49:47 GMT"), Some(10 * SEC));
+        assert_eq!(ra("Sunday, 06-Nov-94 08:49:57 GMT"), Some(20 * SEC));
+        assert_eq!(ra("Sun Nov  6 08:50:07 1994"), Some(30 * SEC));
+        assert_eq!(ra("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        // The response's own Date cancels a skewed local clock.
+        let skewed = wall + Duration::from_secs(3600);
+        let h = headers(&[
+            ("retry-after", "Sun, 06 Nov 1994 08:49:47 GMT"),
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ]);
+        assert_eq!(parse_retry_after(&h, skewed), Some(10 * SEC));
+        // A broken Date falls back to the wall clock.
+        let h = headers(&[
+            ("retry-after", "Sun, 06 Nov 1994 08:49:47 GMT"),
+            ("date", "x"),
+        ]);
+        assert_eq!(parse_retry_after(&h, wall), Some(10 * SEC));
+    }
+
+    #[test]
+    fn directives_forbid_and_amz_hint() {
+        let policy = RetryPolicy::default()
+            .with_dont_retry_header(HeaderName::from_static("x-should-retry"));
+        let d = policy.directives(
+            &headers(&[("stripe-should-retry", "False")]),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(d.forbid);
+        let d = policy.directives(
+            &headers(&[("x-should-retry", "true")]),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(!d.forbid);
+        let d = policy.directives(
+            &headers(&[("x-should-retry", "false")]),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(d.forbid);
+        let d = policy.directives(
+            &headers(&[("x-amz-retry-after", "1500")]),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(d.retry_after, Some(Duration::from_millis(1500)));
+        let d = policy.directives(
+            &headers(&[("x-amz-retry-after", "1500"), ("retry-after", "3")]),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(d.retry_after, Some(3 * SEC));
+        let none = RetryPolicy::default().without_dont_retry_headers();
+        assert!(
+            !none
+                .directives(
+                    &headers(&[("stripe-should-retry", "false")]),
+                    SystemTime::UNIX_EPOCH
+                )
+                .forbid
+        );
+    }
+
+    fn facts(idempotent: bool, keyed: bool) -> RequestFacts {
+        RequestFacts {
+            idempotent,
+            keyed,
+            body_replayable: true,
+        }
+    }
+
+    fn verdict(
+        outcome: AttemptOutcome,
+        request: RequestFacts,
+        ledger: &AttemptLedger,
+    ) -> RetryVerdict {
+        let ctx = ClassifyContext {
+            keyed: request.keyed,
+            token_authenticated: true,
+            ..ClassifyContext::default()
+        };
+        decide(
+            &classify(&outcome, &ctx),
+            &request,
+            &ServerDirectives::default(),
+            ledger,
+        )
+    }
+
+    fn response(code: u16) -> AttemptOutcome {
+        AttemptOutcome::Response {
+            status: StatusCode::from_u16(code).unwrap(),
+            elapsed: SEC,
+        }
+    }
+
+    #[test]
+    fn safety_rule_and_kinds() {
+        let ledger = AttemptLedger::new(3);
+        let post = facts(false, false);
+        let kind = |v: RetryVerdict| match v {
+            RetryVerdict::Retry(p) => Ok(p.kind),
+            RetryVerdict::GiveUp(r) => Err(r),
+        };
+        assert_eq!(
+            kind(verdict(response(503), post, &ledger)),
+            Err(GiveUpReason::UnsafeToResend)
+        );
+        assert_eq!(
+            kind(verdict(response(503), facts(false, true), &ledger)),
+            Ok(RetryKind::Ordinary)
+        );
+        assert_eq!(
+            kind(verdict(
+                AttemptOutcome::ConnectFailed(ConnectFailure::Refused),
+                post,
+                &ledger
+            )),
+            Ok(RetryKind::Ordinary)
+        );
+        assert_eq!(
+            kind(verdict(
+                AttemptOutcome::ConnectionDeadBeforeWrite { reused: true },
+                post,
+                &ledger
+            )),
+            Ok(RetryKind::Transparent)
+        );
+        assert_eq!(
+            kind(verdict(
+                AttemptOutcome::ClosedBeforeResponse { reused: true },
+                post,
+                &ledger
+            )),
+            Err(GiveUpReason::UnsafeToResend)
+        );
+        assert_eq!(
+            kind(verdict(response(421), post, &ledger)),
+            Ok(RetryKind::OneShot)
+        );
+        assert_eq!(
+            kind(verdict(response(401), post, &ledger)),
+            Ok(RetryKind::AuthReplay)
+        );
+        assert_eq!(
+            kind(verdict(response(409), facts(false, true), &ledger)),
+            Ok(RetryKind::KeyedConflict)
+        );
+        assert_eq!(
+            kind(verdict(response(404), facts(true, false), &ledger)),
+            Err(GiveUpReason::NotRetryable(NoRetryReason::Completed))
+        );
+        let mut no_body = facts(true, false);
+        no_body.body_replayable = false;
+        assert_eq!(
+            kind(verdict(response(503), no_body, &ledger)),
+            Err(GiveUpReason::BodyNotReplayable)
+        );
+    }
+
+    #[test]
+    fn ledger_limits() {
+        let get = facts(true, false);
+        let mut ledger = AttemptLedger::new(2);
+        let v = verdict(response(503), get, &ledger);
+        assert!(matches!(v, RetryVerdict::Retry(p) if p.kind == RetryKind::Ordinary));
+        ledger.record(&v);
+        assert_eq!(
+            verdict(response(503), get, &ledger),
+            RetryVerdict::GiveUp(GiveUpReason::AttemptsExhausted)
+        );
+        // Transparent retries do not count, but only one per counted attempt.
+        let stale = AttemptOutcome::ConnectionDeadBeforeWrite { reused: true };
+        let v = verdict(stale, get, &ledger);
+        assert_eq!(v, RetryVerdict::Retry(RetryKind::Transparent.plan()));
+        ledger.record(&v);
+        assert_eq!(
+            verdict(stale, get, &ledger),
+            RetryVerdict::GiveUp(GiveUpReason::AttemptsExhausted)
+        );
+        let mut ledger = AttemptLedger::new(3);
+        let v = verdict(response(408), get, &ledger);
+        ledger.record(&v);
+        assert_eq!(
+            verdict(response(408), get, &ledger),
+            RetryVerdict::GiveUp(GiveUpReason::OneShotUsed)
+        );
+        let v = verdict(response(401), get, &ledger);
+        ledger.record(&v);
+        assert_eq!(
+            verdict(response(401), get, &ledger),
+            RetryVerdict::GiveUp(GiveUpReason::AuthReplayUsed)
+        );
+        assert_eq!(ledger.counted_attempts(), 2);
+    }
+
+    #[test]
+    fn directive_wins_over_everything() {
+        let c = classify(
+            &AttemptOutcome::ConnectionDeadBeforeWrite { reused: true },
+            &ClassifyContext::default(),
+        );
+        let forbid = ServerDirectives {
+            retry_after: None,
+            forbid: true,
+        };
+        assert_eq!(
+            decide(&c, &facts(true, true), &forbid, &AttemptLedger::new(3)),
+            RetryVerdict::GiveUp(GiveUpReason::DirectiveForbids)
+        );
+    }
+
+    fn input(now: u64, deadline: u64, delay: Duration, ra: Option<Duration>) -> ScheduleInput {
+        ScheduleInput {
+            now: at(now),
+            deadline: at(deadline),
+            delay,
+            min_delay: Duration::from_millis(500),
+            retry_after: ra,
+            retry_after_cap: Duration::from_secs(60),
+            attempt_floor: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn schedule_rules() {
+        assert_eq!(
+            schedule(&input(0, 30, 2 * SEC, None)),
+            Schedule::Proceed {
+                delay: 2 * SEC,
+                at: at(2)
+            }
+        );
+        // Retry-After wins when longer.
+        assert_eq!(
+            schedule(&input(0, 30, 2 * SEC, Some(5 * SEC))),
+            Schedule::Proceed {
+                delay: 5 * SEC,
+                at: at(5)
+            }
+        );
+        // Above the cap, or past the deadline: rate limited at once, carrying the instant.
+        assert_eq!(
+            schedule(&input(0, 300, SEC, Some(61 * SEC))),
+            Schedule::RateLimited { until: at(61) }
+        );
+        assert_eq!(
+            schedule(&input(0, 30, SEC, Some(31 * SEC))),
+            Schedule::RateLimited { until: at(31) }
+        );
+        // Clipped to the deadline, but never below the floor.
+        assert_eq!(
+            schedule(&input(0, 3, 5 * SEC, None)),
+            Schedule::Proceed {
+                delay: 3 * SEC,
+                at: at(3)
+            }
+        );
+        let mut late = input(0, 3, 5 * SEC, None);
+        late.min_delay = 4 * SEC;
+        assert_eq!(schedule(&late), Schedule::DeadlineExceeded);
+        let mut floor = input(0, 3, SEC, None);
+        floor.attempt_floor = 4 * SEC;
+        assert_eq!(schedule(&floor), Schedule::DeadlineExceeded);
+        assert_eq!(
+            schedule(&input(40, 30, Duration::ZERO, None)),
+            Schedule::DeadlineExceeded
+        );
+    }
+
+    #[test]
+    fn gate_only_on_429_and_503_and_only_later() {
+        let mut gate = RetryAfterGate::new();
+        gate.handle_response(at(0), StatusCode::BAD_GATEWAY, Some(10 * SEC));
+        assert_eq!(gate.remaining(at(0)), None);
+        gate.handle_response(at(0), StatusCode::TOO_MANY_REQUESTS, Some(10 * SEC));
+        gate.handle_response(at(1), StatusCode::SERVICE_UNAVAILABLE, Some(2 * SEC));
+        assert_eq!(gate.not_before(), at(10));
+        assert_eq!(gate.remaining(at(4)), Some(6 * SEC));
+        assert_eq!(gate.remaining(at(10)), None);
+    }
+
+    #[test]
+    fn budget_defaults_follow_finagle() {
+        let mut b = RetryBudget::default();
+        assert_eq!(
+            (b.deposit_amount(), b.withdrawal_cost(), b.reserve()),
+            (1000, 5000, 500_000)
+        );
+        // The reserve alone pays for 100 retries in a window...
+        assert_eq!((0..200).filter(|_| b.try_withdraw(at(0))).count(), 100);
+        // ...and they expire with their slots, the reserve does not.
+        assert!(!b.try_withdraw(at(9)));
+        assert!(b.try_withdraw(at(10)));
+        // An earlier `now` is treated as the latest seen.
+        assert_eq!(b.balance(at(0)), b.balance(at(10)));
+        assert_eq!(
+            RetryBudget::new(RetryBudgetConfig::default().with_ttl(Duration::from_millis(500))),
+            Err(BudgetConfigError::TtlOutOfRange(Duration::from_millis(500)))
+        );
+        assert_eq!(
+            RetryBudget::new(RetryBudgetConfig::default().with_retry_percent(1001)),
+            Err(BudgetConfigError::PercentOutOfRange(1001))
+        );
+        let zero = RetryBudget::new(RetryBudgetConfig::default().with_retry_percent(0)).unwrap();
+        assert_eq!(
+            (
+                zero.deposit_amount(),
+                zero.withdrawal_cost(),
+                zero.reserve()
+            ),
+            (0, 1, 100)
+        );
+    }
+
+    #[test]
+    fn charge_is_free_for_transparent_and_auth() {
+        let mut b =
+            RetryBudget::new(RetryBudgetConfig::default().with_min_retries_per_sec(0)).unwrap();
+        for kind in [RetryKind::Transparent, RetryKind::AuthReplay] {
+            let v = RetryVerdict::Retry(kind.plan());
+            assert_eq!(b.charge(at(0), v), v);
+        }
+        assert_eq!(
+            b.charge(at(0), RetryVerdict::Retry(RetryKind::Ordinary.plan())),
+            RetryVerdict::GiveUp(GiveUpReason::BudgetExhausted)
+        );
+        assert_eq!(b.balance(at(0)), 0);
+    }
+}
