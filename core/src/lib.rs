@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod breaker;
+pub mod call;
 pub mod h1;
 pub mod idempotency;
 pub mod latency;
