@@ -6,9 +6,12 @@ use std::time::Duration;
 use breakwater_core::backoff::BackoffPolicy;
 use breakwater_core::breaker::{Breaker, BreakerConfig};
 use breakwater_core::latency::{LatencyConfig, LatencyWindow};
-use breakwater_core::outcome::BreakerEffect;
-use breakwater_core::Instant;
+use breakwater_core::outcome::{classify, AttemptOutcome, BreakerEffect, OutcomePolicy};
+use breakwater_core::pool::{Acquired, Grant, Pool, PoolConfig};
+use breakwater_core::retry::{decide, RequestFacts, RetryBudget, RetryBudgetConfig, RetryPolicy};
+use breakwater_core::{Instant, Origin};
 use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, StatusCode};
 
 fn breaker(c: &mut Criterion) {
     let mut breaker = Breaker::new(BreakerConfig::default(), fastrand::Rng::with_seed(1)).unwrap();
@@ -47,5 +50,64 @@ fn backoff(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, breaker, latency, backoff);
+fn pool(c: &mut Criterion) {
+    let mut pool: Pool<u32> = Pool::new(PoolConfig::default());
+    let origin =
+        pool.origin_id(&Origin::from_uri(&"https://api.example.com".parse().unwrap()).unwrap());
+    let mut now = Instant::from_nanos(1);
+    // One connection opened and returned, so every checkout below finds it idle.
+    let Ok(Acquired::Ready(Grant::Connect(reservation))) = pool.acquire(origin, None, now) else {
+        panic!("an empty pool hands out a reservation")
+    };
+    let conn = pool.handle_connected(reservation, 7, now).unwrap();
+    pool.handle_released(conn, 7, true, now).unwrap();
+    c.bench_function("pool checkout + release (idle connection)", |b| {
+        b.iter(|| {
+            now += Duration::from_micros(1);
+            let Ok(Acquired::Ready(Grant::Idle { conn, value })) = pool.acquire(origin, None, now)
+            else {
+                panic!("the idle connection is handed out")
+            };
+            pool.handle_released(conn, value, true, now).unwrap();
+        })
+    });
+}
+
+/// One retry decision after a 503 on a GET: classify, read directives, decide, pay, draw the delay.
+fn retry_decision(c: &mut Criterion) {
+    let policy = RetryPolicy::default();
+    let outcome_policy = OutcomePolicy::default();
+    let backoff = BackoffPolicy::default();
+    let mut budget = RetryBudget::new(RetryBudgetConfig::default()).unwrap();
+    let mut rng = fastrand::Rng::with_seed(5);
+    let headers = HeaderMap::new();
+    let wall = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let request = RequestFacts {
+        idempotent: true,
+        keyed: false,
+        body_replayable: true,
+    };
+    let outcome = AttemptOutcome::Response {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        elapsed: Duration::from_millis(40),
+    };
+    let mut now = Instant::from_nanos(1);
+    c.bench_function(
+        "retry decision (503 on GET: classify, decide, pay, delay)",
+        |b| {
+            b.iter(|| {
+                now += Duration::from_micros(1);
+                budget.deposit(now);
+                let ledger = policy.ledger();
+                let classification = classify(&outcome, &outcome_policy.context(false, false));
+                let directives = policy.directives(&headers, wall);
+                let verdict = decide(&classification, &request, &directives, &ledger);
+                let verdict = budget.charge(now, verdict);
+                black_box((verdict, backoff.delay(1, None, None, &mut rng)))
+            })
+        },
+    );
+}
+
+criterion_group!(benches, breaker, latency, backoff, pool, retry_decision);
 criterion_main!(benches);
