@@ -277,7 +277,7 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Decodes one HTTP/1.1 response; see the [module documentation](self).
+/// Decodes one HTTP/1.1 response; see the [`h1`](crate::h1) module documentation.
 #[derive(Debug)]
 pub struct ResponseDecoder {
     config: DecoderConfig,
