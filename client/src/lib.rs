@@ -1,11 +1,11 @@
 //! Breakwater: the user-facing client.
 //!
-//! **Status: not built yet.** This crate will hold the runtime-generic driver
-//! and the public `Client` API (see `DESIGN.md`). Today it only re-exports the
-//! sans-IO core, [`breakwater_core`], whose decisions the driver will execute.
+//! **Status: being built.** This crate holds the runtime trait
+//! ([`runtime::Runtime`]) that adapters implement and the shared TLS settings
+//! ([`tls::TlsOptions`]); the driver and the public `Client` come next.
 //!
 //! ```
-//! // The core's vocabulary is already usable through this crate.
+//! // The core's vocabulary is usable through this crate.
 //! let origin = breakwater::core::Origin::from_uri(&"https://api.example.com".parse().unwrap()).unwrap();
 //! assert_eq!(origin.port(), 443);
 //! ```
@@ -14,3 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub use breakwater_core as core;
+
+pub mod runtime;
+pub mod tls;

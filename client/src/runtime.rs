@@ -1,0 +1,253 @@
+//! The runtime trait: the only I/O the client needs, supplied by an adapter.
+//!
+//! A [`Runtime`] connects a byte stream to an origin (with TLS when the origin
+//! is `https`), sleeps until an instant, and reads the clock. That is all: the
+//! client does every read and write itself, on the task that awaits the call,
+//! and the core makes every decision. `breakwater-tokio` and `breakwater-smol`
+//! implement it with their ecosystems' sockets and rustls wrappers; the
+//! testkit implements it with a simulated network and a virtual clock. A user
+//! with another executor can implement it in about a hundred lines.
+//!
+//! The client holds its runtime as `Arc<dyn Runtime>`, so application code
+//! names one concrete `Client` type whatever runs under it.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use breakwater_core::{Instant, Origin};
+use futures_io::{AsyncRead, AsyncWrite};
+
+use crate::tls::TlsConfig;
+
+/// A boxed, sendable future, as the runtime trait returns them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the client needs from an async runtime.
+///
+/// # Contract
+/// - [`now`](Runtime::now) is monotonic and never goes backwards.
+/// - [`sleep_until`](Runtime::sleep_until) completes at or after the instant.
+///   The client re-reads the clock when it wakes and trusts the clock, not
+///   the timer, so an early or spurious wake-up is harmless.
+/// - [`connect`](Runtime::connect) returns a stream that is ready for HTTP/1.1
+///   bytes: for an `https` origin the TLS handshake has completed with the
+///   given configuration (ALPN `http/1.1`). Connect timeouts are enforced by
+///   the client, which drops the future when its deadline passes.
+pub trait Runtime: Send + Sync + 'static {
+    /// Opens a connection to `target`, with TLS when `target.tls` is set.
+    fn connect(
+        &self,
+        target: ConnectTarget,
+    ) -> BoxFuture<'static, Result<BoxTransport, ConnectError>>;
+
+    /// Completes at or after `deadline` on this runtime's clock.
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;
+
+    /// The current instant on this runtime's monotonic clock.
+    fn now(&self) -> Instant;
+
+    /// The wall clock, used only to read HTTP dates (`Retry-After`, `Date`).
+    fn wall_clock(&self) -> SystemTime;
+
+    /// A seed for the client's random choices (jitter, idempotency keys).
+    ///
+    /// Production runtimes draw it from the operating system; a simulation
+    /// derives it from its root seed so a run replays exactly.
+    fn random_seed(&self) -> u64;
+}
+
+/// Where to connect, and how.
+#[derive(Clone, Debug)]
+pub struct ConnectTarget {
+    /// The origin: scheme, host and port.
+    pub origin: Origin,
+    /// TLS settings when the origin is `https`; `None` for plain `http`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// A connected byte stream, as the runtime hands it to the client.
+pub type BoxTransport = Box<dyn Transport>;
+
+/// A byte stream to an origin: futures-io traits plus what the client reports about it.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// Facts about this connection, for response timings and stats.
+    fn info(&self) -> TransportInfo {
+        TransportInfo::default()
+    }
+}
+
+/// Facts a runtime knows about a connection it opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportInfo {
+    /// The peer's address, when the transport has one.
+    pub peer_addr: Option<SocketAddr>,
+    /// Whether TLS protects the stream.
+    pub tls: bool,
+    /// Time spent resolving the host name.
+    pub dns: Option<Duration>,
+    /// Time spent establishing the TCP connection.
+    pub tcp_connect: Option<Duration>,
+    /// Time spent in the TLS handshake.
+    pub tls_handshake: Option<Duration>,
+}
+
+impl TransportInfo {
+    /// Facts about a plain or TLS connection; the timings start empty.
+    pub fn new(peer_addr: Option<SocketAddr>, tls: bool) -> Self {
+        TransportInfo {
+            peer_addr,
+            tls,
+            ..TransportInfo::default()
+        }
+    }
+
+    /// Records how long each connection phase took.
+    pub fn with_timings(
+        mut self,
+        dns: Option<Duration>,
+        tcp_connect: Option<Duration>,
+        tls_handshake: Option<Duration>,
+    ) -> Self {
+        self.dns = dns;
+        self.tcp_connect = tcp_connect;
+        self.tls_handshake = tls_handshake;
+        self
+    }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub struct ConnectError {
+    kind: ConnectErrorKind,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// The kind of a [`ConnectError`]; it decides how the failure is classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectErrorKind {
+    /// The host name did not resolve.
+    Dns,
+    /// The peer refused the connection.
+    Refused,
+    /// The network or host is unreachable, or the connection was reset during setup.
+    Unreachable,
+    /// The connection attempt took too long (reported by runtimes with their own limits).
+    TimedOut,
+    /// The TLS handshake failed for a reason other than the certificate.
+    TlsHandshake,
+    /// The server's certificate failed verification.
+    Certificate(CertificateErrorKind),
+    /// Any other I/O error.
+    Io,
+}
+
+/// Why a server certificate was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CertificateErrorKind {
+    /// The chain does not lead to a trusted root (self-signed, unknown CA).
+    UnknownIssuer,
+    /// The certificate has expired (or is not yet valid).
+    Expired,
+    /// The certificate is not valid for the host name that was dialled.
+    WrongHost,
+    /// The certificate was revoked.
+    Revoked,
+    /// Any other verification failure.
+    Other,
+}
+
+impl ConnectError {
+    /// A connect error of `kind`, with the underlying error as its source.
+    pub fn new(
+        kind: ConnectErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        ConnectError {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    /// A connect error of `kind` with no further detail.
+    pub fn from_kind(kind: ConnectErrorKind) -> Self {
+        ConnectError { kind, source: None }
+    }
+
+    /// Classifies an I/O error from a socket connect.
+    pub fn from_io(err: io::Error) -> Self {
+        let kind = match err.kind() {
+            io::ErrorKind::ConnectionRefused => ConnectErrorKind::Refused,
+            io::ErrorKind::TimedOut => ConnectErrorKind::TimedOut,
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::AddrNotAvailable => ConnectErrorKind::Unreachable,
+            _ => ConnectErrorKind::Io,
+        };
+        ConnectError::new(kind, err)
+    }
+
+    /// Classifies a failed TLS handshake: certificate problems are told
+    /// apart, because they are never retried and never trip the breaker.
+    pub fn from_tls_io(err: io::Error) -> Self {
+        let kind = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map_or(
+                ConnectErrorKind::TlsHandshake,
+                crate::tls::classify_rustls_error,
+            );
+        ConnectError::new(kind, err)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ConnectErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ConnectErrorKind::Dns => "host name did not resolve",
+            ConnectErrorKind::Refused => "connection refused",
+            ConnectErrorKind::Unreachable => "host unreachable",
+            ConnectErrorKind::TimedOut => "connect timed out",
+            ConnectErrorKind::TlsHandshake => "TLS handshake failed",
+            ConnectErrorKind::Certificate(CertificateErrorKind::UnknownIssuer) => {
+                "server certificate is not signed by a trusted authority"
+            }
+            ConnectErrorKind::Certificate(CertificateErrorKind::Expired) => {
+                "server certificate has expired or is not yet valid"
+            }
+            ConnectErrorKind::Certificate(CertificateErrorKind::WrongHost) => {
+                "server certificate is not valid for this host name"
+            }
+            ConnectErrorKind::Certificate(CertificateErrorKind::Revoked) => {
+                "server certificate was revoked"
+            }
+            ConnectErrorKind::Certificate(CertificateErrorKind::Other) => {
+                "server certificate failed verification"
+            }
+            ConnectErrorKind::Io => "I/O error while connecting",
+        };
+        match &self.source {
+            Some(source) => write!(f, "{what}: {source}"),
+            None => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
