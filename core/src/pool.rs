@@ -795,17 +795,27 @@ impl<C> Pool<C> {
         conn: C,
         now: Instant,
     ) -> Result<ConnId, PoolError> {
-        let now = self.advance(now);
-        let key = reservation.id.0;
-        if let Err(e) = self.slot_in(key, SlotState::Connecting, || {
-            PoolError::UnknownReservation(reservation.id)
-        }) {
+        self.handle_opened(reservation, now).inspect_err(|_| {
             self.events.push_back(PoolEvent::Close {
                 value: conn,
                 reason: CloseReason::Unknown,
             });
-            return Err(e);
-        }
+        })
+    }
+
+    /// [`Pool::handle_connected`] for a driver that keeps the connection value itself while it
+    /// is checked out (the call orchestrator does): the slot becomes active and nothing is
+    /// taken. On an error the caller still holds its connection and closes it.
+    pub fn handle_opened(
+        &mut self,
+        reservation: Reservation,
+        now: Instant,
+    ) -> Result<ConnId, PoolError> {
+        let now = self.advance(now);
+        let key = reservation.id.0;
+        self.slot_in(key, SlotState::Connecting, || {
+            PoolError::UnknownReservation(reservation.id)
+        })?;
         let o = reservation.origin.index();
         let rec = &mut self.origins[o];
         rec.connecting -= 1;
