@@ -1688,9 +1688,8 @@ impl<C> Call<C> {
             if let Some(step) = self.take_token_decision(now, engine, decision) {
                 return Some(step);
             }
-            if self.lease.is_none() {
-                return None;
-            }
+            // No lease yet: the phase changed (waiting or failed); the caller loops.
+            self.lease.as_ref()?;
         }
         // 2. The breaker.
         if self.breaker_permit.is_none() && self.conn.is_none() {

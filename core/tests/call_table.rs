@@ -122,7 +122,7 @@ impl Harness {
                     assert!(call.connection_mut().is_some());
                     // No reply scripted: leave the call on the wire.
                     let Some(reply) = replies.next() else { break };
-                    self.now = self.now + RTT;
+                    self.now += RTT;
                     let mut headers = HeaderMap::new();
                     let outcome = match reply {
                         Reply::Status(code, extra) => {
