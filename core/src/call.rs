@@ -149,9 +149,9 @@ use crate::pool::{
     PoolEvent, Reservation, WaiterId,
 };
 use crate::retry::{
-    decide, schedule, AttemptLedger, BudgetConfigError, GiveUpReason, RequestFacts,
-    RetryAfterGate, RetryBudget, RetryBudgetConfig, RetryKind, RetryPolicy, RetryVerdict,
-    Schedule, ScheduleInput, ServerDirectives,
+    decide, schedule, AttemptLedger, BudgetConfigError, GiveUpReason, RequestFacts, RetryAfterGate,
+    RetryBudget, RetryBudgetConfig, RetryKind, RetryPolicy, RetryVerdict, Schedule, ScheduleInput,
+    ServerDirectives,
 };
 use crate::{Instant, Origin};
 
@@ -563,7 +563,9 @@ pub enum TokenReportError {
 impl fmt::Display for TokenReportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TokenReportError::UnknownFetch(id) => write!(f, "token fetch {} is not in flight", id.get()),
+            TokenReportError::UnknownFetch(id) => {
+                write!(f, "token fetch {} is not in flight", id.get())
+            }
             TokenReportError::NoTokenSource => f.write_str("the engine has no token cache"),
             TokenReportError::Cache(e) => write!(f, "{e}"),
         }
@@ -627,7 +629,10 @@ impl<C> Engine<C> {
     /// An engine with `config`, drawing every random choice from `rng` (split per origin and
     /// per call, so one call's draws never shift another's).
     pub fn new(config: EngineConfig, rng: fastrand::Rng) -> Result<Engine<C>, EngineConfigError> {
-        config.breaker.validate().map_err(EngineConfigError::Breaker)?;
+        config
+            .breaker
+            .validate()
+            .map_err(EngineConfigError::Breaker)?;
         RetryBudget::new(config.budget).map_err(EngineConfigError::Budget)?;
         Ok(Engine {
             pool: Pool::new(config.pool.clone()),
@@ -941,8 +946,10 @@ impl<C> Engine<C> {
                 PoolEvent::TimedOut { waiter } => (waiter, PoolAnswer::TimedOut),
                 PoolEvent::PoolClosed { waiter } => (waiter, PoolAnswer::Closed),
                 PoolEvent::Close { value, reason } => {
-                    self.events
-                        .push_back(EngineEvent::Close { conn: value, reason });
+                    self.events.push_back(EngineEvent::Close {
+                        conn: value,
+                        reason,
+                    });
                     continue;
                 }
             };
@@ -1322,13 +1329,24 @@ impl std::error::Error for CallMisuse {}
 #[derive(Debug)]
 enum Phase {
     /// Admission of the next attempt, not before the instant (backoff).
-    Admit { not_before: Instant },
+    Admit {
+        not_before: Instant,
+    },
     WaitToken(WaitTicket),
-    WaitPermit { until: Instant },
-    WaitPool { waiter: WaiterId, until: Instant },
-    Connecting { connect_deadline: Instant },
+    WaitPermit {
+        until: Instant,
+    },
+    WaitPool {
+        waiter: WaiterId,
+        until: Instant,
+    },
+    Connecting {
+        connect_deadline: Instant,
+    },
     Sending,
-    Delivered { effect: BreakerEffect },
+    Delivered {
+        effect: BreakerEffect,
+    },
     Ended,
 }
 
@@ -1463,9 +1481,9 @@ impl<C> Call<C> {
                     }
                 }
                 Phase::WaitPermit { until } => {
-                    let granted = engine.slot(self.id).is_some_and(|s| {
-                        std::mem::replace(&mut s.permit_granted, false)
-                    });
+                    let granted = engine
+                        .slot(self.id)
+                        .is_some_and(|s| std::mem::replace(&mut s.permit_granted, false));
                     if granted {
                         self.holds_permit = true;
                         self.phase = Phase::Admit {
@@ -1553,7 +1571,12 @@ impl<C> Call<C> {
                     conn,
                     reason: CloseReason::Unknown,
                 });
-                self.fail(now, engine, CallErrorKind::Other(OutcomeRow::LocalExhaustion), None);
+                self.fail(
+                    now,
+                    engine,
+                    CallErrorKind::Other(OutcomeRow::LocalExhaustion),
+                    None,
+                );
                 Err(CallMisuse::Pool(e))
             }
         }
@@ -1577,7 +1600,13 @@ impl<C> Call<C> {
             ConnectError::Failed(kind) => AttemptOutcome::ConnectFailed(kind),
             ConnectError::CertificateInvalid => AttemptOutcome::CertificateInvalid,
         };
-        self.conclude(now, engine, outcome, &HeaderMap::new(), SystemTime::UNIX_EPOCH);
+        self.conclude(
+            now,
+            engine,
+            outcome,
+            &HeaderMap::new(),
+            SystemTime::UNIX_EPOCH,
+        );
         Ok(())
     }
 
@@ -1659,9 +1688,8 @@ impl<C> Call<C> {
             if let Some(step) = self.take_token_decision(now, engine, decision) {
                 return Some(step);
             }
-            if self.lease.is_none() {
-                return None;
-            }
+            // No lease yet: the phase changed (waiting or failed); the caller loops.
+            self.lease.as_ref()?;
         }
         // 2. The breaker.
         if self.breaker_permit.is_none() && self.conn.is_none() {
@@ -1785,7 +1813,9 @@ impl<C> Call<C> {
                 Err(error) => {
                     self.release_breaker(now, engine);
                     let kind = match error {
-                        AcquireError::PlainHttpForbidden { .. } => CallErrorKind::PlainHttpForbidden,
+                        AcquireError::PlainHttpForbidden { .. } => {
+                            CallErrorKind::PlainHttpForbidden
+                        }
                         _ => CallErrorKind::PoolClosed,
                     };
                     self.fail(now, engine, kind, None);
@@ -1796,7 +1826,12 @@ impl<C> Call<C> {
     }
 
     /// Takes a pool grant: an idle connection (unless a fresh one is needed) or a reservation.
-    fn take_grant(&mut self, now: Instant, engine: &mut Engine<C>, grant: Grant<C>) -> Option<Step> {
+    fn take_grant(
+        &mut self,
+        now: Instant,
+        engine: &mut Engine<C>,
+        grant: Grant<C>,
+    ) -> Option<Step> {
         match grant {
             Grant::Idle { conn, value } if self.need_fresh => {
                 let _ = engine.pool.handle_released(conn, value, false, now);
@@ -1822,7 +1857,14 @@ impl<C> Call<C> {
         }
     }
 
-    fn check_out(&mut self, now: Instant, engine: &mut Engine<C>, id: ConnId, value: C, reused: bool) {
+    fn check_out(
+        &mut self,
+        now: Instant,
+        engine: &mut Engine<C>,
+        id: ConnId,
+        value: C,
+        reused: bool,
+    ) {
         if !self.deposited {
             self.deposit(now, engine);
         }
@@ -1957,7 +1999,11 @@ impl<C> Call<C> {
         directives: &ServerDirectives,
     ) -> Decision {
         let config = &engine.config;
-        let Some(h) = engine.health.get_mut(self.origin.index()).and_then(Option::as_mut) else {
+        let Some(h) = engine
+            .health
+            .get_mut(self.origin.index())
+            .and_then(Option::as_mut)
+        else {
             return Decision::GiveUp(GiveUpReason::BudgetExhausted);
         };
         let p95 = h.latency.p95(now);
@@ -1998,6 +2044,8 @@ impl<C> Call<C> {
             attempt_floor,
         });
         match scheduled {
+            // An attempt that would start at the deadline has no time to run: do not wait for it.
+            Schedule::Proceed { at, .. } if at >= self.deadline => Decision::DeadlineExceeded,
             Schedule::Proceed { delay, at } => {
                 match h.budget.charge(now, RetryVerdict::Retry(plan)) {
                     RetryVerdict::GiveUp(reason) => Decision::GiveUp(reason),
@@ -2008,7 +2056,10 @@ impl<C> Call<C> {
                             self.previous_delay = Some(delay);
                         }
                         self.need_fresh = plan.fresh_connection;
-                        Decision::Retry { kind: plan.kind, at }
+                        Decision::Retry {
+                            kind: plan.kind,
+                            at,
+                        }
                     }
                 }
             }
@@ -2017,7 +2068,12 @@ impl<C> Call<C> {
         }
     }
 
-    fn refuse_by_breaker(&mut self, now: Instant, engine: &mut Engine<C>, rejected: BreakerRejected) {
+    fn refuse_by_breaker(
+        &mut self,
+        now: Instant,
+        engine: &mut Engine<C>,
+        rejected: BreakerRejected,
+    ) {
         self.push_record(now, OutcomeRow::BreakerRejected, None);
         let kind = CallErrorKind::CircuitOpen {
             retry_at: rejected.retry_at,
@@ -2127,7 +2183,10 @@ impl<C> Call<C> {
     }
 
     fn push_record(&mut self, now: Instant, row: OutcomeRow, status: Option<StatusCode>) {
-        let since = self.conn.as_ref().map_or(self.attempt_started, |c| c.sent_at);
+        let since = self
+            .conn
+            .as_ref()
+            .map_or(self.attempt_started, |c| c.sent_at);
         self.records.push(AttemptRecord {
             number: self.ledger.counted_attempts(),
             kind: self.attempt_kind,
@@ -2237,10 +2296,20 @@ mod tests {
         let mut engine: Engine<u32> = Engine::new(config, fastrand::Rng::with_seed(3)).unwrap();
         let origin = engine.origin_id(&Origin::new(crate::Scheme::Https, "a.example", 443));
         let now = Instant::ZERO;
-        let mut first = engine.start_call(now, CallSpec::new(Method::GET, origin)).unwrap();
-        let mut second = engine.start_call(now, CallSpec::new(Method::GET, origin)).unwrap();
-        assert!(matches!(first.poll_step(now, &mut engine), Step::Connect { .. }));
-        assert!(matches!(second.poll_step(now, &mut engine), Step::Wait { .. }));
+        let mut first = engine
+            .start_call(now, CallSpec::new(Method::GET, origin))
+            .unwrap();
+        let mut second = engine
+            .start_call(now, CallSpec::new(Method::GET, origin))
+            .unwrap();
+        assert!(matches!(
+            first.poll_step(now, &mut engine),
+            Step::Connect { .. }
+        ));
+        assert!(matches!(
+            second.poll_step(now, &mut engine),
+            Step::Wait { .. }
+        ));
         assert_eq!(second.phase(), CallPhase::WaitingForPermit);
         first.cancel(now, &mut engine);
         first.cancel(now, &mut engine);
@@ -2248,7 +2317,10 @@ mod tests {
         assert!(woken
             .iter()
             .any(|e| matches!(e, EngineEvent::Wake(id) if *id == second.id())));
-        assert!(matches!(second.poll_step(now, &mut engine), Step::Connect { .. }));
+        assert!(matches!(
+            second.poll_step(now, &mut engine),
+            Step::Connect { .. }
+        ));
         second.cancel(now, &mut engine);
         assert_eq!(engine.concurrency_in_use(), 0);
         assert_eq!(engine.pool().stats().connecting, 0);
