@@ -109,5 +109,58 @@ fn retry_decision(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, breaker, latency, backoff, pool, retry_decision);
+/// Every decision of one successful GET on a warm connection: start the call, admit it
+/// (breaker, concurrency, pool checkout), classify the 200 (latency and breaker record),
+/// release the connection and the permit.
+fn successful_call(c: &mut Criterion) {
+    use breakwater_core::call::{BodyEnd, CallSpec, Engine, EngineConfig, Step};
+    let mut engine: Engine<u32> =
+        Engine::new(EngineConfig::default(), fastrand::Rng::with_seed(9)).unwrap();
+    let origin =
+        engine.origin_id(&Origin::from_uri(&"https://api.example.com".parse().unwrap()).unwrap());
+    let headers = HeaderMap::new();
+    let wall = std::time::SystemTime::UNIX_EPOCH;
+    let mut now = Instant::from_nanos(1);
+    let run = |now: Instant, engine: &mut Engine<u32>| {
+        let mut call = engine
+            .start_call(now, CallSpec::new(http::Method::GET, origin))
+            .unwrap();
+        loop {
+            match call.poll_step(now, engine) {
+                Step::Connect { .. } => call.handle_connected(now, engine, 1).unwrap(),
+                Step::Send(_) => {
+                    let outcome = AttemptOutcome::Response {
+                        status: StatusCode::OK,
+                        elapsed: Duration::from_millis(2),
+                    };
+                    call.handle_attempt_outcome(now, engine, outcome, &headers, wall)
+                        .unwrap()
+                }
+                Step::Deliver => call
+                    .handle_body_finished(now, engine, BodyEnd::Complete { reusable: true })
+                    .unwrap(),
+                Step::Done => break,
+                other => panic!("unexpected step {other:?}"),
+            }
+        }
+        while engine.poll_event().is_some() {}
+    };
+    run(now, &mut engine); // opens the one connection every later call reuses
+    c.bench_function("whole successful call's decisions (warm connection)", |b| {
+        b.iter(|| {
+            now += Duration::from_micros(1);
+            run(now, &mut engine);
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    breaker,
+    latency,
+    backoff,
+    pool,
+    retry_decision,
+    successful_call
+);
 criterion_main!(benches);
