@@ -1,13 +1,35 @@
-//! Breakwater: the user-facing client.
+//! Breakwater: a resilient HTTP/REST client whose every decision is made by a
+//! pure, simulation-tested core.
 //!
-//! **Status: being built.** This crate holds the runtime trait
-//! ([`runtime::Runtime`]) that adapters implement and the shared TLS settings
-//! ([`tls::TlsOptions`]); the driver and the public `Client` come next.
+//! This crate is the middle layer. [`Client`] is what applications hold: one
+//! per upstream, cheap to clone, shared across tasks. Underneath, the
+//! driver asks [`breakwater_core`]'s call orchestrator what to do next —
+//! wait, fetch a token, connect, send, deliver — and performs the I/O through
+//! a [`Runtime`](runtime::Runtime) supplied by an adapter:
+//! `breakwater-tokio`, `breakwater-smol`, or the testkit's simulation. The
+//! driver holds no policy: retries, backoff, the breaker, the pool and the
+//! token cache are all the core's decisions.
 //!
-//! ```
-//! // The core's vocabulary is usable through this crate.
-//! let origin = breakwater::core::Origin::from_uri(&"https://api.example.com".parse().unwrap()).unwrap();
-//! assert_eq!(origin.port(), 443);
+//! What every call gets, by default: a pool of 50 connections (20 idle per
+//! origin, 30 s idle expiry, 5 s pool timeout), at most 20 calls in flight,
+//! 3 attempts within a 30 s deadline (10 s per attempt, 5 s to connect),
+//! retries of 429/500/502/503/504 for idempotent or keyed requests only, with
+//! a backoff floored on the origin's live p95 and a 20 % retry budget,
+//! `Retry-After` honoured, a circuit breaker per origin, and a connection
+//! that saw bad bytes never reused. Dropping a call's future at any point
+//! cancels it and gives its connection back (or closes it).
+//!
+//! ```no_run
+//! # async fn example(runtime: std::sync::Arc<dyn breakwater::runtime::Runtime>) -> Result<(), breakwater::Error> {
+//! #[derive(serde::Deserialize)]
+//! struct User { name: String }
+//!
+//! let client = breakwater::Client::builder(runtime, "https://api.example.com/v1/")
+//!     .bearer_token("s3cr3t")
+//!     .build()?;
+//! let user: User = client.get_json("users/1").await?;
+//! println!("User: {}", user.name);
+//! # Ok(()) }
 //! ```
 
 #![deny(missing_docs)]
@@ -15,5 +37,16 @@
 
 pub use breakwater_core as core;
 
+pub mod auth;
+mod client;
+mod error;
+mod io;
+mod response;
 pub mod runtime;
+mod stats;
 pub mod tls;
+
+pub use client::{Client, ClientBuilder, RequestBuilder, RequestInfo, ResponseInfo};
+pub use error::{Error, ErrorKind, TimeoutPhase};
+pub use response::{Response, Timings};
+pub use stats::{ClientStats, OriginStats};

@@ -722,6 +722,11 @@ impl<C> Pool<C> {
         self.origins.get(id.index()).map(|r| &r.origin)
     }
 
+    /// Every registered origin, in registration order.
+    pub fn origin_ids(&self) -> impl Iterator<Item = OriginId> + '_ {
+        (0..self.origins.len()).map(|i| OriginId(i as u32))
+    }
+
     /// The limits in force for an origin.
     pub fn limits(&self, id: OriginId) -> Option<&EffectiveLimits> {
         self.origins.get(id.index()).map(|r| &r.limits)

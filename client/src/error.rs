@@ -1,0 +1,281 @@
+//! The one error type: what happened, to which origin, after how many attempts.
+
+use std::fmt;
+use std::time::Duration;
+
+use breakwater_core::Origin;
+use http::StatusCode;
+
+/// A boxed underlying error.
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a call failed. [`Error::kind`] says what happened; the rest says
+/// where, how often it was tried, and (for HTTP errors) what the server said.
+///
+/// Its `Display` is written for a person who has to act on it:
+///
+/// ```
+/// # use breakwater::{Error, ErrorKind};
+/// # use std::time::Duration;
+/// let origin = breakwater::core::Origin::from_uri(&"https://api.example.com".parse().unwrap()).unwrap();
+/// let err = Error::circuit_open(origin, Some(Duration::from_millis(12_300)));
+/// assert_eq!(err.to_string(), "circuit open for https://api.example.com, retry in 12.3 s");
+/// assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    origin: Option<Origin>,
+    attempts: u32,
+    status: Option<StatusCode>,
+    body_snippet: Option<String>,
+    retry_after: Option<Duration>,
+    message: Option<String>,
+    source: Option<Source>,
+}
+
+/// What went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The client was configured wrongly (bad base URL, bad header, TLS files).
+    Builder,
+    /// The request could not be built (bad URL, header that would split the request).
+    Request,
+    /// No connection could be made (DNS, refused, unreachable).
+    Connect,
+    /// The TLS handshake failed; [`Error::is_certificate`] tells certificate problems apart.
+    Tls,
+    /// A phase took too long.
+    Timeout(TimeoutPhase),
+    /// No connection slot or concurrency permit became free within the pool timeout.
+    PoolExhausted,
+    /// The origin's circuit breaker is open; [`Error::retry_after`] says for how long.
+    CircuitOpen,
+    /// The server asked us to wait longer than we may (Retry-After over the cap or past the deadline).
+    RateLimited,
+    /// The server answered with an error status ([`Response::error_for_status`](crate::Response::error_for_status)).
+    Status,
+    /// The server broke HTTP/1.1 (malformed or ambiguous framing) or the connection broke mid-exchange.
+    Protocol,
+    /// Reading the response body failed.
+    Body,
+    /// The body could not be decoded (JSON, UTF-8).
+    Decode,
+    /// No credentials could be obtained (token endpoint refused or unavailable).
+    Auth,
+    /// The client was closed.
+    Closed,
+}
+
+/// Which phase of a call ran out of time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutPhase {
+    /// Opening the connection (TCP and TLS).
+    Connect,
+    /// Waiting for the response head after sending.
+    Response,
+    /// Waiting for the next piece of the body.
+    Body,
+    /// The call's total deadline.
+    Total,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                origin: None,
+                attempts: 0,
+                status: None,
+                body_snippet: None,
+                retry_after: None,
+                message: None,
+                source: None,
+            }),
+        }
+    }
+
+    /// The error a breaker rejection gives: which origin, and when to try again.
+    pub fn circuit_open(origin: Origin, retry_after: Option<Duration>) -> Self {
+        Error::new(ErrorKind::CircuitOpen)
+            .with_origin(origin)
+            .with_retry_after(retry_after)
+    }
+
+    pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
+        self.inner.origin = Some(origin);
+        self
+    }
+
+    pub(crate) fn with_attempts(mut self, attempts: u32) -> Self {
+        self.inner.attempts = attempts;
+        self
+    }
+
+    pub(crate) fn with_status(mut self, status: StatusCode, snippet: Option<String>) -> Self {
+        self.inner.status = Some(status);
+        self.inner.body_snippet = snippet;
+        self
+    }
+
+    pub(crate) fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.inner.retry_after = retry_after;
+        self
+    }
+
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        let message = message.into();
+        self.inner.message = Some(match self.inner.message.take() {
+            Some(previous) => format!("{previous}; {message}"),
+            None => message,
+        });
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<Source>) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The origin the call was for, when it got that far.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.inner.origin.as_ref()
+    }
+
+    /// How many attempts reached the wire or the pool (transparent replacements of stale
+    /// connections included).
+    pub fn attempts(&self) -> u32 {
+        self.inner.attempts
+    }
+
+    /// The response status, for [`ErrorKind::Status`].
+    pub fn status(&self) -> Option<StatusCode> {
+        self.inner.status
+    }
+
+    /// The first bytes of the error response's body, as text.
+    pub fn body_snippet(&self) -> Option<&str> {
+        self.inner.body_snippet.as_deref()
+    }
+
+    /// How long to wait before trying again, for circuit-open and rate-limited errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
+    }
+
+    /// Whether the TLS failure was the server's certificate (never retried, never trips the breaker).
+    pub fn is_certificate(&self) -> bool {
+        self.inner.kind == ErrorKind::Tls
+            && self.source_chain().any(|e| {
+                e.downcast_ref::<crate::runtime::ConnectError>()
+                    .is_some_and(|c| {
+                        matches!(c.kind(), crate::runtime::ConnectErrorKind::Certificate(_))
+                    })
+            })
+    }
+
+    /// The certificate problem, when [`is_certificate`](Self::is_certificate).
+    pub fn certificate_error(&self) -> Option<crate::runtime::CertificateErrorKind> {
+        self.source_chain().find_map(|e| {
+            match e.downcast_ref::<crate::runtime::ConnectError>()?.kind() {
+                crate::runtime::ConnectErrorKind::Certificate(kind) => Some(kind),
+                _ => None,
+            }
+        })
+    }
+
+    /// Whether a timeout ended the call.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.inner.kind, ErrorKind::Timeout(_))
+    }
+
+    fn source_chain(&self) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> =
+            self.inner.source.as_deref().map(|e| e as _);
+        std::iter::from_fn(move || {
+            let current = next?;
+            next = current.source();
+            Some(current)
+        })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        let what = match inner.kind {
+            ErrorKind::Builder => "invalid client configuration",
+            ErrorKind::Request => "invalid request",
+            ErrorKind::Connect => "could not connect",
+            ErrorKind::Tls => "TLS handshake failed",
+            ErrorKind::Timeout(TimeoutPhase::Connect) => "connect timed out",
+            ErrorKind::Timeout(TimeoutPhase::Response) => "timed out waiting for the response",
+            ErrorKind::Timeout(TimeoutPhase::Body) => "timed out reading the response body",
+            ErrorKind::Timeout(TimeoutPhase::Total) => "call deadline exceeded",
+            ErrorKind::PoolExhausted => "no connection available in time (pool exhausted)",
+            ErrorKind::CircuitOpen => "circuit open",
+            ErrorKind::RateLimited => "rate limited",
+            ErrorKind::Status => "HTTP error",
+            ErrorKind::Protocol => "protocol error",
+            ErrorKind::Body => "error reading the response body",
+            ErrorKind::Decode => "could not decode the response body",
+            ErrorKind::Auth => "could not obtain credentials",
+            ErrorKind::Closed => "client is closed",
+        };
+        f.write_str(what)?;
+        if let Some(status) = inner.status {
+            write!(f, " {status}")?;
+        }
+        if let Some(origin) = &inner.origin {
+            write!(f, " for {origin}")?;
+        }
+        if let Some(after) = inner.retry_after {
+            write!(f, ", retry in {:.1} s", after.as_secs_f64())?;
+        }
+        if inner.attempts > 1 {
+            write!(f, " after {} attempts", inner.attempts)?;
+        }
+        if let Some(message) = &inner.message {
+            write!(f, ": {message}")?;
+        }
+        if let Some(snippet) = &inner.body_snippet {
+            write!(f, ": {snippet:?}")?;
+        }
+        if let Some(source) = &inner.source {
+            write!(f, " ({source})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("Error")
+            .field("kind", &inner.kind)
+            .field("origin", &inner.origin)
+            .field("attempts", &inner.attempts)
+            .field("status", &inner.status)
+            .field("retry_after", &inner.retry_after)
+            .field("message", &inner.message)
+            .field("source", &inner.source)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source.as_deref().map(|e| e as _)
+    }
+}

@@ -1,0 +1,251 @@
+//! The client's own I/O: one HTTP/1.1 exchange on a pooled connection, with
+//! deadlines measured on the runtime's clock.
+//!
+//! Nothing here decides anything. It writes a request, reads a response head
+//! or a piece of body, and reports precisely what happened — whether any
+//! request byte left, whether any response byte arrived — so that the core
+//! can classify the outcome.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use breakwater_core::h1::{DecodeError, RequestContext, ResponseDecoder, ResponseEvent};
+use breakwater_core::outcome::AttemptOutcome;
+use breakwater_core::Instant;
+use bytes::BytesMut;
+use futures_io::AsyncRead;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use crate::runtime::{BoxTransport, Runtime, TransportInfo};
+
+/// How much a single read asks of the socket.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connection as the pool keeps it: the stream, its buffers and its decoder.
+pub(crate) struct Connection {
+    io: BoxTransport,
+    pub(crate) read_buf: BytesMut,
+    write_buf: Vec<u8>,
+    pub(crate) decoder: ResponseDecoder,
+    pub(crate) info: TransportInfo,
+    /// Requests this connection has carried, for the "reused" flag of timings.
+    pub(crate) requests: u32,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("info", &self.info)
+            .field("requests", &self.requests)
+            .finish()
+    }
+}
+
+/// What happened to one attempt on the wire, in the terms the core classifies.
+pub(crate) enum Exchange {
+    /// A response head arrived.
+    Head(breakwater_core::h1::ResponseHead),
+    /// The attempt failed; `outcome` is what the core is told, `detail` what the user is told.
+    Failed {
+        outcome: AttemptOutcome,
+        detail: ExchangeError,
+    },
+}
+
+/// The precise failure of an exchange, kept for the error the caller sees.
+#[derive(Debug)]
+pub(crate) enum ExchangeError {
+    Io(io::Error),
+    Protocol(DecodeError),
+    TimedOut,
+}
+
+impl Connection {
+    pub(crate) fn new(io: BoxTransport) -> Self {
+        let info = io.info();
+        Connection {
+            io,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            write_buf: Vec::with_capacity(1024),
+            decoder: ResponseDecoder::new(RequestContext::default()),
+            info,
+            requests: 0,
+        }
+    }
+
+    /// Whether an idle connection still looks usable: no EOF, no error and
+    /// no unsolicited bytes waiting. One non-blocking poll, no waiting.
+    pub(crate) fn looks_alive(&mut self) -> bool {
+        if !self.read_buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let mut cx = Context::from_waker(Waker::noop());
+        let read = Pin::new(&mut self.io).poll_read(&mut cx, &mut probe);
+        matches!(read, Poll::Pending)
+    }
+
+    /// The buffer the request head is encoded into, emptied for reuse.
+    pub(crate) fn write_buf(&mut self) -> &mut Vec<u8> {
+        self.write_buf.clear();
+        &mut self.write_buf
+    }
+
+    /// Sends the encoded head (and a buffered body), then reads the response head.
+    ///
+    /// `started` is when the attempt began, for the elapsed time the core
+    /// records; the deadline bounds writing and reading together.
+    pub(crate) async fn exchange(
+        &mut self,
+        runtime: &Arc<dyn Runtime>,
+        body: &[u8],
+        request: RequestContext,
+        reused: bool,
+        deadline: Instant,
+    ) -> Exchange {
+        let started = runtime.now();
+        self.requests += 1;
+        self.decoder.reset(request);
+        let elapsed = |runtime: &Arc<dyn Runtime>| runtime.now().saturating_duration_since(started);
+
+        // A reused connection may have been closed by the server while idle.
+        if reused && !self.looks_alive() {
+            return Exchange::Failed {
+                outcome: AttemptOutcome::ConnectionDeadBeforeWrite { reused },
+                detail: ExchangeError::Io(io::ErrorKind::ConnectionReset.into()),
+            };
+        }
+        let head = std::mem::take(&mut self.write_buf);
+        let write = async {
+            let mut written_any = false;
+            let result = async {
+                self.io.write_all(&head).await?;
+                written_any = true;
+                if !body.is_empty() {
+                    self.io.write_all(body).await?;
+                }
+                self.io.flush().await
+            }
+            .await;
+            (result, written_any)
+        };
+        let outcome = with_deadline(runtime, deadline, write).await;
+        self.write_buf = head;
+        match outcome {
+            None => {
+                return Exchange::Failed {
+                    outcome: AttemptOutcome::AttemptTimedOut {
+                        elapsed: elapsed(runtime),
+                    },
+                    detail: ExchangeError::TimedOut,
+                }
+            }
+            Some((Err(err), written_any)) => {
+                let outcome = if written_any {
+                    AttemptOutcome::ExchangeFailed
+                } else {
+                    AttemptOutcome::ConnectionDeadBeforeWrite { reused }
+                };
+                return Exchange::Failed {
+                    outcome,
+                    detail: ExchangeError::Io(err),
+                };
+            }
+            Some((Ok(()), _)) => {}
+        }
+
+        loop {
+            match self.decoder.poll_event(&mut self.read_buf) {
+                Ok(Some(ResponseEvent::Head(head))) => return Exchange::Head(head),
+                Ok(Some(_)) => unreachable!("the head always comes first"),
+                Ok(None) => {}
+                Err(DecodeError::ClosedBeforeResponse) => {
+                    return Exchange::Failed {
+                        outcome: AttemptOutcome::ClosedBeforeResponse { reused },
+                        detail: ExchangeError::Protocol(DecodeError::ClosedBeforeResponse),
+                    }
+                }
+                Err(err) => {
+                    return Exchange::Failed {
+                        outcome: AttemptOutcome::ExchangeFailed,
+                        detail: ExchangeError::Protocol(err),
+                    }
+                }
+            }
+            match with_deadline(runtime, deadline, self.fill()).await {
+                None => {
+                    return Exchange::Failed {
+                        outcome: AttemptOutcome::AttemptTimedOut {
+                            elapsed: elapsed(runtime),
+                        },
+                        detail: ExchangeError::TimedOut,
+                    }
+                }
+                Some(Ok(())) => {}
+                Some(Err(err)) if self.read_buf.is_empty() && !self.decoder.head_received() => {
+                    // A reset before any response byte is the same evidence as an EOF.
+                    let _ = err;
+                    self.decoder.handle_eof();
+                }
+                Some(Err(err)) => {
+                    return Exchange::Failed {
+                        outcome: AttemptOutcome::ExchangeFailed,
+                        detail: ExchangeError::Io(err),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads once from the socket into the read buffer; EOF is told to the decoder.
+    pub(crate) async fn fill(&mut self) -> io::Result<()> {
+        let start = self.read_buf.len();
+        self.read_buf.resize(start + READ_CHUNK, 0);
+        let read = self.io.read(&mut self.read_buf[start..]).await;
+        let n = *read.as_ref().unwrap_or(&0);
+        self.read_buf.truncate(start + n);
+        match read {
+            Ok(0) => {
+                self.decoder.handle_eof();
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Runs `future` until it completes or the runtime's clock reaches `deadline`.
+///
+/// The clock decides, not the timer: a timer that fires early (or a
+/// cooperative scheduler that reports it late) is checked against `now()`.
+pub(crate) async fn with_deadline<F: Future>(
+    runtime: &Arc<dyn Runtime>,
+    deadline: Instant,
+    future: F,
+) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    loop {
+        if runtime.now() >= deadline {
+            // One last chance: a future that is already ready wins the race.
+            let mut cx = Context::from_waker(Waker::noop());
+            return match future.as_mut().poll(&mut cx) {
+                Poll::Ready(output) => Some(output),
+                Poll::Pending => None,
+            };
+        }
+        let sleep = runtime.sleep_until(deadline);
+        match futures_lite::future::or(async { Some(future.as_mut().await) }, async {
+            sleep.await;
+            None
+        })
+        .await
+        {
+            Some(output) => return Some(output),
+            None => continue,
+        }
+    }
+}

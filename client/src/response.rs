@@ -1,0 +1,381 @@
+//! Responses and their bodies.
+//!
+//! A [`Response`] owns the call until its body ends: the connection goes
+//! back to the pool when the body has been read to its end, and is closed
+//! when the response is dropped with body bytes still unread on the wire
+//! (only what already sits in the read buffer is drained; an unbounded
+//! remainder is never read just to save a connection).
+
+use std::time::Duration;
+
+use breakwater_core::call::BodyEnd;
+use breakwater_core::h1::{ResponseEvent, ResponseHead};
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncWrite, AsyncWriteExt, Stream};
+use http::{HeaderMap, StatusCode, Version};
+use url::Url;
+
+use crate::client::CallGuard;
+use crate::error::{Error, ErrorKind, TimeoutPhase};
+use crate::io::with_deadline;
+
+/// How long each phase of a call took, and whether its connection was reused.
+///
+/// Phases that did not happen (no new connection, no TLS) are `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timings {
+    /// Time spent waiting: for a concurrency permit, a pool slot, a token, backoff.
+    pub queued: Duration,
+    /// DNS resolution, when a connection was opened.
+    pub dns: Option<Duration>,
+    /// Opening the connection (DNS, TCP and TLS together).
+    pub connect: Option<Duration>,
+    /// The TLS handshake, when one happened.
+    pub tls_handshake: Option<Duration>,
+    /// From sending the request to the response head (of the delivered attempt).
+    pub first_byte: Option<Duration>,
+    /// From the call's start to the response head.
+    pub total: Duration,
+    /// Whether the delivered attempt used a pooled connection.
+    pub reused: bool,
+}
+
+/// The most body bytes an HTTP error carries as a snippet.
+const SNIPPET_LIMIT: usize = 512;
+
+/// A response: status and headers at once, the body on demand.
+pub struct Response {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    url: Url,
+    timings: Timings,
+    body: BodyReader,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("url", &self.url.as_str())
+            .field("headers", &self.headers)
+            .field("timings", &self.timings)
+            .finish_non_exhaustive()
+    }
+}
+
+struct BodyReader {
+    guard: Option<CallGuard>,
+    trailers: Option<HeaderMap>,
+    received: u64,
+    expected: Option<u64>,
+}
+
+impl Response {
+    pub(crate) fn new(guard: CallGuard, head: ResponseHead, url: Url, timings: Timings) -> Self {
+        Response {
+            status: head.status,
+            version: head.version,
+            headers: head.headers,
+            url,
+            timings,
+            body: BodyReader {
+                guard: Some(guard),
+                trailers: None,
+                received: 0,
+                expected: head.body_length,
+            },
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The HTTP version of the response.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The URL that was requested.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// How long each phase took, and whether the connection was reused.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// The body length announced by `Content-Length`, if any.
+    pub fn content_length(&self) -> Option<u64> {
+        self.body.expected
+    }
+
+    /// The trailer fields of a chunked body, once the body has been read.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.body.trailers.as_ref()
+    }
+
+    /// The next piece of the body, or `None` at its end.
+    ///
+    /// Each read waits at most the client's body timeout.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        self.body.next_chunk().await
+    }
+
+    /// The whole body.
+    pub async fn bytes(mut self) -> Result<Bytes, Error> {
+        let mut first = None;
+        let mut joined = BytesMut::new();
+        while let Some(piece) = self.chunk().await? {
+            match first.take() {
+                None if joined.is_empty() => first = Some(piece),
+                previous => {
+                    if let Some(previous) = previous {
+                        joined.reserve(self.body.expected.map_or(0, |n| n as usize));
+                        joined.extend_from_slice(&previous);
+                    }
+                    joined.extend_from_slice(&piece);
+                }
+            }
+        }
+        // A body that arrived in one piece is returned without a copy.
+        Ok(first.unwrap_or_else(|| joined.freeze()))
+    }
+
+    /// The whole body as UTF-8 text.
+    pub async fn text(self) -> Result<String, Error> {
+        let bytes = self.bytes().await?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| {
+            Error::new(ErrorKind::Decode)
+                .with_message("body is not UTF-8")
+                .with_source(e)
+        })
+    }
+
+    /// The whole body, decoded from JSON.
+    pub async fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, Error> {
+        let bytes = self.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::new(ErrorKind::Decode).with_source(e))
+    }
+
+    /// Turns a 4xx or 5xx response into an [`ErrorKind::Status`] error
+    /// carrying the status and the first bytes of the body.
+    pub async fn error_for_status(mut self) -> Result<Response, Error> {
+        if !(self.status.is_client_error() || self.status.is_server_error()) {
+            return Ok(self);
+        }
+        let mut snippet = Vec::new();
+        while snippet.len() < SNIPPET_LIMIT {
+            match self.chunk().await {
+                Ok(Some(piece)) => snippet.extend_from_slice(&piece),
+                _ => break,
+            }
+        }
+        snippet.truncate(SNIPPET_LIMIT);
+        let snippet = String::from_utf8_lossy(&snippet).into_owned();
+        let origin = self
+            .body
+            .guard
+            .as_ref()
+            .map(|g| g.client.base_origin().clone());
+        let mut err = Error::new(ErrorKind::Status)
+            .with_status(self.status, (!snippet.is_empty()).then_some(snippet));
+        if let Some(origin) = crate::client::origin_of_url(&self.url).ok().or(origin) {
+            err = err.with_origin(origin);
+        }
+        Err(err)
+    }
+
+    /// The body as a stream of pieces.
+    pub fn bytes_stream(self) -> impl Stream<Item = Result<Bytes, Error>> + Send {
+        futures_lite::stream::unfold(self, |mut response| async move {
+            match response.chunk().await {
+                Ok(Some(piece)) => Some((Ok(piece), response)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), response)),
+            }
+        })
+    }
+
+    /// The body as a stream of text lines (without their line endings),
+    /// split correctly across chunk boundaries.
+    pub fn lines(self) -> impl Stream<Item = Result<String, Error>> + Send {
+        let state = (self, Vec::<u8>::new(), false);
+        futures_lite::stream::unfold(state, |(mut response, mut pending, mut ended)| async move {
+            loop {
+                if let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let mut line: Vec<u8> = pending.drain(..=end).collect();
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    return Some((utf8_line(line), (response, pending, ended)));
+                }
+                if ended {
+                    if pending.is_empty() {
+                        return None;
+                    }
+                    let line = std::mem::take(&mut pending);
+                    return Some((utf8_line(line), (response, pending, ended)));
+                }
+                match response.chunk().await {
+                    Ok(Some(piece)) => pending.extend_from_slice(&piece),
+                    Ok(None) => ended = true,
+                    Err(e) => {
+                        ended = true;
+                        pending.clear();
+                        return Some((Err(e), (response, pending, ended)));
+                    }
+                }
+            }
+        })
+    }
+
+    /// The body as newline-delimited JSON records; blank lines are skipped.
+    pub fn ndjson<T>(self) -> impl Stream<Item = Result<T, Error>> + Send
+    where
+        T: serde::de::DeserializeOwned + Send,
+    {
+        use futures_lite::StreamExt;
+        self.lines().filter_map(|line| match line {
+            Ok(line) if line.trim().is_empty() => None,
+            Ok(line) => Some(
+                serde_json::from_str(&line)
+                    .map_err(|e| Error::new(ErrorKind::Decode).with_source(e)),
+            ),
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    /// Copies the body into `writer` (a file, for a download), calling
+    /// `progress(bytes_so_far, total_if_known)` after every piece. Returns
+    /// the number of bytes written.
+    pub async fn copy_to<W>(
+        mut self,
+        mut writer: W,
+        mut progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<u64, Error>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let total = self.content_length();
+        let mut written = 0u64;
+        while let Some(piece) = self.chunk().await? {
+            writer.write_all(&piece).await.map_err(|e| {
+                Error::new(ErrorKind::Body)
+                    .with_message("writing the body")
+                    .with_source(e)
+            })?;
+            written += piece.len() as u64;
+            progress(written, total);
+        }
+        writer.flush().await.map_err(|e| {
+            Error::new(ErrorKind::Body)
+                .with_message("flushing the body")
+                .with_source(e)
+        })?;
+        Ok(written)
+    }
+}
+
+fn utf8_line(line: Vec<u8>) -> Result<String, Error> {
+    String::from_utf8(line).map_err(|e| {
+        Error::new(ErrorKind::Decode)
+            .with_message("line is not UTF-8")
+            .with_source(e)
+    })
+}
+
+impl BodyReader {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            let Some(guard) = self.guard.as_mut() else {
+                return Ok(None);
+            };
+            let runtime = guard.client.inner().runtime.clone();
+            let body_timeout = guard.client.inner().body_timeout;
+            let Some(conn) = guard.call.connection_mut() else {
+                self.finish(BodyEnd::Failed);
+                return Err(Error::new(ErrorKind::Body).with_message("connection lost"));
+            };
+            match conn.decoder.poll_event(&mut conn.read_buf) {
+                Ok(Some(ResponseEvent::Body(piece))) => {
+                    self.received += piece.len() as u64;
+                    return Ok(Some(piece));
+                }
+                Ok(Some(ResponseEvent::End(end))) => {
+                    let reusable = end.is_reusable();
+                    self.trailers = end.trailers;
+                    self.finish(BodyEnd::Complete { reusable });
+                    return Ok(None);
+                }
+                Ok(Some(ResponseEvent::Head(_))) => {
+                    self.finish(BodyEnd::Failed);
+                    return Err(
+                        Error::new(ErrorKind::Protocol).with_message("a second response head")
+                    );
+                }
+                Ok(None) => {
+                    let deadline = runtime.now() + body_timeout;
+                    match with_deadline(&runtime, deadline, conn.fill()).await {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => {
+                            self.finish(BodyEnd::Failed);
+                            return Err(Error::new(ErrorKind::Body).with_source(e));
+                        }
+                        None => {
+                            self.finish(BodyEnd::Failed);
+                            return Err(Error::new(ErrorKind::Timeout(TimeoutPhase::Body)));
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.finish(BodyEnd::Failed);
+                    return Err(Error::new(ErrorKind::Protocol).with_source(e));
+                }
+            }
+        }
+    }
+
+    /// Tells the core how the body ended and lets the call go.
+    fn finish(&mut self, end: BodyEnd) {
+        if let Some(mut guard) = self.guard.take() {
+            let _ = guard.report(|call, now, engine| call.handle_body_finished(now, engine, end));
+        }
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.as_mut() else {
+            return;
+        };
+        // Drain what is already buffered, without any I/O: a small body that
+        // arrived with its head still lets the connection be reused.
+        let end = match guard.call.connection_mut() {
+            Some(conn) => loop {
+                match conn.decoder.poll_event(&mut conn.read_buf) {
+                    Ok(Some(ResponseEvent::Body(_))) => continue,
+                    Ok(Some(ResponseEvent::End(end))) => {
+                        break BodyEnd::Complete {
+                            reusable: end.is_reusable(),
+                        }
+                    }
+                    Ok(Some(ResponseEvent::Head(_))) | Err(_) => break BodyEnd::Failed,
+                    Ok(None) => break BodyEnd::Abandoned,
+                }
+            },
+            None => BodyEnd::Abandoned,
+        };
+        self.finish(end);
+    }
+}
