@@ -7,9 +7,9 @@
 //! ecosystem: [`SmolRuntime`] resolves names with async-net (on the blocking
 //! thread pool, so DNS never stalls an executor), connects async-io TCP
 //! streams with `TCP_NODELAY`, performs the TLS handshake with futures-rustls
-//! using the client's [`TlsConfig`](breakwater::tls::TlsConfig), and sleeps
-//! on async-io timers. It holds no policy — no retries, no pooling, no
-//! timeouts of its own — those belong to the client and the core.
+//! using the client's [`TlsConfig`], and sleeps on async-io timers. It holds
+//! no policy — no retries, no pooling, no timeouts of its own — those belong
+//! to the client and the core.
 //!
 //! async-io drives its own reactor, so the runtime works under any executor:
 //! `smol::block_on`, a multi-threaded `async_executor::Executor`, plain

@@ -6,9 +6,9 @@
 //! [`breakwater::runtime::Runtime`]. This crate is that adapter for tokio:
 //! [`TokioRuntime`] resolves names with `tokio::net::lookup_host`, connects
 //! `tokio::net::TcpStream`s with `TCP_NODELAY`, performs the TLS handshake
-//! with tokio-rustls using the client's [`TlsConfig`](breakwater::tls::TlsConfig),
-//! and sleeps on tokio's timers. It holds no policy — no retries, no pooling,
-//! no timeouts of its own — those belong to the client and the core.
+//! with tokio-rustls using the client's [`TlsConfig`], and sleeps on tokio's
+//! timers. It holds no policy — no retries, no pooling, no timeouts of its
+//! own — those belong to the client and the core.
 //!
 //! The runtime's futures use the tokio runtime that polls them, so construct
 //! it anywhere and use it from inside tokio. The clock is tokio's: under a
