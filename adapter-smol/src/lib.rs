@@ -1,15 +1,223 @@
 //! Breakwater on async-io, under any executor.
 //!
-//! **Status: not built yet.** This crate will implement the client's runtime
-//! trait with async-io sockets and timers, non-blocking DNS and futures-rustls. Until then it
-//! exposes nothing but the client crate it will drive.
+//! Breakwater is layered: `breakwater-core` makes every decision without
+//! touching I/O, `breakwater` drives it and owns the public `Client`, and a
+//! runtime adapter supplies the little I/O the driver asks for through
+//! [`breakwater::runtime::Runtime`]. This crate is that adapter for the smol
+//! ecosystem: [`SmolRuntime`] resolves names with async-net (on the blocking
+//! thread pool, so DNS never stalls an executor), connects async-io TCP
+//! streams with `TCP_NODELAY`, performs the TLS handshake with futures-rustls
+//! using the client's [`TlsConfig`], and sleeps on async-io timers. It holds
+//! no policy — no retries, no pooling, no timeouts of its own — those belong
+//! to the client and the core.
+//!
+//! async-io drives its own reactor, so the runtime works under any executor:
+//! `smol::block_on`, a multi-threaded `async_executor::Executor`, plain
+//! `futures_lite::future::block_on`, or async-std. Nothing here depends on
+//! tokio.
 //!
 //! ```
-//! use breakwater_smol::breakwater;
-//! let _ = breakwater::core::Scheme::Https.default_port();
+//! use breakwater::core::{Origin, Scheme};
+//! use breakwater::runtime::{ConnectTarget, Runtime};
+//! use breakwater_smol::SmolRuntime;
+//!
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! let port = listener.local_addr().unwrap().port();
+//!
+//! let runtime = SmolRuntime::new();
+//! let started = runtime.now();
+//! let target = ConnectTarget { origin: Origin::new(Scheme::Http, "127.0.0.1", port), tls: None };
+//! // Any executor will do; this one is the simplest there is.
+//! let transport = futures_lite::future::block_on(runtime.connect(target)).unwrap();
+//! assert_eq!(transport.info().peer_addr, Some(listener.local_addr().unwrap()));
+//! assert!(runtime.now() >= started);
 //! ```
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use async_io::Timer;
+use async_net::TcpStream;
+use breakwater::core::{Instant, Origin};
+use breakwater::runtime::{
+    BoxFuture, BoxTransport, ConnectError, ConnectErrorKind, ConnectTarget, Runtime, Transport,
+    TransportInfo,
+};
+use breakwater::tls::TlsConfig;
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_rustls::rustls::pki_types::ServerName;
+
 pub use breakwater;
+
+/// The [`Runtime`] for async-io: async-net sockets and DNS, async-io timers,
+/// futures-rustls TLS. Works under any executor.
+#[derive(Clone, Copy, Debug)]
+pub struct SmolRuntime {
+    /// The epoch of this runtime's [`Instant`]s.
+    base: std::time::Instant,
+}
+
+impl SmolRuntime {
+    /// A runtime whose clock starts now.
+    pub fn new() -> Self {
+        SmolRuntime {
+            base: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for SmolRuntime {
+    fn default() -> Self {
+        SmolRuntime::new()
+    }
+}
+
+impl Runtime for SmolRuntime {
+    fn connect(
+        &self,
+        target: ConnectTarget,
+    ) -> BoxFuture<'static, Result<BoxTransport, ConnectError>> {
+        let this = *self;
+        Box::pin(async move { this.open(target).await })
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        let at = self
+            .base
+            .checked_add(Duration::from_nanos(deadline.as_nanos()));
+        // Past the end of the platform's clock (centuries away): never wake.
+        let timer = at.map_or_else(Timer::never, Timer::at);
+        Box::pin(async move {
+            timer.await;
+        })
+    }
+
+    fn now(&self) -> Instant {
+        let nanos = self.base.elapsed().as_nanos();
+        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    fn wall_clock(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn random_seed(&self) -> u64 {
+        fastrand::u64(..)
+    }
+}
+
+impl SmolRuntime {
+    async fn open(self, target: ConnectTarget) -> Result<BoxTransport, ConnectError> {
+        let origin = &target.origin;
+        // A bad server name fails before any packet is sent.
+        let tls = match &target.tls {
+            Some(config) => Some((config, tls_server_name(origin)?)),
+            None => None,
+        };
+
+        let start = self.now();
+        // IPv6 literals keep their brackets in an origin; the resolver wants them bare.
+        let host = origin.host().trim_start_matches('[').trim_end_matches(']');
+        let addrs = async_net::resolve((host, origin.port()))
+            .await
+            .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, e))?;
+        let dns = self.elapsed_since(start);
+
+        let start = self.now();
+        let mut last_error = None;
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let stream = match (stream, last_error) {
+            (Some(stream), _) => stream,
+            (None, Some(e)) => return Err(ConnectError::from_io(e)),
+            // The name resolved to no address at all.
+            (None, None) => return Err(ConnectError::from_kind(ConnectErrorKind::Dns)),
+        };
+        stream.set_nodelay(true).map_err(ConnectError::from_io)?;
+        let tcp = self.elapsed_since(start);
+        let peer = stream.peer_addr().ok();
+
+        let Some((config, name)) = tls else {
+            let info = TransportInfo::new(peer, false).with_timings(Some(dns), Some(tcp), None);
+            return Ok(Box::new(Conn { io: stream, info }));
+        };
+        let start = self.now();
+        let stream = futures_rustls::TlsConnector::from(config.rustls_config())
+            .connect(name, stream)
+            .await
+            .map_err(ConnectError::from_tls_io)?;
+        let handshake = self.elapsed_since(start);
+        let info =
+            TransportInfo::new(peer, true).with_timings(Some(dns), Some(tcp), Some(handshake));
+        Ok(Box::new(Conn { io: stream, info }))
+    }
+
+    fn elapsed_since(&self, start: Instant) -> Duration {
+        self.now().saturating_duration_since(start)
+    }
+}
+
+fn tls_server_name(origin: &Origin) -> Result<ServerName<'static>, ConnectError> {
+    TlsConfig::server_name(origin).map_err(|e| ConnectError::new(ConnectErrorKind::TlsHandshake, e))
+}
+
+/// A connected stream and the facts recorded while opening it.
+struct Conn<S> {
+    io: S,
+    info: TransportInfo,
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for Conn<S> {
+    fn info(&self) -> TransportInfo {
+        self.info.clone()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_close(cx)
+    }
+}

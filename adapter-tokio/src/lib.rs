@@ -1,15 +1,237 @@
-//! Breakwater on tokio.
+//! Breakwater on tokio: sockets, DNS, timers and rustls TLS.
 //!
-//! **Status: not built yet.** This crate will implement the client's runtime
-//! trait with tokio sockets, DNS, timers and tokio-rustls. Until then it
-//! exposes nothing but the client crate it will drive.
+//! Breakwater is layered: `breakwater-core` makes every decision without
+//! touching I/O, `breakwater` drives it and owns the public `Client`, and a
+//! runtime adapter supplies the little I/O the driver asks for through
+//! [`breakwater::runtime::Runtime`]. This crate is that adapter for tokio:
+//! [`TokioRuntime`] resolves names with `tokio::net::lookup_host`, connects
+//! `tokio::net::TcpStream`s with `TCP_NODELAY`, performs the TLS handshake
+//! with tokio-rustls using the client's [`TlsConfig`], and sleeps on tokio's
+//! timers. It holds no policy — no retries, no pooling, no timeouts of its
+//! own — those belong to the client and the core.
+//!
+//! The runtime's futures use the tokio runtime that polls them, so construct
+//! it anywhere and use it from inside tokio. The clock is tokio's: under a
+//! paused test clock (`#[tokio::test(start_paused = true)]`) [`now`] and
+//! [`sleep_until`] advance together, so a client under test sees
+//! consistent time.
+//!
+//! [`now`]: breakwater::runtime::Runtime::now
+//! [`sleep_until`]: breakwater::runtime::Runtime::sleep_until
 //!
 //! ```
-//! use breakwater_tokio::breakwater;
-//! let _ = breakwater::core::Scheme::Https.default_port();
+//! use breakwater::core::{Origin, Scheme};
+//! use breakwater::runtime::{ConnectTarget, Runtime};
+//! use breakwater_tokio::TokioRuntime;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let port = listener.local_addr()?.port();
+//!
+//! let runtime = TokioRuntime::new();
+//! let started = runtime.now();
+//! let target = ConnectTarget { origin: Origin::new(Scheme::Http, "127.0.0.1", port), tls: None };
+//! let transport = runtime.connect(target).await?;
+//! assert_eq!(transport.info().peer_addr, Some(listener.local_addr()?));
+//! assert!(runtime.now() >= started);
+//! # Ok(())
+//! # }
 //! ```
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use breakwater::core::{Instant, Origin};
+use breakwater::runtime::{
+    BoxFuture, BoxTransport, ConnectError, ConnectErrorKind, ConnectTarget, Runtime, Transport,
+    TransportInfo,
+};
+use breakwater::tls::TlsConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+
 pub use breakwater;
+
+/// The [`Runtime`] for tokio: tokio sockets, DNS and timers, tokio-rustls TLS.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioRuntime {
+    /// The epoch of this runtime's [`Instant`]s.
+    base: tokio::time::Instant,
+}
+
+impl TokioRuntime {
+    /// A runtime whose clock starts now; its futures run on whichever tokio
+    /// runtime polls them.
+    pub fn new() -> Self {
+        TokioRuntime {
+            base: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioRuntime {
+    fn default() -> Self {
+        TokioRuntime::new()
+    }
+}
+
+impl Runtime for TokioRuntime {
+    fn connect(
+        &self,
+        target: ConnectTarget,
+    ) -> BoxFuture<'static, Result<BoxTransport, ConnectError>> {
+        let this = *self;
+        Box::pin(async move { this.open(target).await })
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        // `None` only past the end of tokio's clock (centuries away): never wake.
+        let at = self
+            .base
+            .checked_add(Duration::from_nanos(deadline.as_nanos()));
+        // The timer is created on first poll, inside the runtime that polls it.
+        Box::pin(async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        })
+    }
+
+    fn now(&self) -> Instant {
+        let nanos = tokio::time::Instant::now().saturating_duration_since(self.base);
+        Instant::from_nanos(u64::try_from(nanos.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn wall_clock(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn random_seed(&self) -> u64 {
+        fastrand::u64(..)
+    }
+}
+
+impl TokioRuntime {
+    async fn open(self, target: ConnectTarget) -> Result<BoxTransport, ConnectError> {
+        let origin = &target.origin;
+        // A bad server name fails before any packet is sent.
+        let tls = match &target.tls {
+            Some(config) => Some((config, tls_server_name(origin)?)),
+            None => None,
+        };
+
+        let start = self.now();
+        // IPv6 literals keep their brackets in an origin; the resolver wants them bare.
+        let host = origin.host().trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<_> = tokio::net::lookup_host((host, origin.port()))
+            .await
+            .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, e))?
+            .collect();
+        let dns = self.elapsed_since(start);
+
+        let start = self.now();
+        let mut last_error = None;
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let stream = match (stream, last_error) {
+            (Some(stream), _) => stream,
+            (None, Some(e)) => return Err(ConnectError::from_io(e)),
+            // The name resolved to no address at all.
+            (None, None) => return Err(ConnectError::from_kind(ConnectErrorKind::Dns)),
+        };
+        stream.set_nodelay(true).map_err(ConnectError::from_io)?;
+        let tcp = self.elapsed_since(start);
+        let peer = stream.peer_addr().ok();
+
+        let Some((config, name)) = tls else {
+            let info = TransportInfo::new(peer, false).with_timings(Some(dns), Some(tcp), None);
+            return Ok(Box::new(Compat { io: stream, info }));
+        };
+        let start = self.now();
+        let stream = tokio_rustls::TlsConnector::from(config.rustls_config())
+            .connect(name, stream)
+            .await
+            .map_err(ConnectError::from_tls_io)?;
+        let handshake = self.elapsed_since(start);
+        let info =
+            TransportInfo::new(peer, true).with_timings(Some(dns), Some(tcp), Some(handshake));
+        Ok(Box::new(Compat { io: stream, info }))
+    }
+
+    fn elapsed_since(&self, start: Instant) -> Duration {
+        self.now().saturating_duration_since(start)
+    }
+}
+
+fn tls_server_name(origin: &Origin) -> Result<ServerName<'static>, ConnectError> {
+    TlsConfig::server_name(origin).map_err(|e| ConnectError::new(ConnectErrorKind::TlsHandshake, e))
+}
+
+/// A tokio stream seen through the futures-io traits the client reads and writes.
+struct Compat<S> {
+    io: S,
+    info: TransportInfo,
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for Compat<S> {
+    fn info(&self) -> TransportInfo {
+        self.info.clone()
+    }
+}
+
+impl<S: AsyncRead + Unpin> futures_io::AsyncRead for Compat<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> futures_io::AsyncWrite for Compat<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,72 @@
+//! The shared runtime scenarios (adapter-tokio/tests/common) on `SmolRuntime`,
+//! each under three executors: `smol::block_on`, a multi-threaded
+//! `async_executor::Executor`, and plain `futures_lite::future::block_on`.
+//!
+//! The peer servers run on tokio in a background thread; the client under
+//! test never does.
+
+#[path = "../../adapter-tokio/tests/common/mod.rs"]
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use breakwater::runtime::Runtime;
+use breakwater_smol::SmolRuntime;
+
+/// Runs `scenario` to completion on each executor in turn, with a fresh runtime each time.
+fn on_every_executor<F, Fut>(scenario: F)
+where
+    F: Fn(Arc<dyn Runtime>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let runtime = || -> Arc<dyn Runtime> { Arc::new(SmolRuntime::new()) };
+
+    smol::block_on(scenario(runtime()));
+
+    futures_lite::future::block_on(scenario(runtime()));
+
+    // Two worker threads run the executor; this thread only waits for the result,
+    // so the scenario runs (and may hop) on the workers alone.
+    let executor = async_executor::Executor::new();
+    let (stop, stopped) = smol::channel::bounded::<()>(1);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            let stopped = stopped.clone();
+            let executor = &executor;
+            scope.spawn(move || futures_lite::future::block_on(executor.run(stopped.recv())));
+        }
+        let task = executor.spawn(scenario(runtime()));
+        futures_lite::future::block_on(task);
+        drop(stop); // wakes the workers: `recv` fails once the sender is gone
+    });
+}
+
+macro_rules! on_every_executor {
+    ($($scenario:ident),* $(,)?) => {$(
+        #[test]
+        fn $scenario() {
+            on_every_executor(common::$scenario);
+        }
+    )*};
+}
+
+on_every_executor!(
+    plain_tcp_round_trip,
+    refused,
+    unresolvable,
+    tls_custom_ca,
+    tls_unknown_issuer,
+    tls_expired,
+    tls_wrong_host,
+    mutual_tls,
+    danger_accept_invalid,
+    never_deadline_stays_pending,
+);
+
+/// A real 10 ms sleep on async-io's timer, reaching the runtime's own deadline.
+#[test]
+fn sleep_reaches_deadline() {
+    on_every_executor(|rt| common::sleep_reaches_deadline(rt, Duration::from_millis(10)));
+}
