@@ -54,6 +54,14 @@ use futures_rustls::rustls::pki_types::ServerName;
 
 pub use breakwater;
 
+/// Starts building a [`breakwater::Client`] for `base_url` on smol.
+///
+/// The one-liner for the common case; use [`breakwater::Client::builder`]
+/// with a [`SmolRuntime`] to share one runtime value between clients.
+pub fn client(base_url: impl Into<String>) -> breakwater::ClientBuilder {
+    breakwater::Client::builder(std::sync::Arc::new(SmolRuntime::new()), base_url)
+}
+
 /// The [`Runtime`] for async-io: async-net sockets and DNS, async-io timers,
 /// futures-rustls TLS. Works under any executor.
 #[derive(Clone, Copy, Debug)]

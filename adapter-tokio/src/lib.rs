@@ -59,6 +59,14 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 pub use breakwater;
 
+/// Starts building a [`breakwater::Client`] for `base_url` on tokio.
+///
+/// The one-liner for the common case; use [`breakwater::Client::builder`]
+/// with a [`TokioRuntime`] to share one runtime value between clients.
+pub fn client(base_url: impl Into<String>) -> breakwater::ClientBuilder {
+    breakwater::Client::builder(std::sync::Arc::new(TokioRuntime::new()), base_url)
+}
+
 /// The [`Runtime`] for tokio: tokio sockets, DNS and timers, tokio-rustls TLS.
 #[derive(Clone, Copy, Debug)]
 pub struct TokioRuntime {

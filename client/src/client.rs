@@ -897,15 +897,26 @@ async fn run(
                                 elapsed,
                             });
                         }
-                        let outcome = breakwater_core::outcome::AttemptOutcome::Response {
-                            status: response_head.status,
-                            elapsed,
-                        };
                         let wall = runtime.wall_clock();
+                        let status = response_head.status;
+                        let pre = conn.prefetch();
+                        let read_whole = pre.end.as_ref().map(|end| end.is_reusable());
                         let headers = response_head.headers.clone();
-                        head = Some(response_head);
-                        let _ = guard.report(|call, now, engine| {
-                            call.handle_attempt_outcome(now, engine, outcome, &headers, wall)
+                        head = Some((response_head, pre));
+                        let _ = guard.report(|call, now, engine| match read_whole {
+                            Some(reusable) => call.handle_response_read(
+                                now, engine, status, elapsed, &headers, wall, reusable,
+                            ),
+                            None => call.handle_attempt_outcome(
+                                now,
+                                engine,
+                                breakwater_core::outcome::AttemptOutcome::Response {
+                                    status,
+                                    elapsed,
+                                },
+                                &headers,
+                                wall,
+                            ),
                         });
                     }
                     Exchange::Failed { outcome, detail } => {
@@ -932,7 +943,8 @@ async fn run(
                     );
                 };
                 timings.total = runtime.now().saturating_duration_since(started);
-                return Ok(Response::new(guard, head, request.url, timings));
+                let (head, pre) = head;
+                return Ok(Response::new(guard, head, pre, request.url, timings));
             }
             Step::Done => {
                 return Err(
@@ -944,7 +956,7 @@ async fn run(
                     error,
                     &request.origin,
                     last_failure,
-                    head.as_ref(),
+                    head.as_ref().map(|(h, _)| h),
                 ));
             }
             _ => {

@@ -44,6 +44,13 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// Body pieces decoded from the read buffer right after the head.
+#[derive(Default)]
+pub(crate) struct Prefetched {
+    pub(crate) pieces: Vec<bytes::Bytes>,
+    pub(crate) end: Option<breakwater_core::h1::EndOfResponse>,
+}
+
 /// What happened to one attempt on the wire, in the terms the core classifies.
 pub(crate) enum Exchange {
     /// A response head arrived.
@@ -198,6 +205,26 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Decodes whatever of the body already sits in the read buffer, without
+    /// any I/O. Small bodies usually arrive with their head; reading them at
+    /// once lets the connection go back to the pool even when the response
+    /// is retried or never read by the caller.
+    pub(crate) fn prefetch(&mut self) -> Prefetched {
+        let mut prefetched = Prefetched::default();
+        while !self.read_buf.is_empty() || self.decoder.head_received() && !self.decoder.is_done() {
+            match self.decoder.poll_event(&mut self.read_buf) {
+                Ok(Some(ResponseEvent::Body(piece))) => prefetched.pieces.push(piece),
+                Ok(Some(ResponseEvent::End(end))) => {
+                    prefetched.end = Some(end);
+                    break;
+                }
+                // Errors stay in the decoder (they are sticky) for the body reader to report.
+                Ok(Some(ResponseEvent::Head(_))) | Ok(None) | Err(_) => break,
+            }
+        }
+        prefetched
     }
 
     /// Reads once from the socket into the read buffer; EOF is told to the decoder.

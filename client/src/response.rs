@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::client::CallGuard;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
-use crate::io::with_deadline;
+use crate::io::{with_deadline, Prefetched};
 
 /// How long each phase of a call took, and whether its connection was reused.
 ///
@@ -66,6 +66,8 @@ impl std::fmt::Debug for Response {
 }
 
 struct BodyReader {
+    /// Pieces decoded before delivery, handed out first (in reverse order, for `pop`).
+    prefetched: Vec<Bytes>,
     guard: Option<CallGuard>,
     trailers: Option<HeaderMap>,
     received: u64,
@@ -73,19 +75,36 @@ struct BodyReader {
 }
 
 impl Response {
-    pub(crate) fn new(guard: CallGuard, head: ResponseHead, url: Url, timings: Timings) -> Self {
+    pub(crate) fn new(
+        guard: CallGuard,
+        head: ResponseHead,
+        prefetched: Prefetched,
+        url: Url,
+        timings: Timings,
+    ) -> Self {
+        let mut pieces = prefetched.pieces;
+        pieces.reverse();
+        let mut body = BodyReader {
+            prefetched: pieces,
+            guard: Some(guard),
+            trailers: None,
+            received: 0,
+            expected: head.body_length,
+        };
+        if let Some(end) = prefetched.end {
+            // The whole body is in memory: the connection can go back now.
+            body.trailers = end.trailers;
+            body.finish(BodyEnd::Complete {
+                reusable: end.reuse_blocker.is_none(),
+            });
+        }
         Response {
             status: head.status,
             version: head.version,
             headers: head.headers,
             url,
             timings,
-            body: BodyReader {
-                guard: Some(guard),
-                trailers: None,
-                received: 0,
-                expected: head.body_length,
-            },
+            body,
         }
     }
 
@@ -297,6 +316,10 @@ fn utf8_line(line: Vec<u8>) -> Result<String, Error> {
 
 impl BodyReader {
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        if let Some(piece) = self.prefetched.pop() {
+            self.received += piece.len() as u64;
+            return Ok(Some(piece));
+        }
         loop {
             let Some(guard) = self.guard.as_mut() else {
                 return Ok(None);

@@ -742,6 +742,7 @@ impl<C> Engine<C> {
             previous_delay: None,
             deposited: false,
             records: AttemptRecords::new(),
+            body_read_reusable: None,
         })
     }
 
@@ -1389,6 +1390,8 @@ pub struct Call<C> {
     previous_delay: Option<Duration>,
     deposited: bool,
     records: AttemptRecords,
+    /// Set while a response whose body the driver has already read is concluded.
+    body_read_reusable: Option<bool>,
 }
 
 impl<C> Call<C> {
@@ -1630,6 +1633,29 @@ impl<C> Call<C> {
         }
         self.conclude(now, engine, outcome, headers, received_wall);
         Ok(())
+    }
+
+    /// Reports a response whose body the driver has already read whole (it
+    /// arrived with the head): like [`handle_attempt_outcome`](Self::handle_attempt_outcome)
+    /// with [`AttemptOutcome::Response`], except that if the response is
+    /// retried or ends the call in a failure, the connection goes back to the
+    /// pool when `reusable` instead of being closed for an unread body.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_response_read(
+        &mut self,
+        now: Instant,
+        engine: &mut Engine<C>,
+        status: StatusCode,
+        elapsed: Duration,
+        headers: &HeaderMap,
+        received_wall: SystemTime,
+        reusable: bool,
+    ) -> Result<(), CallMisuse> {
+        self.body_read_reusable = Some(reusable);
+        let outcome = AttemptOutcome::Response { status, elapsed };
+        let result = self.handle_attempt_outcome(now, engine, outcome, headers, received_wall);
+        self.body_read_reusable = None;
+        result
     }
 
     /// The body of the delivered response ended.
@@ -1960,7 +1986,8 @@ impl<C> Call<C> {
             (decision, _) => {
                 let permit = self.breaker_permit.take();
                 engine.breaker_record(now, self.origin, permit, classification.breaker);
-                self.release_connection(now, engine, false);
+                let reusable = self.body_read_reusable.take().unwrap_or(false);
+                self.release_connection(now, engine, reusable);
                 match decision {
                     Decision::Retry { kind, at } => {
                         if kind == RetryKind::AuthReplay {
