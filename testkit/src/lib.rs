@@ -1,15 +1,403 @@
-//! Breakwater's testkit: deterministic simulation and mocking.
+//! Breakwater's testkit: run the client — and your code that uses it — on a
+//! virtual clock, over a simulated network, against simulated upstreams that
+//! misbehave on purpose, replayable from one seed.
 //!
-//! **Status: not built yet.** This crate will provide a simulated runtime
-//! (virtual clock, in-memory network, seeded faults) and respx-style mock
-//! routes. Until then it exposes nothing but the client crate it will drive.
+//! This crate is the third way to run the client, beside the tokio and smol
+//! adapters: [`Sim::runtime`] is a [`Runtime`] whose
+//! clock only moves when every task waits, whose connections are in-memory
+//! pipes with latency, and whose servers are handlers that speak real
+//! HTTP/1.1 bytes. Nothing sleeps for real: a backoff of thirty seconds is a
+//! jump of the clock, so thousands of calls with retries run in milliseconds,
+//! and a test can assert the exact delays the client chose.
+//!
+//! It doubles as a mocking tool, in the role respx plays for httpx: routes
+//! with canned replies or sequences of them, call counts, captured requests,
+//! and a loud failure for any request no route matched.
 //!
 //! ```
-//! use breakwater_testkit::breakwater;
-//! let _ = breakwater::core::Instant::ZERO;
+//! use breakwater_testkit::{Reply, Sim};
+//! use http::Method;
+//!
+//! let mut sim = Sim::new(7);
+//! let api = sim.mock("https://api.example.com");
+//! let flaky = api.route(Method::GET, "/flaky")
+//!     .respond_seq([Reply::new(503, "busy"), Reply::new(503, "busy"), Reply::json(r#"{"ok":true}"#)]);
+//!
+//! let client = breakwater::Client::builder(sim.runtime(), "https://api.example.com/").build().unwrap();
+//! let started = sim.now();
+//! let body = sim.run(async move { client.get("flaky").send().await?.text().await }).unwrap();
+//! assert_eq!(body, r#"{"ok":true}"#);
+//! assert_eq!(flaky.calls(), 3);
+//! // Two backoffs of at least one second each passed on the virtual clock, instantly.
+//! assert!(sim.now().saturating_duration_since(started) >= std::time::Duration::from_secs(3));
 //! ```
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod executor;
+mod mock;
+mod net;
+mod server;
+mod trace;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use breakwater::core::{Instant, Origin, Scheme};
+use breakwater::runtime::{
+    BoxFuture, BoxTransport, ConnectError, ConnectErrorKind, ConnectTarget, Runtime, TransportInfo,
+};
+
 pub use breakwater;
+pub use executor::Stuck;
+pub use mock::{Mock, RouteHandle};
+pub use net::Link;
+pub use server::{Context, Fault, Reply, Request, ServerConfig, ServerHandle};
+pub use trace::{stream_seed, Trace};
+
+use executor::{Executor, Handle};
+use server::ServerState;
+
+/// The environment variable that overrides a simulation's seed, to replay a failure.
+pub const SEED_VAR: &str = "BREAKWATER_SEED";
+
+/// A simulation: executor, virtual clock, network, servers, seed and trace.
+pub struct Sim {
+    seed: u64,
+    executor: Executor,
+    runtime: Arc<SimRuntime>,
+    trace: Trace,
+    time_limit: Duration,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.seed)
+            .field("now", &self.now())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The network's shared record: servers by origin, links, counters.
+struct Network {
+    servers: Mutex<BTreeMap<Origin, Arc<ServerState>>>,
+    links: Mutex<BTreeMap<Origin, Link>>,
+    default_link: Mutex<Link>,
+    connections: AtomicU64,
+}
+
+/// The [`Runtime`] of a simulation.
+pub struct SimRuntime {
+    handle: Handle,
+    network: Arc<Network>,
+    trace: Trace,
+    client_rng: Mutex<fastrand::Rng>,
+    connects: AtomicUsize,
+}
+
+impl std::fmt::Debug for SimRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimRuntime")
+            .field("now", &self.handle.now())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wall-clock time at the simulation's epoch (used only for HTTP dates).
+const WALL_EPOCH_SECS: u64 = 1_800_000_000;
+
+impl Sim {
+    /// A simulation from `seed`, unless [`SEED_VAR`] is set, which wins (so a
+    /// failing seed can be replayed with the one command the failure prints).
+    pub fn new(seed: u64) -> Sim {
+        let seed = std::env::var(SEED_VAR)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(seed);
+        Sim::with_seed(seed)
+    }
+
+    /// A simulation from exactly `seed`, ignoring the environment.
+    pub fn with_seed(seed: u64) -> Sim {
+        Sim::build(seed, false, true)
+    }
+
+    /// A simulation whose scheduler polls ready tasks in an order drawn from
+    /// the seed (exploring interleavings), keeping or dropping trace lines.
+    pub fn shuffled(seed: u64, keep_trace_lines: bool) -> Sim {
+        Sim::build(seed, true, keep_trace_lines)
+    }
+
+    fn build(seed: u64, shuffle: bool, keep_lines: bool) -> Sim {
+        let shuffle = shuffle.then(|| fastrand::Rng::with_seed(stream_seed(seed, "scheduler")));
+        let executor = Executor::new(Instant::ZERO, shuffle);
+        let trace = Trace::new(keep_lines);
+        let runtime = Arc::new(SimRuntime {
+            handle: executor.handle(),
+            network: Arc::new(Network {
+                servers: Mutex::new(BTreeMap::new()),
+                links: Mutex::new(BTreeMap::new()),
+                default_link: Mutex::new(Link::default()),
+                connections: AtomicU64::new(0),
+            }),
+            trace: trace.clone(),
+            client_rng: Mutex::new(fastrand::Rng::with_seed(stream_seed(seed, "client"))),
+            connects: AtomicUsize::new(0),
+        });
+        Sim {
+            seed,
+            executor,
+            runtime,
+            trace,
+            time_limit: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// The seed this simulation runs on.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// An independent random stream for `component`, derived from the seed.
+    pub fn rng(&self, component: &str) -> fastrand::Rng {
+        fastrand::Rng::with_seed(stream_seed(self.seed, component))
+    }
+
+    /// The runtime to build clients on.
+    pub fn runtime(&self) -> Arc<dyn Runtime> {
+        self.runtime.clone()
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Instant {
+        self.executor.handle().now()
+    }
+
+    /// The trace of this run.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    /// Sets how far the virtual clock may run before a run is declared stuck (default 24 h).
+    pub fn set_time_limit(&mut self, limit: Duration) {
+        self.time_limit = limit;
+    }
+
+    /// Sets the link used for origins without their own.
+    pub fn set_default_link(&mut self, link: Link) {
+        *self.runtime.network.default_link.lock().unwrap() = link;
+    }
+
+    /// Sets the link to one origin (`"https://api.example.com"`).
+    pub fn set_link(&mut self, origin: &str, link: Link) {
+        let origin = parse_origin(origin);
+        self.runtime
+            .network
+            .links
+            .lock()
+            .unwrap()
+            .insert(origin, link);
+    }
+
+    /// Starts a simulated server at `origin` with a handler.
+    pub fn server(
+        &mut self,
+        origin: &str,
+        handler: impl FnMut(&Request, &mut Context<'_>) -> Reply + Send + 'static,
+    ) -> ServerHandle {
+        let origin = parse_origin(origin);
+        let name = format!("{}:{}", origin.host(), origin.port());
+        let state = Arc::new(ServerState {
+            rng: Mutex::new(fastrand::Rng::with_seed(stream_seed(
+                self.seed,
+                &format!("server {name}"),
+            ))),
+            name,
+            handler: Mutex::new(Box::new(handler)),
+            config: Mutex::new(ServerConfig::default()),
+            requests: Mutex::new(Vec::new()),
+            accepted: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            hits: AtomicUsize::new(0),
+        });
+        self.runtime
+            .network
+            .servers
+            .lock()
+            .unwrap()
+            .insert(origin, state.clone());
+        ServerHandle { state }
+    }
+
+    /// Starts a mock server at `origin`: routes, canned replies, call counts.
+    pub fn mock(&mut self, origin: &str) -> Mock {
+        let mock = Mock::new();
+        let router = mock.clone();
+        let server = self.server(origin, move |request, ctx| router.answer(request, ctx));
+        mock.attach(server);
+        mock
+    }
+
+    /// Runs a task beside the main future of the next [`run`](Self::run).
+    pub fn spawn(&mut self, future: impl Future<Output = ()> + Send + 'static) {
+        self.executor.handle().spawn(future);
+    }
+
+    /// Runs `future` to completion on the virtual clock and returns its output.
+    ///
+    /// # Panics
+    /// If the simulation gets stuck (every task waits and no timer is set) or
+    /// passes its time limit; the message names the seed and the command
+    /// that replays it.
+    pub fn run<T: Send + 'static>(
+        &mut self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        match self.try_run(future) {
+            Ok(output) => output,
+            Err(stuck) => panic!("simulation stuck: {stuck:?}\n{}", self.replay_hint()),
+        }
+    }
+
+    /// Like [`run`](Self::run), but reports a stuck simulation instead of panicking.
+    pub fn try_run<T: Send + 'static>(
+        &mut self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, Stuck> {
+        let output = Arc::new(Mutex::new(None));
+        let slot = output.clone();
+        self.executor.handle().spawn(async move {
+            let value = future.await;
+            *slot.lock().unwrap() = Some(value);
+        });
+        let limit = self.now() + self.time_limit;
+        self.executor
+            .run(limit, || output.lock().unwrap().is_some())?;
+        let value = output.lock().unwrap().take();
+        Ok(value.expect("run ended with its output"))
+    }
+
+    /// The one command that replays this simulation's seed in the current test.
+    pub fn replay_hint(&self) -> String {
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("<test name>")
+            .to_owned();
+        format!(
+            "replay with: {SEED_VAR}={} cargo test {} -- --exact",
+            self.seed, test
+        )
+    }
+
+    /// How many times tasks were polled so far (a measure of work done).
+    pub fn polls(&self) -> u64 {
+        self.executor.polls
+    }
+
+    /// Tasks still alive (servers' connections included).
+    pub fn live_tasks(&self) -> usize {
+        self.executor.live_tasks()
+    }
+
+    /// Connections the client has opened through this simulation.
+    pub fn connects(&self) -> usize {
+        self.runtime.connects.load(Ordering::SeqCst)
+    }
+}
+
+fn parse_origin(origin: &str) -> Origin {
+    let uri: http::Uri = origin
+        .parse()
+        .unwrap_or_else(|e| panic!("bad origin {origin:?}: {e}"));
+    Origin::from_uri(&uri).unwrap_or_else(|e| panic!("bad origin {origin:?}: {e}"))
+}
+
+impl Runtime for SimRuntime {
+    fn connect(
+        &self,
+        target: ConnectTarget,
+    ) -> BoxFuture<'static, Result<BoxTransport, ConnectError>> {
+        let handle = self.handle.clone();
+        let network = self.network.clone();
+        let trace = self.trace.clone();
+        self.connects.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let origin = target.origin;
+            let link = network
+                .links
+                .lock()
+                .unwrap()
+                .get(&origin)
+                .copied()
+                .unwrap_or(*network.default_link.lock().unwrap());
+            let server = network.servers.lock().unwrap().get(&origin).cloned();
+            let Some(server) = server else {
+                trace.event(
+                    handle.now(),
+                    "net",
+                    &format!("connect {origin} -> no such host"),
+                );
+                return Err(ConnectError::from_kind(ConnectErrorKind::Dns));
+            };
+            let config = *server.config.lock().unwrap();
+            let rtt = link.latency * 2;
+            if config.stall_connections {
+                trace.event(handle.now(), "net", &format!("connect {origin} -> stalled"));
+                futures_lite::future::pending::<()>().await;
+            }
+            // SYN / SYN-ACK.
+            handle.sleep_until(handle.now() + rtt).await;
+            if config.refuse_connections {
+                trace.event(handle.now(), "net", &format!("connect {origin} -> refused"));
+                return Err(ConnectError::from_kind(ConnectErrorKind::Refused));
+            }
+            let tls = origin.scheme() == Scheme::Https;
+            if tls {
+                // A TLS 1.3 handshake: one more round trip.
+                handle.sleep_until(handle.now() + rtt).await;
+            }
+            let id = network.connections.fetch_add(1, Ordering::SeqCst) + 1;
+            let info =
+                TransportInfo::new(None, tls).with_timings(None, Some(rtt), tls.then_some(rtt));
+            let (client, server_end) = net::connection(&handle, link, info);
+            let connection = server.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+            server.open.fetch_add(1, Ordering::SeqCst);
+            trace.event(
+                handle.now(),
+                "net",
+                &format!("connect {origin} -> conn={id}"),
+            );
+            handle.spawn(server::serve(
+                handle.clone(),
+                server,
+                server_end,
+                connection,
+                trace.clone(),
+            ));
+            Ok(Box::new(client) as BoxTransport)
+        })
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(self.handle.sleep_until(deadline))
+    }
+
+    fn now(&self) -> Instant {
+        self.handle.now()
+    }
+
+    fn wall_clock(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH
+            + Duration::from_secs(WALL_EPOCH_SECS)
+            + Duration::from_nanos(self.handle.now().as_nanos())
+    }
+
+    fn random_seed(&self) -> u64 {
+        self.client_rng.lock().unwrap().u64(..)
+    }
+}

@@ -1,0 +1,292 @@
+//! The simulated network: byte pipes with latency between the client and
+//! the simulated servers.
+//!
+//! Every connection is two one-way pipes. A write becomes a segment that the
+//! other side may read once the clock reaches its delivery time (one-way
+//! latency plus the time the link's bandwidth needs for it). Segments are
+//! delivered in order; a close is an end-of-stream segment, a fault can be a
+//! reset segment. Nothing touches a socket.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use breakwater::core::Instant;
+use breakwater::runtime::{Transport, TransportInfo};
+use bytes::Bytes;
+use futures_io::{AsyncRead, AsyncWrite};
+
+use crate::executor::Handle;
+
+/// The speed of a simulated link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// One-way latency (half the round trip).
+    pub latency: Duration,
+    /// Bytes per second, or `None` for unlimited.
+    pub bandwidth: Option<u64>,
+}
+
+impl Link {
+    /// A link with this round-trip time and unlimited bandwidth.
+    pub fn rtt(rtt: Duration) -> Self {
+        Link {
+            latency: rtt / 2,
+            bandwidth: None,
+        }
+    }
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link::rtt(Duration::from_millis(1))
+    }
+}
+
+enum Segment {
+    Data(Bytes),
+    Eof,
+    Reset,
+}
+
+#[derive(Default)]
+struct PipeState {
+    segments: VecDeque<(Instant, Segment)>,
+    /// When the last segment is delivered; later ones never overtake it.
+    last_delivery: Instant,
+    reader: Option<Waker>,
+    timer: Option<(Instant, u64)>,
+    /// The reading side has gone away: writes fail.
+    reader_closed: bool,
+}
+
+/// One direction of a connection.
+#[derive(Clone)]
+struct Pipe {
+    state: Arc<Mutex<PipeState>>,
+    link: Link,
+}
+
+impl Pipe {
+    fn new(link: Link) -> Self {
+        Pipe {
+            state: Arc::new(Mutex::new(PipeState::default())),
+            link,
+        }
+    }
+
+    fn send(&self, handle: &Handle, segment: Segment) {
+        let now = handle.now();
+        let mut state = self.state.lock().unwrap();
+        let transfer = match (&segment, self.link.bandwidth) {
+            (Segment::Data(bytes), Some(bps)) if bps > 0 => {
+                Duration::from_nanos((bytes.len() as u64).saturating_mul(1_000_000_000) / bps)
+            }
+            _ => Duration::ZERO,
+        };
+        let at = (now + self.link.latency + transfer).max(state.last_delivery);
+        state.last_delivery = at;
+        state.segments.push_back((at, segment));
+        if let Some(waker) = state.reader.take() {
+            // Wake the reader when the bytes arrive, not before.
+            state.timer = Some(handle.wake_at(at, waker));
+        }
+    }
+}
+
+/// One end of a simulated connection.
+pub(crate) struct SimStream {
+    handle: Handle,
+    inbound: Pipe,
+    outbound: Pipe,
+    /// Bytes of a segment not yet read.
+    partial: Option<Bytes>,
+    closed: bool,
+    info: TransportInfo,
+    /// Fault: after this many bytes written, the stream resets instead.
+    reset_after_written: Option<u64>,
+    written: u64,
+}
+
+/// A connected pair: (client end, server end).
+pub(crate) fn connection(
+    handle: &Handle,
+    link: Link,
+    info: TransportInfo,
+) -> (SimStream, SimStream) {
+    let up = Pipe::new(link);
+    let down = Pipe::new(link);
+    let client = SimStream::new(handle, down.clone(), up.clone(), info);
+    let server = SimStream::new(handle, up, down, TransportInfo::default());
+    (client, server)
+}
+
+impl SimStream {
+    fn new(handle: &Handle, inbound: Pipe, outbound: Pipe, info: TransportInfo) -> Self {
+        SimStream {
+            handle: handle.clone(),
+            inbound,
+            outbound,
+            partial: None,
+            closed: false,
+            info,
+            reset_after_written: None,
+            written: 0,
+        }
+    }
+
+    /// Makes this end reset the connection once it has written `bytes` more bytes.
+    pub(crate) fn reset_after(&mut self, bytes: u64) {
+        self.reset_after_written = Some(self.written + bytes);
+    }
+
+    /// Resets the connection now: the peer's next read fails.
+    pub(crate) fn reset(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.outbound.send(&self.handle, Segment::Reset);
+        }
+    }
+}
+
+impl AsyncRead for SimStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if let Some(mut partial) = this.partial.take() {
+            let n = partial.len().min(buf.len());
+            buf[..n].copy_from_slice(&partial.split_to(n));
+            if !partial.is_empty() {
+                this.partial = Some(partial);
+            }
+            return Poll::Ready(Ok(n));
+        }
+        let now = this.handle.now();
+        let mut state = this.inbound.state.lock().unwrap();
+        match state.segments.front() {
+            Some((at, _)) if *at <= now => {}
+            Some((at, _)) => {
+                let at = *at;
+                if let Some(key) = state.timer.take() {
+                    this.handle.cancel_timer(key);
+                }
+                state.timer = Some(this.handle.wake_at(at, cx.waker().clone()));
+                return Poll::Pending;
+            }
+            None => {
+                state.reader = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        let Some((_, segment)) = state.segments.pop_front() else {
+            return Poll::Pending;
+        };
+        drop(state);
+        match segment {
+            Segment::Data(mut bytes) => {
+                let n = bytes.len().min(buf.len());
+                buf[..n].copy_from_slice(&bytes.split_to(n));
+                if !bytes.is_empty() {
+                    this.partial = Some(bytes);
+                }
+                Poll::Ready(Ok(n))
+            }
+            Segment::Eof => {
+                // Keep reporting the end on later reads.
+                this.inbound
+                    .state
+                    .lock()
+                    .unwrap()
+                    .segments
+                    .push_front((Instant::ZERO, Segment::Eof));
+                Poll::Ready(Ok(0))
+            }
+            Segment::Reset => {
+                this.inbound
+                    .state
+                    .lock()
+                    .unwrap()
+                    .segments
+                    .push_front((Instant::ZERO, Segment::Reset));
+                Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        // Like TCP, a write to a peer that has closed succeeds locally; the
+        // bytes are lost and the writer learns of the close on its next read.
+        let mut n = buf.len();
+        if let Some(limit) = this.reset_after_written {
+            let room = limit.saturating_sub(this.written) as usize;
+            if room == 0 {
+                this.reset();
+                return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            n = n.min(room);
+        }
+        this.written += n as u64;
+        if !this.outbound.state.lock().unwrap().reader_closed {
+            this.outbound.send(
+                &this.handle,
+                Segment::Data(Bytes::copy_from_slice(&buf[..n])),
+            );
+        }
+        if this
+            .reset_after_written
+            .is_some_and(|limit| this.written >= limit)
+        {
+            this.reset();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.closed {
+            this.closed = true;
+            this.outbound.send(&this.handle, Segment::Eof);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for SimStream {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.outbound.send(&self.handle, Segment::Eof);
+        }
+        let mut inbound = self.inbound.state.lock().unwrap();
+        inbound.reader_closed = true;
+        if let Some(key) = inbound.timer.take() {
+            self.handle.cancel_timer(key);
+        }
+    }
+}
+
+impl Transport for SimStream {
+    fn info(&self) -> TransportInfo {
+        self.info.clone()
+    }
+}

@@ -1,0 +1,421 @@
+//! Simulated upstreams: handlers that speak real HTTP/1.1 bytes.
+//!
+//! A server reads requests off its end of a simulated connection, parses
+//! them (httparse), asks its handler for a [`Reply`], and writes the reply
+//! as HTTP/1.1 bytes — so the client's codec, pool and retries run exactly
+//! as they would against a real server. A reply can carry a fault: a reset
+//! before or partway through the response, a close before any byte, a
+//! stall in the middle of the body.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use breakwater::core::Instant;
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+use crate::executor::Handle;
+use crate::net::SimStream;
+
+/// A request as a simulated server received it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Request {
+    /// The method.
+    pub method: Method,
+    /// The request target: path and query.
+    pub target: String,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+    /// Which connection (per server, from 1) carried it.
+    pub connection: u64,
+    /// When the server had read it.
+    pub received_at: Instant,
+}
+
+impl Request {
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What a handler answers.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Reply {
+    /// The status.
+    pub status: StatusCode,
+    /// Headers besides the framing, which the server writes itself.
+    pub headers: HeaderMap,
+    /// The body, written as these chunks (chunked encoding when there is more than one).
+    pub body: Vec<Bytes>,
+    /// How long the server takes before answering.
+    pub delay: Duration,
+    /// A fault to inject instead of (or while) answering.
+    pub fault: Option<Fault>,
+}
+
+/// Ways a server can misbehave while answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Reset the connection after reading the request, without answering.
+    ResetBeforeResponse,
+    /// Close the connection after reading the request, without answering.
+    CloseBeforeResponse,
+    /// Write this many bytes of the response, then reset.
+    ResetAfterBytes(u64),
+    /// Write the head and half the body, then stop forever (a stalled stream).
+    StallMidBody,
+}
+
+impl Reply {
+    /// A reply with a status and a body.
+    pub fn new(status: u16, body: impl Into<Bytes>) -> Self {
+        Reply {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            headers: HeaderMap::new(),
+            body: vec![body.into()],
+            delay: Duration::ZERO,
+            fault: None,
+        }
+    }
+
+    /// A 200 with a JSON body.
+    pub fn json(body: impl Into<Bytes>) -> Self {
+        Reply::new(200, body).header("content-type", "application/json")
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            self.headers.append(name, value);
+        }
+        self
+    }
+
+    /// Answers after `delay` of server time.
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Sends the body as these chunks (chunked transfer encoding).
+    pub fn chunks(mut self, chunks: Vec<Bytes>) -> Self {
+        self.body = chunks;
+        self
+    }
+
+    /// Injects a fault.
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.fault = Some(fault);
+        self
+    }
+}
+
+/// What a handler can see besides the request.
+pub struct Context<'a> {
+    /// The virtual time.
+    pub now: Instant,
+    /// How many requests this server had served before this one.
+    pub hits: usize,
+    /// The server's own random stream (seeded from the simulation's root seed).
+    pub rng: &'a mut fastrand::Rng,
+}
+
+pub(crate) type Handler = dyn FnMut(&Request, &mut Context<'_>) -> Reply + Send;
+
+/// How a server treats connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Close a kept-alive connection after this long without a request.
+    pub idle_timeout: Option<Duration>,
+    /// Refuse new connections (an outage).
+    pub refuse_connections: bool,
+    /// Accept, but never finish the handshake (connect stalls).
+    pub stall_connections: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            idle_timeout: Some(Duration::from_secs(60)),
+            refuse_connections: false,
+            stall_connections: false,
+        }
+    }
+}
+
+/// The shared record of one simulated server.
+pub(crate) struct ServerState {
+    pub(crate) name: String,
+    pub(crate) handler: Mutex<Box<Handler>>,
+    pub(crate) config: Mutex<ServerConfig>,
+    pub(crate) rng: Mutex<fastrand::Rng>,
+    pub(crate) requests: Mutex<Vec<Request>>,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) open: AtomicUsize,
+    pub(crate) hits: AtomicUsize,
+}
+
+/// A handle on a simulated server, for assertions and for changing its behaviour mid-run.
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub(crate) state: Arc<ServerState>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("name", &self.state.name)
+            .field("accepted", &self.accepted())
+            .field("hits", &self.hits())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections open right now (server side).
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Replaces the handler.
+    pub fn set_handler(
+        &self,
+        handler: impl FnMut(&Request, &mut Context<'_>) -> Reply + Send + 'static,
+    ) {
+        *self.state.handler.lock().unwrap() = Box::new(handler);
+    }
+
+    /// Changes how connections are treated (outages, stalls, idle timeout).
+    pub fn set_config(&self, config: ServerConfig) {
+        *self.state.config.lock().unwrap() = config;
+    }
+
+    /// The current connection settings.
+    pub fn config(&self) -> ServerConfig {
+        *self.state.config.lock().unwrap()
+    }
+}
+
+/// Serves one connection until either side closes it.
+pub(crate) async fn serve(
+    handle: Handle,
+    server: Arc<ServerState>,
+    mut stream: SimStream,
+    connection: u64,
+    trace: crate::trace::Trace,
+) {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        let idle_timeout = server.config.lock().unwrap().idle_timeout;
+        let request =
+            match read_request(&handle, &mut stream, &mut buf, idle_timeout, connection).await {
+                Some(request) => request,
+                None => break,
+            };
+        let hits = server.hits.fetch_add(1, Ordering::SeqCst);
+        server.requests.lock().unwrap().push(request.clone());
+        let reply = {
+            let mut rng = server.rng.lock().unwrap();
+            let mut handler = server.handler.lock().unwrap();
+            let mut ctx = Context {
+                now: handle.now(),
+                hits,
+                rng: &mut rng,
+            };
+            handler(&request, &mut ctx)
+        };
+        trace.event(
+            handle.now(),
+            &server.name,
+            &format!(
+                "request {} {} conn={} -> {}{}",
+                request.method,
+                request.target,
+                connection,
+                reply.status.as_u16(),
+                reply
+                    .fault
+                    .map(|f| format!(" fault={f:?}"))
+                    .unwrap_or_default()
+            ),
+        );
+        if !reply.delay.is_zero() {
+            handle.sleep_until(handle.now() + reply.delay).await;
+        }
+        let head_request = request.method == Method::HEAD;
+        let close = request
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        match reply.fault {
+            Some(Fault::ResetBeforeResponse) => {
+                stream.reset();
+                break;
+            }
+            Some(Fault::CloseBeforeResponse) => break,
+            Some(Fault::ResetAfterBytes(n)) => {
+                stream.reset_after(n);
+                let _ = stream.write_all(&encode_reply(&reply, head_request)).await;
+                break;
+            }
+            Some(Fault::StallMidBody) => {
+                let bytes = encode_reply(&reply, head_request);
+                let cut = bytes.len() - reply.body.iter().map(Bytes::len).sum::<usize>() / 2;
+                let _ = stream.write_all(&bytes[..cut]).await;
+                futures_lite::future::pending::<()>().await;
+            }
+            None => {
+                if stream
+                    .write_all(&encode_reply(&reply, head_request))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        if close {
+            break;
+        }
+    }
+    server.open.fetch_sub(1, Ordering::SeqCst);
+    let _ = stream.close().await;
+}
+
+/// Reads one request; `None` when the connection closed, broke, idled out or sent garbage.
+async fn read_request(
+    handle: &Handle,
+    stream: &mut SimStream,
+    buf: &mut BytesMut,
+    idle_timeout: Option<Duration>,
+    connection: u64,
+) -> Option<Request> {
+    let idle_deadline = idle_timeout.map(|t| handle.now() + t);
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let head = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+                let target = parsed.path?.to_owned();
+                let mut map = HeaderMap::new();
+                for h in parsed.headers.iter() {
+                    let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+                    map.append(name, HeaderValue::from_bytes(h.value).ok()?);
+                }
+                Some((head_len, method, target, map))
+            }
+            Ok(httparse::Status::Partial) => None,
+            Err(_) => return None,
+        };
+        if let Some((head_len, method, target, headers)) = head {
+            let length: usize = headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < head_len + length {
+                if !fill(stream, buf).await {
+                    return None;
+                }
+            }
+            let _ = buf.split_to(head_len);
+            let body = buf.split_to(length).freeze();
+            let received_at = handle.now();
+            return Some(Request {
+                method,
+                target,
+                headers,
+                body,
+                connection,
+                received_at,
+            });
+        }
+        let idle = buf.is_empty();
+        let read = fill(stream, buf);
+        let more = match idle_deadline {
+            Some(deadline) if idle => {
+                futures_lite::future::or(read, async {
+                    handle.sleep_until(deadline).await;
+                    false
+                })
+                .await
+            }
+            _ => read.await,
+        };
+        if !more {
+            return None;
+        }
+    }
+}
+
+async fn fill(stream: &mut SimStream, buf: &mut BytesMut) -> bool {
+    let mut chunk = [0u8; 8192];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+fn encode_reply(reply: &Reply, head_request: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + reply.body.iter().map(Bytes::len).sum::<usize>());
+    let reason = reply.status.canonical_reason().unwrap_or("Status");
+    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", reply.status.as_u16(), reason).as_bytes());
+    for (name, value) in &reply.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let no_body = head_request
+        || reply.status == StatusCode::NO_CONTENT
+        || reply.status == StatusCode::NOT_MODIFIED;
+    if reply.body.len() > 1 {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+        if !no_body {
+            for chunk in reply.body.iter().filter(|c| !c.is_empty()) {
+                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+    } else {
+        let body = reply.body.first().cloned().unwrap_or_default();
+        out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        if !no_body {
+            out.extend_from_slice(&body);
+        }
+    }
+    out
+}
