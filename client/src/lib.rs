@@ -46,6 +46,25 @@ pub mod runtime;
 mod stats;
 pub mod tls;
 
+/// Deliberate bugs for proving that the testkit's invariants catch them.
+/// Not for use outside such tests.
+#[doc(hidden)]
+pub mod fault_injection {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static FORGET_CANCELLED_CALLS: AtomicBool = AtomicBool::new(false);
+
+    /// When on, a call dropped while it holds a connection forgets to give
+    /// it (and its permits) back: the phantom-connection bug of httpcore.
+    pub fn set_forget_cancelled_calls(on: bool) {
+        FORGET_CANCELLED_CALLS.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn forget_cancelled_calls() -> bool {
+        FORGET_CANCELLED_CALLS.load(Ordering::Relaxed)
+    }
+}
+
 pub use client::{Client, ClientBuilder, RequestBuilder, RequestInfo, ResponseInfo};
 pub use error::{Error, ErrorKind, TimeoutPhase};
 pub use response::{Response, Timings};

@@ -39,6 +39,7 @@ mod executor;
 mod mock;
 mod net;
 mod server;
+pub mod swarm;
 mod trace;
 
 use std::collections::BTreeMap;

@@ -290,7 +290,10 @@ pub(crate) async fn serve(
                 let bytes = encode_reply(&reply, head_request);
                 let cut = bytes.len() - reply.body.iter().map(Bytes::len).sum::<usize>() / 2;
                 let _ = stream.write_all(&bytes[..cut]).await;
-                futures_lite::future::pending::<()>().await;
+                // Stalled: send nothing more, until the client gives up and closes.
+                let mut sink = [0u8; 512];
+                while let Ok(1..) = stream.read(&mut sink).await {}
+                break;
             }
             None => {
                 if stream

@@ -1,0 +1,507 @@
+//! A mixed-fault scenario for seed sweeps ("swarm testing").
+//!
+//! Each seed picks its own fault mix — rates of 503s, 429s with
+//! `Retry-After`, resets and closes mid-exchange, slow replies, stalled
+//! bodies, keep-alive closes racing reuse, an outage window, the link's
+//! round trip — then runs a workload of GETs, unkeyed POSTs and keyed POSTs
+//! (some cancelled at random points) through one client, heals every fault,
+//! and checks the invariants that must hold whatever happened:
+//!
+//! 1. pool accounting is exact: nothing active, connecting or waiting; every
+//!    connection opened is closed or idle; the server holds exactly the
+//!    client's idle connections (no leak on either side);
+//! 2. limits were never exceeded (sampled throughout the run);
+//! 3. no unkeyed POST reached the server twice;
+//! 4. every keyed POST carried one key on all its attempts, and no two calls shared one;
+//! 5. every call ended (success or typed error) by its deadline, plus the body timeout;
+//! 6. no call reached the server more often than its attempts allow;
+//! 7. liveness: once faults heal, every new call succeeds.
+//!
+//! Probes record which rare branches the run reached (breaker opened, a 429
+//! honoured, rate limited, pool exhausted, a call cancelled in flight...), so
+//! a sweep that never reaches one is visible.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use breakwater::core::breaker::BreakerStateKind;
+use breakwater::core::Instant;
+use breakwater::{Client, ErrorKind};
+use http::Method;
+
+use crate::{Fault, Link, Reply, ServerConfig, Sim};
+
+/// The faults one seed chose.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct FaultMix {
+    /// Share of requests answered 503.
+    pub p_503: f64,
+    /// Share of requests answered 429.
+    pub p_429: f64,
+    /// The `Retry-After` of those 429s, in seconds (`None`: no header).
+    pub retry_after_secs: Option<u64>,
+    /// Share of requests whose connection is reset or closed instead of answered.
+    pub p_broken: f64,
+    /// Share of replies delayed by a slow-response distribution.
+    pub p_slow: f64,
+    /// Share of bodies that stall halfway.
+    pub p_stall: f64,
+    /// The server closes idle keep-alive connections after this long.
+    pub idle_timeout: Option<Duration>,
+    /// Connections are refused between these instants.
+    pub outage: Option<(Duration, Duration)>,
+    /// The link's round trip.
+    pub rtt: Duration,
+}
+
+impl FaultMix {
+    /// Draws a mix from the seed's `faults` stream.
+    pub fn draw(rng: &mut fastrand::Rng) -> FaultMix {
+        let pick = |rng: &mut fastrand::Rng, options: &[f64]| options[rng.usize(..options.len())];
+        FaultMix {
+            p_503: pick(rng, &[0.0, 0.1, 0.3, 0.7]),
+            p_429: pick(rng, &[0.0, 0.05, 0.2]),
+            retry_after_secs: [None, Some(1), Some(3), Some(120)][rng.usize(..4)],
+            p_broken: pick(rng, &[0.0, 0.05, 0.15]),
+            p_slow: pick(rng, &[0.0, 0.1, 0.3]),
+            p_stall: pick(rng, &[0.0, 0.0, 0.02]),
+            idle_timeout: [
+                None,
+                Some(Duration::from_millis(50)),
+                Some(Duration::from_secs(2)),
+            ][rng.usize(..3)],
+            outage: rng.bool().then(|| {
+                let start = Duration::from_millis(rng.u64(0..10_000));
+                (start, start + Duration::from_millis(rng.u64(1_000..40_000)))
+            }),
+            rtt: [
+                Duration::from_millis(1),
+                Duration::from_millis(20),
+                Duration::from_millis(80),
+            ][rng.usize(..3)],
+        }
+    }
+}
+
+/// What one seed's run found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SwarmReport {
+    /// The seed.
+    pub seed: u64,
+    /// The faults it chose.
+    pub faults: FaultMix,
+    /// Broken invariants (empty when the run is clean).
+    pub violations: Vec<String>,
+    /// Rare branches the run reached.
+    pub probes: BTreeSet<&'static str>,
+    /// Calls made (workload and liveness).
+    pub calls: usize,
+    /// The trace hash, for determinism checks.
+    pub trace_hash: u64,
+    /// Every call's outcome, in call order, for determinism checks.
+    pub outcomes: Vec<String>,
+}
+
+impl SwarmReport {
+    /// Panics with the seed, its fault mix, the violations and the replay command.
+    pub fn assert_clean(&self) {
+        if !self.violations.is_empty() {
+            panic!(
+                "seed {} broke invariants:\n  {}\nfault mix: {:?}\nreplay with: {}={} cargo test -p breakwater-testkit --test soak",
+                self.seed,
+                self.violations.join("\n  "),
+                self.faults,
+                crate::SEED_VAR,
+                self.seed
+            );
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Get,
+    Post,
+    KeyedPost,
+}
+
+#[derive(Debug)]
+struct CallRecord {
+    kind: Kind,
+    started: Instant,
+    ended: Option<Instant>,
+    outcome: String,
+}
+
+const CALLS: usize = 40;
+const LIVENESS_CALLS: usize = 10;
+const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONCURRENCY: usize = 20;
+const MAX_CONNECTIONS: usize = 50;
+
+/// Runs the mixed-fault scenario for `seed` and checks its invariants.
+pub fn run_seed(seed: u64) -> SwarmReport {
+    let mut sim = Sim::shuffled(seed, false);
+    let faults = FaultMix::draw(&mut sim.rng("faults"));
+    sim.set_default_link(Link::rtt(faults.rtt));
+    let healthy = Arc::new(Mutex::new(false));
+    let mix = faults.clone();
+    let heal = healthy.clone();
+    let server = sim.server("https://api.test", move |request, ctx| {
+        let body = format!("{{\"echo\":{:?}}}", String::from_utf8_lossy(&request.body));
+        if *heal.lock().unwrap() {
+            return Reply::json(body);
+        }
+        let roll = ctx.rng.f64();
+        let mut reply = Reply::json(body.clone());
+        if ctx.rng.f64() < mix.p_slow {
+            // A long-tailed service time: mostly tens of milliseconds, sometimes seconds.
+            let ms = (-(1.0 - ctx.rng.f64()).ln() * 150.0) as u64;
+            reply = reply.delayed(Duration::from_millis(ms.min(15_000)));
+        }
+        let mut edge = mix.p_503;
+        if roll < edge {
+            return Reply::new(503, "busy").delayed(reply.delay);
+        }
+        edge += mix.p_429;
+        if roll < edge {
+            let mut limited = Reply::new(429, "slow down");
+            if let Some(secs) = mix.retry_after_secs {
+                limited = limited.header("retry-after", &secs.to_string());
+            }
+            return limited;
+        }
+        edge += mix.p_broken;
+        if roll < edge {
+            let fault = match ctx.rng.u8(..3) {
+                0 => Fault::ResetBeforeResponse,
+                1 => Fault::CloseBeforeResponse,
+                _ => Fault::ResetAfterBytes(ctx.rng.u64(1..40)),
+            };
+            return reply.fault(fault);
+        }
+        edge += mix.p_stall;
+        if roll < edge {
+            return reply
+                .chunks(vec![body.clone().into(), "padding".into()])
+                .fault(Fault::StallMidBody);
+        }
+        reply
+    });
+    server.set_config(ServerConfig {
+        idle_timeout: faults.idle_timeout,
+        ..ServerConfig::default()
+    });
+
+    let client = Client::builder(sim.runtime(), "https://api.test/")
+        .max_concurrency(MAX_CONCURRENCY)
+        .timeout(TOTAL_TIMEOUT)
+        .body_timeout(BODY_TIMEOUT)
+        .build()
+        .expect("client builds");
+
+    let records: Arc<Mutex<Vec<CallRecord>>> = Arc::new(Mutex::new(Vec::new()));
+    let violations: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let probes: Arc<Mutex<BTreeSet<&'static str>>> = Arc::new(Mutex::new(BTreeSet::new()));
+
+    // The outage: connections refused for a while.
+    if let Some((from, to)) = faults.outage {
+        let (server, runtime) = (server.clone(), sim.runtime());
+        sim.spawn(async move {
+            runtime.sleep_until(Instant::ZERO + from).await;
+            server.set_config(ServerConfig {
+                refuse_connections: true,
+                ..server.config()
+            });
+            runtime.sleep_until(Instant::ZERO + to).await;
+            server.set_config(ServerConfig {
+                refuse_connections: false,
+                ..server.config()
+            });
+        });
+    }
+
+    // A monitor: limits are never exceeded, and the breaker's states are seen.
+    let stop_monitor = Arc::new(Mutex::new(false));
+    {
+        let (client, runtime, violations, probes, stop) = (
+            client.clone(),
+            sim.runtime(),
+            violations.clone(),
+            probes.clone(),
+            stop_monitor.clone(),
+        );
+        sim.spawn(async move {
+            while !*stop.lock().unwrap() {
+                let stats = client.stats();
+                if stats.pool.active + stats.pool.connecting + stats.pool.idle > MAX_CONNECTIONS {
+                    violations
+                        .lock()
+                        .unwrap()
+                        .push(format!("pool over its limit: {:?}", stats.pool));
+                }
+                if stats.in_flight > MAX_CONCURRENCY {
+                    violations
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} calls in flight", stats.in_flight));
+                }
+                for origin in &stats.origins {
+                    match origin.breaker {
+                        BreakerStateKind::Open => probes.lock().unwrap().insert("breaker opened"),
+                        BreakerStateKind::HalfOpen => {
+                            probes.lock().unwrap().insert("breaker half-open")
+                        }
+                        _ => false,
+                    };
+                }
+                runtime
+                    .sleep_until(runtime.now() + Duration::from_millis(100))
+                    .await;
+            }
+        });
+    }
+
+    // The workload.
+    let mut workload = sim.rng("workload");
+    let mut tasks = Vec::new();
+    for n in 0..CALLS {
+        let kind = match workload.u8(..10) {
+            0..=5 => Kind::Get,
+            6..=7 => Kind::Post,
+            _ => Kind::KeyedPost,
+        };
+        let start = Duration::from_millis(workload.u64(0..20_000));
+        let cancel_after =
+            (workload.u8(..10) == 0).then(|| Duration::from_millis(workload.u64(0..3_000)));
+        tasks.push((n, kind, start, cancel_after));
+    }
+    let finished = Arc::new(Mutex::new(0usize));
+    for (n, kind, start, cancel_after) in tasks {
+        let (client, runtime, records, probes, finished) = (
+            client.clone(),
+            sim.runtime(),
+            records.clone(),
+            probes.clone(),
+            finished.clone(),
+        );
+        sim.spawn(async move {
+            runtime.sleep_until(Instant::ZERO + start).await;
+            let started = runtime.now();
+            let index = {
+                let mut records = records.lock().unwrap();
+                records.push(CallRecord {
+                    kind,
+                    started,
+                    ended: None,
+                    outcome: String::new(),
+                });
+                records.len() - 1
+            };
+            let body = format!("call-{n}");
+            let call = async {
+                let request = match kind {
+                    Kind::Get => client.get(&format!("items/{n}")),
+                    Kind::Post => client.post("orders").body(body.clone()),
+                    Kind::KeyedPost => client
+                        .post("orders")
+                        .body(body.clone())
+                        .idempotency_key(&format!("key-{n}")),
+                };
+                let response = request.send().await?;
+                let status = response.status();
+                response.bytes().await?;
+                Ok::<_, breakwater::Error>(status)
+            };
+            let outcome = match cancel_after {
+                Some(after) => {
+                    let rt = runtime.clone();
+                    futures_lite::future::or(async { Some(call.await) }, async move {
+                        rt.sleep_until(started + after).await;
+                        None
+                    })
+                    .await
+                }
+                None => Some(call.await),
+            };
+            let text = match &outcome {
+                None => {
+                    probes.lock().unwrap().insert("call cancelled");
+                    "cancelled".to_owned()
+                }
+                Some(Ok(status)) => format!("status {}", status.as_u16()),
+                Some(Err(err)) => {
+                    let probe = match err.kind() {
+                        ErrorKind::CircuitOpen => "circuit open error",
+                        ErrorKind::RateLimited => "rate limited error",
+                        ErrorKind::PoolExhausted => "pool exhausted error",
+                        ErrorKind::Timeout(_) => "timeout error",
+                        ErrorKind::Connect => "connect error",
+                        _ => "other error",
+                    };
+                    probes.lock().unwrap().insert(probe);
+                    format!("error {:?}", err.kind())
+                }
+            };
+            let mut records = records.lock().unwrap();
+            records[index].ended = Some(runtime.now());
+            records[index].outcome = text;
+            *finished.lock().unwrap() += 1;
+        });
+    }
+
+    // Wait for the workload, heal, wait out any open breaker, then check liveness.
+    let (runtime, heal, done) = (sim.runtime(), healthy.clone(), finished.clone());
+    let liveness_client = client.clone();
+    let server_for_heal = server.clone();
+    let liveness = sim.try_run(async move {
+        while *done.lock().unwrap() < CALLS {
+            runtime
+                .sleep_until(runtime.now() + Duration::from_millis(250))
+                .await;
+        }
+        *heal.lock().unwrap() = true;
+        server_for_heal.set_config(ServerConfig {
+            idle_timeout: Some(Duration::from_secs(60)),
+            ..ServerConfig::default()
+        });
+        runtime
+            .sleep_until(runtime.now() + Duration::from_secs(400))
+            .await;
+        let mut failures = Vec::new();
+        for n in 0..LIVENESS_CALLS {
+            match liveness_client.get(&format!("healthy/{n}")).send().await {
+                Ok(response) if response.status() == 200 => {
+                    let _ = response.bytes().await;
+                }
+                Ok(response) => {
+                    failures.push(format!("liveness call {n}: status {}", response.status()))
+                }
+                Err(err) => failures.push(format!("liveness call {n}: {err}")),
+            }
+        }
+        // Let every close reach the other side before counting connections.
+        runtime
+            .sleep_until(runtime.now() + Duration::from_secs(1))
+            .await;
+        failures
+    });
+    *stop_monitor.lock().unwrap() = true;
+
+    let mut violations = std::mem::take(&mut *violations.lock().unwrap());
+    match liveness {
+        Ok(failures) => violations.extend(failures),
+        Err(stuck) => violations.push(format!("simulation stuck: {stuck:?}")),
+    }
+
+    // 1. Accounting and leaks.
+    let stats = client.stats();
+    let pool = stats.pool;
+    if pool.active != 0
+        || pool.connecting != 0
+        || pool.waiting != 0
+        || stats.in_flight != 0
+        || stats.waiting_for_permit != 0
+    {
+        violations.push(format!(
+            "leaked: {pool:?}, in flight {}, waiting {}",
+            stats.in_flight, stats.waiting_for_permit
+        ));
+    }
+    if pool.opened != pool.closed + pool.idle as u64 {
+        violations.push(format!(
+            "accounting drift: opened {} != closed {} + idle {}",
+            pool.opened, pool.closed, pool.idle
+        ));
+    }
+    if server.open_connections() != pool.idle {
+        violations.push(format!(
+            "server holds {} connections, client has {} idle",
+            server.open_connections(),
+            pool.idle
+        ));
+    }
+
+    // 3, 4, 6. What the server saw.
+    let records = std::mem::take(&mut *records.lock().unwrap());
+    let mut receipts: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+    for request in server.requests() {
+        let id = if request.method == Method::POST {
+            String::from_utf8_lossy(&request.body).into_owned()
+        } else {
+            request.path().to_owned()
+        };
+        receipts
+            .entry(id)
+            .or_default()
+            .push(request.header("idempotency-key").map(str::to_owned));
+    }
+    let mut keys_seen = BTreeMap::new();
+    for (id, keys) in &receipts {
+        if keys.len() > 6 {
+            violations.push(format!("{id} reached the server {} times", keys.len()));
+        }
+        match keys.first().cloned().flatten() {
+            None if id.starts_with("call-") && keys.len() > 1 => violations.push(format!(
+                "unkeyed POST {id} reached the server {} times",
+                keys.len()
+            )),
+            Some(key) => {
+                if keys.iter().any(|k| k.as_deref() != Some(key.as_str())) {
+                    violations.push(format!("{id} changed its idempotency key: {keys:?}"));
+                }
+                if let Some(other) = keys_seen.insert(key.clone(), id.clone()) {
+                    violations.push(format!("{id} and {other} share key {key}"));
+                }
+            }
+            None => {}
+        }
+        if keys.len() > 1 {
+            probes.lock().unwrap().insert("request retried");
+        }
+    }
+
+    // 5. Deadlines.
+    for (n, record) in records.iter().enumerate() {
+        match record.ended {
+            None => violations.push(format!("call {n} never ended")),
+            Some(ended) => {
+                let took = ended.saturating_duration_since(record.started);
+                if took > TOTAL_TIMEOUT + BODY_TIMEOUT + Duration::from_millis(1) {
+                    violations.push(format!(
+                        "call {n} ({:?}) took {took:?}: {}",
+                        record.kind, record.outcome
+                    ));
+                }
+            }
+        }
+    }
+    if faults.retry_after_secs.is_some_and(|s| s <= 3)
+        && records.iter().any(|r| r.outcome == "status 200")
+        && faults.p_429 > 0.0
+    {
+        probes
+            .lock()
+            .unwrap()
+            .insert("429 with retry-after in play");
+    }
+
+    let outcomes = records
+        .iter()
+        .map(|r| format!("{:?} {}", r.kind, r.outcome))
+        .collect();
+    let probes = std::mem::take(&mut *probes.lock().unwrap());
+    SwarmReport {
+        seed,
+        faults,
+        violations,
+        probes,
+        calls: CALLS + LIVENESS_CALLS,
+        trace_hash: sim.trace().hash(),
+        outcomes,
+    }
+}
