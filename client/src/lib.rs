@@ -38,6 +38,7 @@
 pub use breakwater_core as core;
 
 pub mod auth;
+mod batch;
 mod client;
 mod error;
 mod io;
