@@ -244,6 +244,33 @@ impl Sim {
         mock
     }
 
+    /// A client builder on this simulation's runtime whose every attempt and
+    /// response is written to the trace, so a determinism check sees the
+    /// client's decisions, not only the network's.
+    pub fn client_builder(&self, base_url: &str) -> breakwater::ClientBuilder {
+        let (sends, responses) = (self.trace.clone(), self.trace.clone());
+        let (clock_a, clock_b) = (self.executor.handle(), self.executor.handle());
+        breakwater::Client::builder(self.runtime(), base_url)
+            .on_request(move |info| {
+                let text = format!(
+                    "send {} {} attempt={} reused={}",
+                    info.method, info.url, info.attempt, info.reused_connection
+                );
+                sends.event(clock_a.now(), "client", &text);
+            })
+            .on_response(move |info| {
+                let text = format!(
+                    "response {} {} attempt={} status={} after={:?}",
+                    info.method,
+                    info.url,
+                    info.attempt,
+                    info.status.as_u16(),
+                    info.elapsed
+                );
+                responses.event(clock_b.now(), "client", &text);
+            })
+    }
+
     /// Runs a task beside the main future of the next [`run`](Self::run).
     pub fn spawn(&mut self, future: impl Future<Output = ()> + Send + 'static) {
         self.executor.handle().spawn(future);

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use breakwater::core::breaker::BreakerStateKind;
 use breakwater::core::Instant;
-use breakwater::{Client, ErrorKind};
+use breakwater::ErrorKind;
 use http::Method;
 
 use crate::{Fault, Link, Reply, ServerConfig, Sim};
@@ -145,7 +145,67 @@ const MAX_CONNECTIONS: usize = 50;
 
 /// Runs the mixed-fault scenario for `seed` and checks its invariants.
 pub fn run_seed(seed: u64) -> SwarmReport {
-    let mut sim = Sim::shuffled(seed, false);
+    run(seed, false).0
+}
+
+/// Where two runs of one seed first went different ways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// The seed.
+    pub seed: u64,
+    /// The index of the first differing trace event.
+    pub step: usize,
+    /// That event in the first run (with its virtual time), if it had one.
+    pub first: Option<String>,
+    /// That event in the second run, if it had one.
+    pub second: Option<String>,
+}
+
+/// Runs `seed` twice, keeping every trace line, and reports the first event
+/// at which the two runs differ (with its step and virtual time).
+pub fn check_determinism(seed: u64) -> Result<(), Divergence> {
+    let (_, first) = run(seed, true);
+    let (_, second) = run(seed, true);
+    match first_divergence(&first, &second) {
+        None => Ok(()),
+        Some(step) => Err(Divergence {
+            seed,
+            step,
+            first: first.get(step).cloned(),
+            second: second.get(step).cloned(),
+        }),
+    }
+}
+
+/// The index of the first event at which two traces differ.
+fn first_divergence(first: &[String], second: &[String]) -> Option<usize> {
+    match first.iter().zip(second).position(|(a, b)| a != b) {
+        Some(step) => Some(step),
+        None if first.len() == second.len() => None,
+        None => Some(first.len().min(second.len())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_divergence;
+
+    #[test]
+    fn the_first_difference_is_found_whatever_its_kind() {
+        let a: Vec<String> = ["x", "y", "z"].map(String::from).to_vec();
+        assert_eq!(first_divergence(&a, &a), None);
+        let b: Vec<String> = ["x", "Y", "z"].map(String::from).to_vec();
+        assert_eq!(first_divergence(&a, &b), Some(1));
+        assert_eq!(
+            first_divergence(&a, &a[..2]),
+            Some(2),
+            "a run that stops early diverges"
+        );
+    }
+}
+
+fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
+    let mut sim = Sim::shuffled(seed, keep_lines);
     let faults = FaultMix::draw(&mut sim.rng("faults"));
     sim.set_default_link(Link::rtt(faults.rtt));
     let healthy = Arc::new(Mutex::new(false));
@@ -197,7 +257,8 @@ pub fn run_seed(seed: u64) -> SwarmReport {
         ..ServerConfig::default()
     });
 
-    let client = Client::builder(sim.runtime(), "https://api.test/")
+    let client = sim
+        .client_builder("https://api.test/")
         .max_concurrency(MAX_CONCURRENCY)
         .timeout(TOTAL_TIMEOUT)
         .body_timeout(BODY_TIMEOUT)
@@ -495,7 +556,7 @@ pub fn run_seed(seed: u64) -> SwarmReport {
         .map(|r| format!("{:?} {}", r.kind, r.outcome))
         .collect();
     let probes = std::mem::take(&mut *probes.lock().unwrap());
-    SwarmReport {
+    let report = SwarmReport {
         seed,
         faults,
         violations,
@@ -503,5 +564,6 @@ pub fn run_seed(seed: u64) -> SwarmReport {
         calls: CALLS + LIVENESS_CALLS,
         trace_hash: sim.trace().hash(),
         outcomes,
-    }
+    };
+    (report, sim.trace().lines())
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use breakwater_testkit::swarm::run_seed;
+use breakwater_testkit::swarm::{check_determinism, run_seed};
 use breakwater_testkit::SEED_VAR;
 
 #[test]
@@ -52,6 +52,15 @@ fn soak_mixed_faults_across_seeds() {
                 reached.contains_key(probe),
                 "no seed reached `{probe}`: the sweep is blind there"
             );
+        }
+    }
+}
+
+#[test]
+fn determinism_check_compares_every_event_of_two_runs() {
+    for seed in [3, 31, 4242] {
+        if let Err(divergence) = check_determinism(seed) {
+            panic!("seed {seed} is not deterministic: {divergence:?}");
         }
     }
 }
