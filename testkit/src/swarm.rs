@@ -186,24 +186,6 @@ fn first_divergence(first: &[String], second: &[String]) -> Option<usize> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::first_divergence;
-
-    #[test]
-    fn the_first_difference_is_found_whatever_its_kind() {
-        let a: Vec<String> = ["x", "y", "z"].map(String::from).to_vec();
-        assert_eq!(first_divergence(&a, &a), None);
-        let b: Vec<String> = ["x", "Y", "z"].map(String::from).to_vec();
-        assert_eq!(first_divergence(&a, &b), Some(1));
-        assert_eq!(
-            first_divergence(&a, &a[..2]),
-            Some(2),
-            "a run that stops early diverges"
-        );
-    }
-}
-
 fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
     let mut sim = Sim::shuffled(seed, keep_lines);
     let faults = FaultMix::draw(&mut sim.rng("faults"));
@@ -566,4 +548,22 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
         outcomes,
     };
     (report, sim.trace().lines())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_divergence;
+
+    #[test]
+    fn the_first_difference_is_found_whatever_its_kind() {
+        let a: Vec<String> = ["x", "y", "z"].map(String::from).to_vec();
+        assert_eq!(first_divergence(&a, &a), None);
+        let b: Vec<String> = ["x", "Y", "z"].map(String::from).to_vec();
+        assert_eq!(first_divergence(&a, &b), Some(1));
+        assert_eq!(
+            first_divergence(&a, &a[..2]),
+            Some(2),
+            "a run that stops early diverges"
+        );
+    }
 }
