@@ -145,8 +145,8 @@ use crate::outcome::{
     classify, AttemptOutcome, BreakerEffect, ConnectFailure, LocalExhaustion, OutcomeRow,
 };
 use crate::pool::{
-    AcquireError, Acquired, CloseReason, ConnId, Grant, OriginId, Pool, PoolConfig, PoolError,
-    PoolEvent, Reservation, WaiterId,
+    AcquireError, Acquired, CloseReason, ConnId, Grant, OriginId, OriginLimits, Pool, PoolConfig,
+    PoolError, PoolEvent, Reservation, WaiterId,
 };
 use crate::retry::{
     decide, schedule, AttemptLedger, BudgetConfigError, GiveUpReason, RequestFacts, RetryAfterGate,
@@ -204,6 +204,70 @@ pub struct EngineConfig {
     pub attempt_timeout: Duration,
     /// The time allowed to open a connection.
     pub connect_timeout: Duration,
+    /// Origins with settings of their own (see [`OriginProfile`]).
+    pub profiles: Vec<(Origin, OriginProfile)>,
+}
+
+/// Settings one origin uses instead of the engine's: httpx's `mounts`, so
+/// that a slow partner API gets its own limits, timeouts and breaker and
+/// cannot take the capacity or the patience meant for a fast internal one.
+///
+/// Every field left `None` falls back to the engine's setting. Pool limits
+/// (connections, idle, pending, pool timeout, forbidding plain `http`) are
+/// the pool's [`OriginLimits`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct OriginProfile {
+    /// Connection limits and the pool timeout for this origin.
+    pub limits: Option<OriginLimits>,
+    /// This origin's breaker settings.
+    pub breaker: Option<BreakerConfig>,
+    /// A call's total deadline.
+    pub total_timeout: Option<Duration>,
+    /// An attempt's timeout.
+    pub attempt_timeout: Option<Duration>,
+    /// The connect timeout.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl OriginProfile {
+    /// Connection limits and the pool timeout for this origin.
+    pub fn with_limits(mut self, limits: OriginLimits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// This origin's breaker settings.
+    pub fn with_breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// A call's total deadline.
+    pub fn with_total_timeout(mut self, timeout: Duration) -> Self {
+        self.total_timeout = Some(timeout);
+        self
+    }
+
+    /// An attempt's timeout.
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// The connect timeout.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+}
+
+/// The timeouts in force for one origin.
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    total: Duration,
+    attempt: Duration,
+    connect: Duration,
 }
 
 impl Default for EngineConfig {
@@ -221,11 +285,29 @@ impl Default for EngineConfig {
             total_timeout: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            profiles: Vec::new(),
         }
     }
 }
 
 impl EngineConfig {
+    /// Gives `origin` settings of its own.
+    pub fn with_profile(mut self, origin: Origin, profile: OriginProfile) -> Self {
+        if let Some(limits) = profile.limits.clone() {
+            self.pool = self.pool.with_origin_limits(origin.clone(), limits);
+        }
+        self.profiles.retain(|(o, _)| *o != origin);
+        self.profiles.push((origin, profile));
+        self
+    }
+
+    fn profile(&self, origin: &Origin) -> Option<&OriginProfile> {
+        self.profiles
+            .iter()
+            .find(|(o, _)| o == origin)
+            .map(|(_, p)| p)
+    }
+
     /// The pool's configuration.
     pub fn with_pool(mut self, pool: PoolConfig) -> Self {
         self.pool = pool;
@@ -412,6 +494,7 @@ pub struct CallId {
 #[derive(Debug)]
 pub struct OriginHealth {
     origin: OriginId,
+    timeouts: Timeouts,
     breaker: Breaker,
     latency: LatencyWindow,
     budget: RetryBudget,
@@ -633,6 +716,11 @@ impl<C> Engine<C> {
             .breaker
             .validate()
             .map_err(EngineConfigError::Breaker)?;
+        for (_, profile) in &config.profiles {
+            if let Some(breaker) = &profile.breaker {
+                breaker.validate().map_err(EngineConfigError::Breaker)?;
+            }
+        }
         RetryBudget::new(config.budget).map_err(EngineConfigError::Budget)?;
         Ok(Engine {
             pool: Pool::new(config.pool.clone()),
@@ -664,9 +752,22 @@ impl<C> Engine<C> {
             .limits(id)
             .map_or(Duration::ZERO, |l| l.pool_timeout);
         if let Some(slot @ None) = self.health.get_mut(i) {
-            let mut breaker_config = self.config.breaker.clone();
-            let longest_attempt =
-                pool_timeout + self.config.connect_timeout + self.config.attempt_timeout;
+            let profile = self.config.profile(origin);
+            let timeouts = Timeouts {
+                total: profile
+                    .and_then(|p| p.total_timeout)
+                    .unwrap_or(self.config.total_timeout),
+                attempt: profile
+                    .and_then(|p| p.attempt_timeout)
+                    .unwrap_or(self.config.attempt_timeout),
+                connect: profile
+                    .and_then(|p| p.connect_timeout)
+                    .unwrap_or(self.config.connect_timeout),
+            };
+            let mut breaker_config = profile
+                .and_then(|p| p.breaker.clone())
+                .unwrap_or_else(|| self.config.breaker.clone());
+            let longest_attempt = pool_timeout + timeouts.connect + timeouts.attempt;
             if let Some(t) = breaker_config.probe_timeout {
                 breaker_config.probe_timeout = Some(t.max(longest_attempt));
             }
@@ -675,6 +776,7 @@ impl<C> Engine<C> {
             if let (Ok(breaker), Ok(budget)) = (breaker, budget) {
                 *slot = Some(OriginHealth {
                     origin: id,
+                    timeouts,
                     breaker,
                     latency: LatencyWindow::new(self.config.latency.clone()),
                     budget,
@@ -710,7 +812,8 @@ impl<C> Engine<C> {
         let max_attempts = spec
             .max_attempts
             .unwrap_or_else(|| self.config.retry.max_attempts());
-        let deadline = now + spec.total_timeout.unwrap_or(self.config.total_timeout);
+        let total_timeout = self.timeouts(spec.origin).total;
+        let deadline = now + spec.total_timeout.unwrap_or(total_timeout);
         let id = self.allocate_call();
         Ok(Call {
             id,
@@ -840,6 +943,18 @@ impl<C> Engine<C> {
         let now = self.observe(now);
         self.pool.close(now);
         self.pump_pool(now);
+    }
+
+    /// The timeouts in force for an origin (its profile's, else the engine's).
+    fn timeouts(&self, origin: OriginId) -> Timeouts {
+        match self.health.get(origin.index()) {
+            Some(Some(health)) => health.timeouts,
+            _ => Timeouts {
+                total: self.config.total_timeout,
+                attempt: self.config.attempt_timeout,
+                connect: self.config.connect_timeout,
+            },
+        }
     }
 
     /// The connection pool, for its stats and limits.
@@ -1873,7 +1988,8 @@ impl<C> Call<C> {
                     self.deposit(now, engine);
                 }
                 self.reservation = Some(reservation);
-                let connect_deadline = (now + engine.config.connect_timeout).min(self.deadline);
+                let connect_deadline =
+                    (now + engine.timeouts(self.origin).connect).min(self.deadline);
                 self.phase = Phase::Connecting { connect_deadline };
                 Some(Step::Connect {
                     origin: self.origin,
@@ -1894,7 +2010,7 @@ impl<C> Call<C> {
         if !self.deposited {
             self.deposit(now, engine);
         }
-        let attempt_deadline = (now + engine.config.attempt_timeout).min(self.deadline);
+        let attempt_deadline = (now + engine.timeouts(self.origin).attempt).min(self.deadline);
         self.conn = Some(Checkout {
             id,
             value,
