@@ -64,7 +64,7 @@ fn a_profile_gives_its_origin_its_own_timeouts_breaker_and_limits() {
         call.handle_attempt_outcome(
             now,
             &mut engine,
-            failure.clone(),
+            failure,
             &HeaderMap::new(),
             SystemTime::UNIX_EPOCH,
         )
