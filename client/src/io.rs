@@ -17,7 +17,7 @@ use breakwater_core::outcome::AttemptOutcome;
 use breakwater_core::Instant;
 use bytes::BytesMut;
 use futures_io::AsyncRead;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 
 use crate::runtime::{BoxTransport, Runtime, TransportInfo};
 
@@ -228,12 +228,24 @@ impl Connection {
     }
 
     /// Reads once from the socket into the read buffer; EOF is told to the decoder.
+    ///
+    /// Cancel-safe: the buffer is grown and trimmed back within each poll, so
+    /// a read dropped while pending (a timeout, a dropped body future) leaves
+    /// the buffer exactly as it was. Growing it across the await once left
+    /// 16 KiB of zeros behind that a later drain took for body bytes.
     pub(crate) async fn fill(&mut self) -> io::Result<()> {
-        let start = self.read_buf.len();
-        self.read_buf.resize(start + READ_CHUNK, 0);
-        let read = self.io.read(&mut self.read_buf[start..]).await;
-        let n = *read.as_ref().unwrap_or(&0);
-        self.read_buf.truncate(start + n);
+        let read = std::future::poll_fn(|cx| {
+            let start = self.read_buf.len();
+            self.read_buf.resize(start + READ_CHUNK, 0);
+            let poll = Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[start..]);
+            let n = match &poll {
+                Poll::Ready(Ok(n)) => *n,
+                _ => 0,
+            };
+            self.read_buf.truncate(start + n);
+            poll
+        })
+        .await;
         match read {
             Ok(0) => {
                 self.decoder.handle_eof();
