@@ -1035,6 +1035,9 @@ fn exchange_error(detail: ExchangeError) -> Error {
         ExchangeError::Io(e) => Error::new(ErrorKind::Protocol)
             .with_message("connection failed mid-exchange")
             .with_source(e),
+        ExchangeError::Tls(e) => Error::new(ErrorKind::Tls)
+            .with_message("the server ended the TLS session")
+            .with_source(e),
         ExchangeError::Protocol(e) => Error::new(ErrorKind::Protocol).with_source(e),
         ExchangeError::TimedOut => Error::new(ErrorKind::Timeout(TimeoutPhase::Response)),
     }

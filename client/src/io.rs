@@ -66,6 +66,8 @@ pub(crate) enum Exchange {
 #[derive(Debug)]
 pub(crate) enum ExchangeError {
     Io(io::Error),
+    /// The TLS layer failed (an alert from the peer, a bad record).
+    Tls(io::Error),
     Protocol(DecodeError),
     TimedOut,
 }
@@ -192,6 +194,21 @@ impl Connection {
                     }
                 }
                 Some(Ok(())) => {}
+                Some(Err(err)) if tls_error(&err).is_some() => {
+                    // Not a close: the TLS peer ended the session with an alert
+                    // (in TLS 1.3 a refused client certificate arrives this way,
+                    // after the handshake looked complete to us).
+                    let outcome = match tls_error(&err) {
+                        Some(tls) if refuses_our_credentials(tls) => {
+                            AttemptOutcome::CertificateInvalid
+                        }
+                        _ => AttemptOutcome::ExchangeFailed,
+                    };
+                    return Exchange::Failed {
+                        outcome,
+                        detail: ExchangeError::Tls(err),
+                    };
+                }
                 Some(Err(err)) if self.read_buf.is_empty() && !self.decoder.head_received() => {
                     // A reset before any response byte is the same evidence as an EOF.
                     let _ = err;
@@ -255,6 +272,33 @@ impl Connection {
             Err(err) => Err(err),
         }
     }
+}
+
+/// The TLS error behind an I/O error, when the TLS layer raised it.
+fn tls_error(err: &io::Error) -> Option<&rustls::Error> {
+    err.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// Whether the peer's alert says it refused our credentials (mutual TLS
+/// without an acceptable client certificate). Like a server certificate that
+/// fails verification, this is a configuration problem: it is reported as
+/// [`AttemptOutcome::CertificateInvalid`], which is never retried and never
+/// counts against the origin's breaker.
+fn refuses_our_credentials(err: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        err,
+        rustls::Error::AlertReceived(
+            A::CertificateRequired
+                | A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+        )
+    )
 }
 
 /// Runs `future` until it completes or the runtime's clock reaches `deadline`.
