@@ -20,6 +20,8 @@ type Source = Box<dyn std::error::Error + Send + Sync>;
 /// let origin = breakwater::core::Origin::from_uri(&"https://api.example.com".parse().unwrap()).unwrap();
 /// let err = Error::circuit_open(origin, Some(Duration::from_millis(12_300)));
 /// assert_eq!(err.to_string(), "circuit open for https://api.example.com, retry in 12.3 s");
+/// let soon = Error::circuit_open(err.origin().unwrap().clone(), Some(Duration::from_millis(40)));
+/// assert_eq!(soon.to_string(), "circuit open for https://api.example.com, retry in 40 ms");
 /// assert_eq!(err.kind(), ErrorKind::CircuitOpen);
 /// ```
 pub struct Error {
@@ -241,7 +243,12 @@ impl fmt::Display for Error {
             write!(f, " for {origin}")?;
         }
         if let Some(after) = inner.retry_after {
-            write!(f, ", retry in {:.1} s", after.as_secs_f64())?;
+            if after < Duration::from_secs(1) {
+                // "retry in 0.0 s" would read as "now"; a short wait is shown in ms.
+                write!(f, ", retry in {} ms", after.as_millis().max(1))?;
+            } else {
+                write!(f, ", retry in {:.1} s", after.as_secs_f64())?;
+            }
         }
         if inner.attempts > 1 {
             write!(f, " after {} attempts", inner.attempts)?;
