@@ -129,6 +129,13 @@ pub fn echo_server() -> SocketAddr {
 /// A tokio-rustls echo server presenting `identity`; with `client_ca_pem` it
 /// requires a client certificate signed by that authority.
 pub fn tls_echo_server(identity: &Identity, client_ca_pem: Option<&str>) -> SocketAddr {
+    let config = tls_server_config(identity, client_ca_pem);
+    serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+/// A rustls server configuration presenting `identity`; with `client_ca_pem`
+/// it requires a client certificate signed by that authority.
+pub fn tls_server_config(identity: &Identity, client_ca_pem: Option<&str>) -> ServerConfig {
     let chain = CertificateDer::pem_slice_iter(identity.chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
@@ -150,8 +157,7 @@ pub fn tls_echo_server(identity: &Identity, client_ca_pem: Option<&str>) -> Sock
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder.with_single_cert(chain, key).unwrap();
-    serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    builder.with_single_cert(chain, key).unwrap()
 }
 
 fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
@@ -235,7 +241,7 @@ async fn certificate_error(rt: &dyn Runtime, target: ConnectTarget) -> Certifica
     }
 }
 
-fn localhost_ca(pki: &Pki) -> TlsOptions {
+pub fn localhost_ca(pki: &Pki) -> TlsOptions {
     TlsOptions::default()
         .with_only_ca_pem(pki.ca_pem.as_bytes())
         .unwrap()

@@ -1,7 +1,13 @@
-//! An independent HTTP/1.1 peer for the client's integration tests: a hyper 1.x
-//! server on 127.0.0.1, on its own tokio runtime in a background thread (so
-//! that a client under any runtime can be tested against it), counting the
-//! connections it accepts and the requests it serves.
+//! Independent HTTP/1.1 peers for the client's integration tests, on 127.0.0.1,
+//! each on its own tokio runtime in a background thread (so that a client
+//! under any runtime can be tested against it):
+//!
+//! - [`TestServer`]: a hyper 1.x server (plain or over tokio-rustls) that
+//!   counts the connections it accepts, the connections open right now (and
+//!   their peak), and the requests it serves, and records every request.
+//!   Handlers answer with full or streamed bodies, optionally after a delay.
+//! - [`RawServer`]: a hostile peer on a bare TCP socket that answers each
+//!   request with canned bytes, for what hyper would never send.
 
 #![allow(dead_code)]
 
@@ -12,9 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The body type handlers answer with: full or streamed.
+pub type Body = BoxBody<Bytes, std::io::Error>;
 
 /// What a handler sees of a request, with its body read.
 #[derive(Clone, Debug)]
@@ -27,110 +38,153 @@ pub struct Seen {
     pub hit: usize,
 }
 
-type Handler = dyn Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync;
+impl Seen {
+    /// A header's value as text, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// A response extension: the server waits this long before answering.
+#[derive(Clone, Copy, Debug)]
+pub struct Delay(pub Duration);
+
+type Handler = dyn Fn(&Seen) -> Response<Body> + Send + Sync;
 
 /// A running test server. Dropping it stops the server.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
     pub hits: Arc<AtomicUsize>,
+    /// Connections open right now, as the server sees them.
     pub open: Arc<AtomicUsize>,
+    /// The most connections that were ever open at once.
+    pub peak_open: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    tls: bool,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Server options.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// Close idle keep-alive connections after this long (shorter than the client's).
     pub idle_close_after: Option<Duration>,
+    /// Serve HTTPS with this configuration.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+/// Runs `serve` on a fresh current-thread tokio runtime in a background
+/// thread until the returned sender is dropped or fired.
+fn spawn_server<F, Fut>(
+    serve: F,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+)
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            tokio::select! {
+                _ = serve(listener) => {}
+                _ = shutdown_rx => {}
+            }
+        });
+    });
+    (addr_rx.recv().unwrap(), shutdown, thread)
+}
+
+/// Decrements a gauge when dropped, however the connection's task ends.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl TestServer {
-    pub fn start(handler: impl Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static) -> Self {
+    pub fn start(handler: impl Fn(&Seen) -> Response<Body> + Send + Sync + 'static) -> Self {
         Self::start_with(Options::default(), handler)
     }
 
     pub fn start_with(
         options: Options,
-        handler: impl Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static,
+        handler: impl Fn(&Seen) -> Response<Body> + Send + Sync + 'static,
     ) -> Self {
         let handler: Arc<Handler> = Arc::new(handler);
         let accepted = Arc::new(AtomicUsize::new(0));
         let hits = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
+        let peak_open = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (shutdown, mut shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let (acc, hit, opn, sn) = (accepted.clone(), hits.clone(), open.clone(), seen.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    let (stream, _) = tokio::select! {
-                        accepted = listener.accept() => accepted.unwrap(),
-                        _ = &mut shutdown_rx => return,
-                    };
-                    acc.fetch_add(1, Ordering::SeqCst);
-                    opn.fetch_add(1, Ordering::SeqCst);
-                    let (handler, hit, opn, sn) =
-                        (handler.clone(), hit.clone(), opn.clone(), sn.clone());
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                            let (handler, hit, sn) = (handler.clone(), hit.clone(), sn.clone());
-                            async move {
-                                use http_body_util::BodyExt;
-                                let (parts, body) = req.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                let n = hit.fetch_add(1, Ordering::SeqCst) + 1;
-                                let seen = Seen {
-                                    method: parts.method,
-                                    uri: parts.uri,
-                                    headers: parts.headers,
-                                    body,
-                                    hit: n,
-                                };
-                                sn.lock().unwrap().push(seen.clone());
-                                Ok::<_, Infallible>(handler(&seen))
+        let tls = options.tls.is_some();
+        let (acc, hit, opn, peak, sn) = (
+            accepted.clone(),
+            hits.clone(),
+            open.clone(),
+            peak_open.clone(),
+            seen.clone(),
+        );
+        let (addr, shutdown, thread) = spawn_server(move |listener| async move {
+            let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+            while let Ok((stream, _)) = listener.accept().await {
+                acc.fetch_add(1, Ordering::SeqCst);
+                let now_open = opn.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now_open, Ordering::SeqCst);
+                let guard = OpenGuard(opn.clone());
+                let (handler, hit, sn, acceptor) =
+                    (handler.clone(), hit.clone(), sn.clone(), acceptor.clone());
+                let idle = options.idle_close_after;
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    match acceptor {
+                        // A refused handshake is the point of several tests: drop it.
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve_http(stream, idle, handler, hit, sn).await;
                             }
-                        });
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let mut builder = hyper::server::conn::http1::Builder::new();
-                        builder.keep_alive(true);
-                        if let Some(idle) = options.idle_close_after {
-                            builder.timer(hyper_util::rt::TokioTimer::new());
-                            builder.header_read_timeout(idle);
                         }
-                        let _ = builder.serve_connection(io, service).await;
-                        opn.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-            });
+                        None => serve_http(stream, idle, handler, hit, sn).await,
+                    }
+                });
+            }
         });
-        let addr = addr_rx.recv().unwrap();
         TestServer {
             addr,
             accepted,
             hits,
             open,
+            peak_open,
             seen,
+            tls,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
     }
 
+    /// The URL of `path` on this server (`https://localhost:…` when it serves TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        if self.tls {
+            format!("https://localhost:{}{}", self.addr.port(), path)
+        } else {
+            format!("http://{}{}", self.addr, path)
+        }
     }
 
     pub fn hits(&self) -> usize {
@@ -141,9 +195,63 @@ impl TestServer {
         self.accepted.load(Ordering::SeqCst)
     }
 
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    pub fn peak_open(&self) -> usize {
+        self.peak_open.load(Ordering::SeqCst)
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+async fn serve_http<I>(
+    io: I,
+    idle_close_after: Option<Duration>,
+    handler: Arc<Handler>,
+    hit: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (handler, hit, seen) = (handler.clone(), hit.clone(), seen.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let n = hit.fetch_add(1, Ordering::SeqCst) + 1;
+            let request = Seen {
+                method: parts.method,
+                uri: parts.uri,
+                headers: parts.headers,
+                body,
+                hit: n,
+            };
+            seen.lock().unwrap().push(request.clone());
+            let response = handler(&request);
+            if let Some(Delay(delay)) = response.extensions().get::<Delay>().copied() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let io = hyper_util::rt::TokioIo::new(io);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.keep_alive(true);
+    if let Some(idle) = idle_close_after {
+        // hyper starts this timer whenever it waits for a request head, so
+        // on a keep-alive connection it is an idle timeout.
+        builder.timer(hyper_util::rt::TokioTimer::new());
+        builder.header_read_timeout(idle);
+    }
+    let _ = builder.serve_connection(io, service).await;
 }
 
 impl Drop for TestServer {
@@ -157,11 +265,235 @@ impl Drop for TestServer {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Responses
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).map_err(|e| match e {}).boxed()
+}
+
 /// A response with a status and a body.
-pub fn respond(status: u16, body: &str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+pub fn respond(status: u16, body: &str) -> Response<Body> {
+    respond_with(status, &[("content-type", "application/json")], body)
+}
+
+/// A response with a status, extra headers and a body.
+pub fn respond_with(status: u16, headers: &[(&str, &str)], body: &str) -> Response<Body> {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(full(Bytes::copy_from_slice(body.as_bytes())))
         .unwrap()
+}
+
+/// A 200 response with a `Content-Length` body of these bytes.
+pub fn respond_bytes(body: Bytes) -> Response<Body> {
+    Response::builder().status(200).body(full(body)).unwrap()
+}
+
+/// A response answered only after `delay`.
+pub fn delayed(mut response: Response<Body>, delay: Duration) -> Response<Body> {
+    response.extensions_mut().insert(Delay(delay));
+    response
+}
+
+/// A chunked 200 response sending `frames` one by one, `gap` apart (each
+/// frame is flushed on its own, so they reach the client as separate reads).
+pub fn chunked(frames: Vec<Bytes>, gap: Duration) -> Response<Body> {
+    let stream = futures_lite::stream::unfold(
+        (frames.into_iter(), true),
+        move |(mut frames, first)| async move {
+            let frame = frames.next()?;
+            if !first && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+            Some((Ok(Frame::data(frame)), (frames, false)))
+        },
+    );
+    Response::builder()
+        .status(200)
+        .body(StreamBody::new(stream).boxed())
+        .unwrap()
+}
+
+/// A 200 response with a `Content-Length` of all `frames` together, sent
+/// frame by frame, `gap` apart.
+pub fn streamed_with_length(frames: Vec<Bytes>, gap: Duration) -> Response<Body> {
+    let length: usize = frames.iter().map(Bytes::len).sum();
+    let mut response = chunked(frames, gap);
+    response
+        .headers_mut()
+        .insert("content-length", length.to_string().parse().unwrap());
+    response
+}
+
+/// A chunked 200 response of `total` bytes in frames of `frame` bytes,
+/// produced as it is sent (the server never holds the whole body either).
+pub fn big_chunked(total: usize, frame: usize) -> Response<Body> {
+    let piece = Bytes::from(vec![b'x'; frame]);
+    let stream = futures_lite::stream::unfold(0usize, move |sent| {
+        let piece = piece.clone();
+        async move {
+            if sent >= total {
+                return None;
+            }
+            let n = frame.min(total - sent);
+            Some((Ok(Frame::data(piece.slice(..n))), sent + n))
+        }
+    });
+    Response::builder()
+        .status(200)
+        .body(StreamBody::new(stream).boxed())
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// The hostile server
+
+/// How the raw server answers one request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// Write these bytes and keep the connection open for the next request.
+    Write(Vec<u8>),
+    /// Write these bytes, then close the connection.
+    WriteThenClose(Vec<u8>),
+}
+
+/// A request as the raw server read it.
+#[derive(Clone, Debug)]
+pub struct RawRequest {
+    /// The request head, as text.
+    pub head: String,
+    /// 1 for the first request the server read.
+    pub hit: usize,
+    /// 1 for the first connection the server accepted.
+    pub connection: usize,
+}
+
+impl RawRequest {
+    /// The request target of the request line.
+    pub fn path(&self) -> &str {
+        self.head.split(' ').nth(1).unwrap_or("")
+    }
+}
+
+type Script = dyn Fn(&RawRequest) -> Reply + Send + Sync;
+
+/// A bare TCP server that answers each request with whatever its script says.
+pub struct RawServer {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    pub requests: Arc<Mutex<Vec<RawRequest>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RawServer {
+    pub fn start(script: impl Fn(&RawRequest) -> Reply + Send + Sync + 'static) -> Self {
+        let script: Arc<Script> = Arc::new(script);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (acc, reqs) = (accepted.clone(), requests.clone());
+        let (addr, shutdown, thread) = spawn_server(move |listener| async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let connection = acc.fetch_add(1, Ordering::SeqCst) + 1;
+                let (script, reqs) = (script.clone(), reqs.clone());
+                tokio::spawn(async move {
+                    let _ = serve_raw(stream, connection, script, reqs).await;
+                });
+            }
+        });
+        RawServer {
+            addr,
+            accepted,
+            requests,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> Vec<RawRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve_raw(
+    mut stream: tokio::net::TcpStream,
+    connection: usize,
+    script: Arc<Script>,
+    requests: Arc<Mutex<Vec<RawRequest>>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        // Read one request head, then its Content-Length body.
+        let head_end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let body_len = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + body_len {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        buf.drain(..head_end + body_len);
+        let request = {
+            let mut requests = requests.lock().unwrap();
+            let request = RawRequest {
+                head,
+                hit: requests.len() + 1,
+                connection,
+            };
+            requests.push(request.clone());
+            request
+        };
+        match script(&request) {
+            Reply::Write(bytes) => {
+                stream.write_all(&bytes).await?;
+                stream.flush().await?;
+            }
+            Reply::WriteThenClose(bytes) => {
+                stream.write_all(&bytes).await?;
+                stream.flush().await?;
+                return Ok(());
+            }
+        }
+    }
 }

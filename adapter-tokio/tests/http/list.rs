@@ -1,0 +1,31 @@
+// The scenarios every runtime runs, in one list. Each runtime's test file
+// defines a `scenarios!` macro that turns a name into a test, then includes
+// this file, so a scenario added here runs on every runtime.
+scenarios!(
+    pool_sequential_uses_one_connection,
+    pool_concurrency_20,
+    pool_concurrency_64,
+    pool_of_five_fifty_callers,
+    retry_503_503_200,
+    no_retry_on_404_and_422,
+    retry_after_429_is_honoured,
+    idempotency_key_on_every_attempt,
+    post_without_key_not_resent_after_reset,
+    stale_keep_alive_is_replaced,
+    stale_keep_alive_race_is_retried,
+    breaker_opens_probes_and_closes,
+    token_single_flight,
+    token_refreshed_after_401,
+    cancellation_leaks_nothing,
+    cancelled_body_read_closes_connection,
+    tls_valid_chain_with_custom_ca,
+    tls_bad_certificates,
+    tls_mutual,
+    stream_100_mib,
+    ndjson_and_lines_across_chunks,
+    copy_to_file_with_progress,
+    hostile_conflicting_content_length,
+    hostile_truncated_body,
+    hostile_header_flood,
+    credentials_stay_with_base_origin,
+);
