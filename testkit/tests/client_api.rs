@@ -1,0 +1,166 @@
+//! The client's API promises, checked on the virtual clock: secrets stay out
+//! of Debug output, credentials stay on their origin, close() ends waiters,
+//! and timings say what happened.
+
+use std::time::Duration;
+
+use breakwater::core::call::EngineConfig;
+use breakwater::core::pool::PoolConfig;
+use breakwater::ErrorKind;
+use breakwater_testkit::{Reply, Sim};
+use http::header::HeaderName;
+use http::Method;
+
+#[test]
+fn secrets_never_reach_debug_output() {
+    let sim = Sim::new(21);
+    let builder = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .api_key(HeaderName::from_static("x-api-key"), "key-5ecret")
+        .bearer_token("token-5ecret");
+    let shown = format!("{builder:?}");
+    assert!(!shown.contains("5ecret"), "{shown}");
+    let client = builder.build().unwrap();
+    let shown = format!("{client:?}");
+    assert!(!shown.contains("5ecret"), "{shown}");
+    let request = client.get("x").header(
+        http::header::AUTHORIZATION,
+        "Bearer inline-5ecret".parse().unwrap(),
+    );
+    // A header the caller sets is the caller's; the client's own credentials are what it guards.
+    assert!(format!("{:?}", breakwater::auth::Secret::from("5ecret")).contains("redacted"));
+    drop(request);
+}
+
+#[test]
+fn credentials_go_to_the_base_origin_only() {
+    let mut sim = Sim::new(22);
+    let api = sim.mock("https://api.test");
+    let home = api.route(Method::GET, "/me").respond(Reply::json("{}"));
+    let other = sim.mock("https://cdn.other.test");
+    let asset = other
+        .route(Method::GET, "/logo.png")
+        .respond(Reply::new(200, "png"));
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .bearer_token("t0ken")
+        .build()
+        .unwrap();
+    sim.run(async move {
+        client
+            .get("me")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        client
+            .get("https://cdn.other.test/logo.png")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        home.requests()[0].header("authorization"),
+        Some("Bearer t0ken")
+    );
+    assert_eq!(asset.requests()[0].header("authorization"), None);
+}
+
+#[test]
+fn close_fails_waiters_and_later_calls_and_closes_idle_connections() {
+    let mut sim = Sim::new(23);
+    let server = sim.server("https://api.test", |request, _| {
+        if request.path() == "/slow" {
+            Reply::json("{}").delayed(Duration::from_secs(5))
+        } else {
+            Reply::json("{}")
+        }
+    });
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .configure(|c: EngineConfig| c.with_pool(PoolConfig::default().with_max_connections(1)))
+        .build()
+        .unwrap();
+    let (holder, waiter, closer, later) = (
+        client.clone(),
+        client.clone(),
+        client.clone(),
+        client.clone(),
+    );
+    let (runtime, rt) = (sim.runtime(), sim.runtime());
+    let (held, waited, after) = sim.run(async move {
+        // Warm one idle connection, then occupy it with a slow call.
+        holder
+            .get("fast")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let slow = async move { holder.get("slow").send().await.map(|r| r.status()) };
+        let queued = async move {
+            runtime
+                .sleep_until(runtime.now() + Duration::from_millis(10))
+                .await;
+            waiter.get("fast").send().await.map(|r| r.status())
+        };
+        let close = async move {
+            rt.sleep_until(rt.now() + Duration::from_millis(100)).await;
+            closer.close().await;
+        };
+        let ((held, waited), ()) =
+            futures_lite::future::zip(futures_lite::future::zip(slow, queued), close).await;
+        let after = later.get("fast").send().await.map(|r| r.status());
+        (held, waited, after)
+    });
+    assert_eq!(held.unwrap(), 200, "a call already in flight finishes");
+    assert_eq!(
+        waited.unwrap_err().kind(),
+        ErrorKind::Closed,
+        "a waiter is failed by close"
+    );
+    assert_eq!(
+        after.unwrap_err().kind(),
+        ErrorKind::Closed,
+        "a call after close says so"
+    );
+    let runtime = sim.runtime();
+    sim.run(async move {
+        runtime
+            .sleep_until(runtime.now() + Duration::from_secs(1))
+            .await
+    });
+    assert_eq!(server.open_connections(), 0, "no connection survives close");
+    assert_eq!(client.stats().pool.idle, 0);
+}
+
+#[test]
+fn timings_tell_a_new_connection_from_a_reused_one() {
+    let mut sim = Sim::new(24);
+    sim.set_default_link(breakwater_testkit::Link::rtt(Duration::from_millis(40)));
+    let api = sim.mock("https://api.test");
+    api.route(Method::GET, "/ping").respond(Reply::json("{}"));
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .build()
+        .unwrap();
+    let (first, second) = sim.run(async move {
+        let first = client.get("ping").send().await.unwrap();
+        let t1 = *first.timings();
+        first.bytes().await.unwrap();
+        let second = client.get("ping").send().await.unwrap();
+        (t1, *second.timings())
+    });
+    assert!(!first.reused && second.reused);
+    assert_eq!(
+        first.connect,
+        Some(Duration::from_millis(80)),
+        "TCP and TLS: two round trips"
+    );
+    assert_eq!(first.tls_handshake, Some(Duration::from_millis(40)));
+    assert_eq!(first.first_byte, Some(Duration::from_millis(40)));
+    assert_eq!(second.connect, None);
+    assert_eq!(second.total, Duration::from_millis(40));
+}
