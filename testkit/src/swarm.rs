@@ -239,8 +239,20 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
         ..ServerConfig::default()
     });
 
+    // Two sends of one call with the same attempt number are a transparent
+    // retry: a stale pooled connection replaced for free.
+    let sends: Arc<Mutex<BTreeMap<String, Vec<u32>>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let send_log = sends.clone();
     let client = sim
         .client_builder("https://api.test/")
+        .on_request(move |info| {
+            send_log
+                .lock()
+                .unwrap()
+                .entry(info.url.to_string())
+                .or_default()
+                .push(info.attempt);
+        })
         .max_concurrency(MAX_CONCURRENCY)
         .timeout(TOTAL_TIMEOUT)
         .body_timeout(BODY_TIMEOUT)
@@ -349,9 +361,9 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
             let call = async {
                 let request = match kind {
                     Kind::Get => client.get(&format!("items/{n}")),
-                    Kind::Post => client.post("orders").body(body.clone()),
+                    Kind::Post => client.post(&format!("orders?call={n}")).body(body.clone()),
                     Kind::KeyedPost => client
-                        .post("orders")
+                        .post(&format!("orders?call={n}"))
                         .body(body.clone())
                         .idempotency_key(&format!("key-{n}")),
                 };
@@ -531,6 +543,12 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
             .lock()
             .unwrap()
             .insert("429 with retry-after in play");
+    }
+
+    for attempts in sends.lock().unwrap().values() {
+        if attempts.windows(2).any(|w| w[0] == w[1]) {
+            probes.lock().unwrap().insert("stale connection replaced");
+        }
     }
 
     let outcomes = records
