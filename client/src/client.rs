@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use breakwater_core::call::{
-    self, CallErrorKind, CallId, CallSpec, Engine, EngineConfig, EngineEvent, Step,
+    self, CallErrorKind, CallId, CallSpec, Engine, EngineConfig, EngineEvent, OriginProfile, Step,
 };
 use breakwater_core::h1::{encode_request_head, BodyLength, RequestContext};
 use breakwater_core::idempotency::{Idempotence, IdempotencyKey};
@@ -135,6 +135,8 @@ pub struct ClientBuilder {
     body_timeout: Option<Duration>,
     seed: Option<u64>,
     hooks: Hooks,
+    /// The first invalid setting, reported by `build`.
+    error: Option<Error>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -160,6 +162,7 @@ impl Client {
             body_timeout: None,
             seed: None,
             hooks: Hooks::default(),
+            error: None,
         }
     }
 
@@ -313,6 +316,26 @@ impl ClientBuilder {
         self
     }
 
+    /// Gives one origin (`"https://partner.example.com"`) settings of its own —
+    /// pool limits, timeouts, breaker — like httpx's `mounts`, so that a slow
+    /// partner cannot take the capacity or patience meant for another upstream.
+    pub fn profile(mut self, origin: &str, profile: OriginProfile) -> Self {
+        let parsed = origin
+            .parse::<Uri>()
+            .ok()
+            .and_then(|uri| Origin::from_uri(&uri).ok());
+        match parsed {
+            Some(origin) => self.engine = self.engine.with_profile(origin, profile),
+            None => {
+                self.error
+                    .get_or_insert(Error::new(ErrorKind::Builder).with_message(format!(
+                        "profile origin {origin:?} is not an http(s) origin"
+                    )));
+            }
+        }
+        self
+    }
+
     /// The most calls in flight at once (default 20); further calls wait their turn.
     pub fn max_concurrency(mut self, max: usize) -> Self {
         self.engine = self.engine.with_max_concurrency(max);
@@ -369,6 +392,9 @@ impl ClientBuilder {
 
     /// Builds the client.
     pub fn build(self) -> Result<Client, Error> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
         let base_url = Url::parse(&self.base_url).map_err(|e| {
             Error::new(ErrorKind::Builder)
                 .with_message(format!("bad base URL {:?}", self.base_url))

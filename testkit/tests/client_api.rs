@@ -164,3 +164,45 @@ fn timings_tell_a_new_connection_from_a_reused_one() {
     assert_eq!(second.connect, None);
     assert_eq!(second.total, Duration::from_millis(40));
 }
+
+#[test]
+fn a_profile_gives_a_slow_partner_its_own_timeout() {
+    use breakwater::core::call::OriginProfile;
+    let mut sim = Sim::new(25);
+    for origin in ["https://partner.test", "https://internal.test"] {
+        let mock = sim.mock(origin);
+        mock.route(Method::GET, "/report")
+            .respond(Reply::json("{}").delayed(Duration::from_secs(3)));
+        std::mem::forget(mock);
+    }
+    let client = breakwater::Client::builder(sim.runtime(), "https://internal.test/")
+        .profile(
+            "https://partner.test",
+            OriginProfile::default().with_total_timeout(Duration::from_secs(2)),
+        )
+        .build()
+        .unwrap();
+    let (partner, internal) = sim.run(async move {
+        let partner = client
+            .get("https://partner.test/report")
+            .send()
+            .await
+            .map(|r| r.status());
+        let internal = client.get("report").send().await.map(|r| r.status());
+        (partner, internal)
+    });
+    assert_eq!(
+        partner.unwrap_err().kind(),
+        ErrorKind::Timeout(breakwater::TimeoutPhase::Total)
+    );
+    assert_eq!(
+        internal.unwrap(),
+        200,
+        "the default 30 s deadline still applies elsewhere"
+    );
+
+    let bad = breakwater::Client::builder(sim.runtime(), "https://internal.test/")
+        .profile("ftp://nope", OriginProfile::default())
+        .build();
+    assert_eq!(bad.unwrap_err().kind(), ErrorKind::Builder);
+}
