@@ -7,7 +7,7 @@
 //! ecosystem: [`SmolRuntime`] resolves names with async-net (on the blocking
 //! thread pool, so DNS never stalls an executor), connects async-io TCP
 //! streams with `TCP_NODELAY`, performs the TLS handshake with futures-rustls
-//! using the client's [`TlsConfig`], and sleeps on async-io timers. It holds
+//! using the client's [`TlsConfig`](breakwater::tls::TlsConfig), and sleeps on async-io timers. It holds
 //! no policy — no retries, no pooling, no timeouts of its own — those belong
 //! to the client and the core.
 //!
@@ -72,14 +72,12 @@ use std::time::{Duration, SystemTime};
 
 use async_io::Timer;
 use async_net::TcpStream;
-use breakwater::core::{Instant, Origin};
+use breakwater::core::Instant;
 use breakwater::runtime::{
-    BoxFuture, BoxTransport, ConnectError, ConnectErrorKind, ConnectTarget, Runtime, Transport,
-    TransportInfo,
+    connect_first, BoxFuture, BoxTransport, ConnectError, ConnectErrorKind, ConnectTarget, Runtime,
+    Transport, TransportInfo,
 };
-use breakwater::tls::TlsConfig;
 use futures_io::{AsyncRead, AsyncWrite};
-use futures_rustls::rustls::pki_types::ServerName;
 
 pub use breakwater;
 
@@ -152,37 +150,17 @@ impl SmolRuntime {
     async fn open(self, target: ConnectTarget) -> Result<BoxTransport, ConnectError> {
         let origin = &target.origin;
         // A bad server name fails before any packet is sent.
-        let tls = match &target.tls {
-            Some(config) => Some((config, tls_server_name(origin)?)),
-            None => None,
-        };
+        let tls = target.tls_parts()?;
 
         let start = self.now();
-        // IPv6 literals keep their brackets in an origin; the resolver wants them bare.
-        let host = origin.host().trim_start_matches('[').trim_end_matches(']');
+        let host = target.resolver_host();
         let addrs = async_net::resolve((host, origin.port()))
             .await
             .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, e))?;
         let dns = self.elapsed_since(start);
 
         let start = self.now();
-        let mut last_error = None;
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        let stream = match (stream, last_error) {
-            (Some(stream), _) => stream,
-            (None, Some(e)) => return Err(ConnectError::from_io(e)),
-            // The name resolved to no address at all.
-            (None, None) => return Err(ConnectError::from_kind(ConnectErrorKind::Dns)),
-        };
+        let stream = connect_first(addrs, TcpStream::connect).await?;
         stream.set_nodelay(true).map_err(ConnectError::from_io)?;
         let tcp = self.elapsed_since(start);
         let peer = stream.peer_addr().ok();
@@ -205,10 +183,6 @@ impl SmolRuntime {
     fn elapsed_since(&self, start: Instant) -> Duration {
         self.now().saturating_duration_since(start)
     }
-}
-
-fn tls_server_name(origin: &Origin) -> Result<ServerName<'static>, ConnectError> {
-    TlsConfig::server_name(origin).map_err(|e| ConnectError::new(ConnectErrorKind::TlsHandshake, e))
 }
 
 /// A connected stream and the facts recorded while opening it.

@@ -6,7 +6,7 @@
 //! [`breakwater::runtime::Runtime`]. This crate is that adapter for tokio:
 //! [`TokioRuntime`] resolves names with `tokio::net::lookup_host`, connects
 //! `tokio::net::TcpStream`s with `TCP_NODELAY`, performs the TLS handshake
-//! with tokio-rustls using the client's [`TlsConfig`], and sleeps on tokio's
+//! with tokio-rustls using the client's [`TlsConfig`](breakwater::tls::TlsConfig), and sleeps on tokio's
 //! timers. It holds no policy — no retries, no pooling, no timeouts of its
 //! own — those belong to the client and the core.
 //!
@@ -47,15 +47,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use breakwater::core::{Instant, Origin};
+use breakwater::core::Instant;
 use breakwater::runtime::{
-    BoxFuture, BoxTransport, ConnectError, ConnectErrorKind, ConnectTarget, Runtime, Transport,
-    TransportInfo,
+    connect_first, BoxFuture, BoxTransport, ConnectError, ConnectErrorKind, ConnectTarget, Runtime,
+    Transport, TransportInfo,
 };
-use breakwater::tls::TlsConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::ServerName;
 
 pub use breakwater;
 
@@ -131,14 +129,10 @@ impl TokioRuntime {
     async fn open(self, target: ConnectTarget) -> Result<BoxTransport, ConnectError> {
         let origin = &target.origin;
         // A bad server name fails before any packet is sent.
-        let tls = match &target.tls {
-            Some(config) => Some((config, tls_server_name(origin)?)),
-            None => None,
-        };
+        let tls = target.tls_parts()?;
 
         let start = self.now();
-        // IPv6 literals keep their brackets in an origin; the resolver wants them bare.
-        let host = origin.host().trim_start_matches('[').trim_end_matches(']');
+        let host = target.resolver_host();
         let addrs: Vec<_> = tokio::net::lookup_host((host, origin.port()))
             .await
             .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, e))?
@@ -146,23 +140,7 @@ impl TokioRuntime {
         let dns = self.elapsed_since(start);
 
         let start = self.now();
-        let mut last_error = None;
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        let stream = match (stream, last_error) {
-            (Some(stream), _) => stream,
-            (None, Some(e)) => return Err(ConnectError::from_io(e)),
-            // The name resolved to no address at all.
-            (None, None) => return Err(ConnectError::from_kind(ConnectErrorKind::Dns)),
-        };
+        let stream = connect_first(addrs, TcpStream::connect).await?;
         stream.set_nodelay(true).map_err(ConnectError::from_io)?;
         let tcp = self.elapsed_since(start);
         let peer = stream.peer_addr().ok();
@@ -185,10 +163,6 @@ impl TokioRuntime {
     fn elapsed_since(&self, start: Instant) -> Duration {
         self.now().saturating_duration_since(start)
     }
-}
-
-fn tls_server_name(origin: &Origin) -> Result<ServerName<'static>, ConnectError> {
-    TlsConfig::server_name(origin).map_err(|e| ConnectError::new(ConnectErrorKind::TlsHandshake, e))
 }
 
 /// A tokio stream seen through the futures-io traits the client reads and writes.

@@ -69,6 +69,55 @@ pub struct ConnectTarget {
     pub tls: Option<TlsConfig>,
 }
 
+impl ConnectTarget {
+    /// The host as a resolver wants it: IPv6 literals without their brackets.
+    pub fn resolver_host(&self) -> &str {
+        self.origin
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+    }
+
+    /// The TLS configuration and the server name to verify, for an `https`
+    /// target; `None` for plain `http`. A host that cannot be a TLS server
+    /// name fails here, before any packet is sent.
+    #[allow(clippy::type_complexity)]
+    pub fn tls_parts(
+        &self,
+    ) -> Result<Option<(TlsConfig, rustls::pki_types::ServerName<'static>)>, ConnectError> {
+        let Some(config) = &self.tls else {
+            return Ok(None);
+        };
+        let name = TlsConfig::server_name(&self.origin)
+            .map_err(|e| ConnectError::new(ConnectErrorKind::TlsHandshake, e))?;
+        Ok(Some((config.clone(), name)))
+    }
+}
+
+/// Connects to the resolved addresses in order and returns the first
+/// connection that succeeds; otherwise the last failure is classified, and
+/// a name that resolved to no address at all is a DNS failure.
+pub async fn connect_first<A, S, F, Fut>(
+    addrs: impl IntoIterator<Item = A>,
+    mut connect: F,
+) -> Result<S, ConnectError>
+where
+    F: FnMut(A) -> Fut,
+    Fut: Future<Output = io::Result<S>>,
+{
+    let mut last_error = None;
+    for addr in addrs {
+        match connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(match last_error {
+        Some(e) => ConnectError::from_io(e),
+        None => ConnectError::from_kind(ConnectErrorKind::Dns),
+    })
+}
+
 /// A connected byte stream, as the runtime hands it to the client.
 pub type BoxTransport = Box<dyn Transport>;
 
