@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `GET /users/{1..10}` | a user, JSONPlaceholder style (`/users/1` is Leanne Graham) |
 //! | `GET /posts/{1..100}` | a post, after 2–12 ms of simulated work |
+//! | `GET /slow?ms=N` | answers after N ms (default 2000) |
 //! | `GET /flaky` | 503, 503, then 200, and again |
 //! | `GET /limited` | every other call is a 429 with `Retry-After: 1` |
 //! | `GET /outage` | down (503) for its first 3 calls, then recovered |
@@ -252,6 +253,17 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             }
             _ => not_found(),
         },
+        ("GET", ["slow"]) => {
+            let ms = parts
+                .uri
+                .query()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(2000u64)
+                .min(60_000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            json(StatusCode::OK, serde_json::json!({ "slept_ms": ms }))
+        }
         ("GET", ["flaky"]) => {
             let hit = state.flaky.fetch_add(1, Ordering::SeqCst) + 1;
             if hit % 3 == 0 {

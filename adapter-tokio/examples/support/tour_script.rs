@@ -220,6 +220,18 @@ pub async fn run(
         more.iter().filter(|p| p.is_ok()).count(),
         api.connections() - before,
     );
+    // All or nothing: the first error cancels the rest and is returned.
+    let all: Result<Vec<User>, Error> = client
+        .try_get_many(["users/1", "users/999", "users/2"])
+        .await;
+    println!(
+        "{}all or nothing, users 1, 999, 2: {}",
+        indent(),
+        match &all {
+            Ok(users) => format!("{} users", users.len()),
+            Err(err) => format!("Err({err})"),
+        }
+    );
 
     // 3. Retries with backoff: /flaky answers 503, 503, then 200.
     let p95 = client
@@ -415,7 +427,54 @@ pub async fn run(
         here.pool.opened,
     );
 
-    // 9. An NDJSON stream, record by record, with a progress bar.
+    // 9. A deadline for the whole call, and a cancelled call that leaks nothing.
+    let t = WallInstant::now();
+    let timed_out = client
+        .get("slow")
+        .query(&[("ms", "2000")])
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    println!(
+        "{}GET /slow (2 s) with a 300 ms deadline -> {} after {}",
+        label(9, "Timeout and cancel"),
+        match &timed_out {
+            Ok(response) => response.status().to_string(),
+            Err(err) => format!("{:?}: {err}", err.kind()),
+        },
+        human(t.elapsed()),
+    );
+    let call = client.get("slow").query(&[("ms", "2000")]).send();
+    let outcome = futures_lite::future::or(async { Some(call.await) }, async {
+        sleep(&runtime, Duration::from_millis(50)).await;
+        None
+    })
+    .await;
+    let pool = client
+        .stats()
+        .origin(client.base_origin())
+        .map(|o| o.pool)
+        .ok_or("no stats for the demo API")?;
+    println!(
+        "{}a call dropped after 50 ms{}: pool {} active, {} idle, {} closed, {} opened ({})",
+        indent(),
+        if outcome.is_none() {
+            ""
+        } else {
+            " (it finished first!)"
+        },
+        pool.active,
+        pool.idle,
+        pool.closed,
+        pool.opened,
+        if pool.opened == (pool.active + pool.idle) as u64 + pool.closed {
+            "every connection accounted for"
+        } else {
+            "ACCOUNTING MISMATCH"
+        },
+    );
+
+    // 10. An NDJSON stream, record by record, with a progress bar.
     let response = client
         .get("events")
         .query(&[("count", "500")])
@@ -440,11 +499,17 @@ pub async fn run(
         last_seq = event.seq;
         *kinds.entry(event.kind).or_default() += 1;
         if live && count % 20 == 0 {
-            print!("\r{}", progress(label(9, "Streaming NDJSON"), count, total));
+            print!(
+                "\r{}",
+                progress(label(10, "Streaming NDJSON"), count, total)
+            );
             std::io::stdout().flush()?;
         }
     }
-    println!("\r{}", progress(label(9, "Streaming NDJSON"), count, total));
+    println!(
+        "\r{}",
+        progress(label(10, "Streaming NDJSON"), count, total)
+    );
     println!(
         "{}{count} records (last seq {last_seq}): {}",
         indent(),
