@@ -58,6 +58,16 @@ pub(crate) struct Inner {
     tls: OnceLock<Result<TlsConfig, crate::tls::TlsError>>,
     pub(crate) body_timeout: Duration,
     hooks: Hooks,
+    pub(crate) counters: Counters,
+}
+
+/// Running totals for [`Client::stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) calls: std::sync::atomic::AtomicU64,
+    pub(crate) attempts: std::sync::atomic::AtomicU64,
+    pub(crate) retries: std::sync::atomic::AtomicU64,
+    pub(crate) failures: std::sync::atomic::AtomicU64,
 }
 
 /// The engine and the wake-up slots of the calls that wait on it.
@@ -108,6 +118,8 @@ pub struct ResponseInfo<'a> {
     pub url: &'a Url,
     /// The status.
     pub status: http::StatusCode,
+    /// The response headers (`Retry-After`, rate-limit headers, ...).
+    pub headers: &'a HeaderMap,
     /// The attempt number.
     pub attempt: u32,
     /// Time from sending to the response head.
@@ -248,7 +260,7 @@ impl Client {
     pub fn stats(&self) -> crate::ClientStats {
         let now = self.inner.runtime.now();
         let shared = self.inner.lock();
-        crate::stats::snapshot(&shared.engine, now)
+        crate::stats::snapshot(&shared.engine, &self.inner.counters, now)
     }
 
     pub(crate) fn inner(&self) -> &Arc<Inner> {
@@ -422,6 +434,7 @@ impl ClientBuilder {
                 tls: OnceLock::new(),
                 body_timeout,
                 hooks: self.hooks,
+                counters: Counters::default(),
             }),
         })
     }
@@ -822,6 +835,11 @@ async fn run(
         drop(closing);
         call?
     };
+    client
+        .inner
+        .counters
+        .calls
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut guard = CallGuard {
         client: client.clone(),
         call,
@@ -834,6 +852,10 @@ async fn run(
     loop {
         match guard.poll_step() {
             Step::Wait { until } => {
+                tracing::trace!(
+                    ?until,
+                    "waiting (permit, pool slot, token, backoff or Retry-After)"
+                );
                 let wait_started = runtime.now();
                 guard.wait(until).await;
                 timings.queued += runtime.now().saturating_duration_since(wait_started);
@@ -883,6 +905,15 @@ async fn run(
                     headers.insert(http::header::AUTHORIZATION, value.clone());
                 }
                 let reused = plan.reused;
+                let counters = &client.inner.counters;
+                counters
+                    .attempts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if plan.kind != call::AttemptKind::Original {
+                    counters
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 for hook in &client.inner.hooks.on_request {
                     hook(&RequestInfo {
                         method: &request.method,
@@ -925,6 +956,7 @@ async fn run(
                                 method: &request.method,
                                 url: &request.url,
                                 status: response_head.status,
+                                headers: &response_head.headers,
                                 attempt: plan.number,
                                 elapsed,
                             });
@@ -984,6 +1016,11 @@ async fn run(
                 );
             }
             Step::Fail(error) => {
+                client
+                    .inner
+                    .counters
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(call_error(
                     error,
                     &request.origin,

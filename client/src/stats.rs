@@ -21,6 +21,16 @@ pub struct ClientStats {
     pub waiting_for_permit: usize,
     /// One entry per origin the client has talked to, in first-use order.
     pub origins: Vec<OriginStats>,
+    /// Calls started.
+    pub calls: u64,
+    /// Attempts sent (originals, retries and transparent replacements).
+    pub attempts: u64,
+    /// Attempts that were retries of an earlier one.
+    pub retries: u64,
+    /// Calls that ended in an error before a response was delivered.
+    pub failures: u64,
+    /// Token requests started (foreground and background refreshes).
+    pub token_fetches: u64,
 }
 
 /// The state of one origin.
@@ -48,7 +58,12 @@ impl ClientStats {
     }
 }
 
-pub(crate) fn snapshot(engine: &Engine<Connection>, now: Instant) -> ClientStats {
+pub(crate) fn snapshot(
+    engine: &Engine<Connection>,
+    counters: &crate::client::Counters,
+    now: Instant,
+) -> ClientStats {
+    use std::sync::atomic::Ordering::Relaxed;
     let pool = engine.pool();
     let origins = pool
         .origin_ids()
@@ -70,5 +85,12 @@ pub(crate) fn snapshot(engine: &Engine<Connection>, now: Instant) -> ClientStats
         in_flight: engine.concurrency_in_use(),
         waiting_for_permit: engine.concurrency_waiting(),
         origins,
+        calls: counters.calls.load(Relaxed),
+        attempts: counters.attempts.load(Relaxed),
+        retries: counters.retries.load(Relaxed),
+        failures: counters.failures.load(Relaxed),
+        token_fetches: engine
+            .token_cache()
+            .map_or(0, |cache| cache.stats().fetches_started),
     }
 }

@@ -206,3 +206,44 @@ fn a_profile_gives_a_slow_partner_its_own_timeout() {
         .build();
     assert_eq!(bad.unwrap_err().kind(), ErrorKind::Builder);
 }
+
+#[test]
+fn stats_count_calls_attempts_retries_and_hooks_see_response_headers() {
+    let mut sim = Sim::new(26);
+    let api = sim.mock("https://api.test");
+    api.route(Method::GET, "/flaky").respond_seq([
+        Reply::new(429, "slow down").header("retry-after", "2"),
+        Reply::new(503, "busy"),
+        Reply::json("{}"),
+    ]);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .on_response(move |info| {
+            let retry_after = info
+                .headers
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            log.lock()
+                .unwrap()
+                .push((info.attempt, info.status.as_u16(), retry_after));
+        })
+        .build()
+        .unwrap();
+    let probe = client.clone();
+    let status = sim.run(async move { probe.get("flaky").send().await.unwrap().status() });
+    assert_eq!(status, 200);
+    let stats = client.stats();
+    assert_eq!(
+        (stats.calls, stats.attempts, stats.retries, stats.failures),
+        (1, 3, 2, 0)
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (1, 429, Some("2".to_owned())),
+            (2, 503, None),
+            (3, 200, None)
+        ]
+    );
+}
