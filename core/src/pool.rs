@@ -1146,7 +1146,12 @@ impl<C> Pool<C> {
         match grant {
             Grant::Connect(reservation) => self.give_back_reservation(reservation, now),
             Grant::Idle { conn, value } => {
-                let key = conn.0;
+                // The driver never saw this grant: undo the checkout's new
+                // generation, so that the id it last saw names the idle
+                // connection again (a peer close reported under it must work).
+                let mut key = conn.0;
+                key.generation = key.generation.wrapping_sub(1);
+                self.slots[key.index as usize].generation = key.generation;
                 let slot = self.slots[key.index as usize];
                 let o = slot.origin.index();
                 self.origins[o].active -= 1;
