@@ -445,14 +445,17 @@ pub(crate) fn origin_of_url(url: &Url) -> Result<Origin, Error> {
 }
 
 fn origin_of(url: &Url) -> Result<Origin, Error> {
-    let uri: Uri = url.as_str().parse().map_err(|e: http::uri::InvalidUri| {
-        Error::new(ErrorKind::Request)
-            .with_message(format!("bad URL {url}"))
-            .with_source(e)
-    })?;
-    Origin::from_uri(&uri).map_err(|e| {
+    Origin::from_uri(&parse_uri(url)?).map_err(|e| {
         Error::new(ErrorKind::Request)
             .with_message(format!("{url}"))
+            .with_source(e)
+    })
+}
+
+fn parse_uri(url: &Url) -> Result<Uri, Error> {
+    url.as_str().parse().map_err(|e: http::uri::InvalidUri| {
+        Error::new(ErrorKind::Request)
+            .with_message(format!("bad URL {url}"))
             .with_source(e)
     })
 }
@@ -592,13 +595,23 @@ impl RequestBuilder {
         }
         let url = self.url?;
         let client = self.client;
-        let origin = origin_of(&url)?;
-        let uri: Uri = url.as_str().parse().map_err(|e: http::uri::InvalidUri| {
-            Error::new(ErrorKind::Request)
-                .with_message(format!("bad URL {url}"))
-                .with_source(e)
-        })?;
-        let same_origin = origin == client.inner.base_origin;
+        let uri = parse_uri(&url)?;
+        // Most calls go to the base origin: recognise it without building a new one.
+        let base = &client.inner.base_origin;
+        let same_origin = url.scheme() == base.scheme().as_str()
+            && url
+                .host_str()
+                .is_some_and(|h| h.eq_ignore_ascii_case(base.host()))
+            && url.port_or_known_default() == Some(base.port());
+        let origin = if same_origin {
+            base.clone()
+        } else {
+            Origin::from_uri(&uri).map_err(|e| {
+                Error::new(ErrorKind::Request)
+                    .with_message(format!("{url}"))
+                    .with_source(e)
+            })?
+        };
         let tokens = same_origin && matches!(client.inner.credentials, Credentials::Tokens(_));
 
         let mut headers = client.inner.default_headers.clone();
@@ -809,7 +822,7 @@ impl Future for WaitForWake {
 
 async fn run(
     client: Client,
-    request: Prepared,
+    mut request: Prepared,
     overrides: CallOverrides,
 ) -> Result<Response, Error> {
     let runtime = client.inner.runtime.clone();
@@ -897,12 +910,15 @@ async fn run(
                         Error::new(ErrorKind::Protocol).with_message("no connection for a send")
                     );
                 };
-                let mut headers = request.headers.clone();
+                // The key is the same on every attempt and a newer token replaces
+                // an older one, so the call's own header map is updated in place.
                 if let Some((name, value)) = &plan.idempotency_key {
-                    headers.insert(name.clone(), value.clone());
+                    request.headers.insert(name.clone(), value.clone());
                 }
                 if let Some(value) = &plan.authorization {
-                    headers.insert(http::header::AUTHORIZATION, value.clone());
+                    request
+                        .headers
+                        .insert(http::header::AUTHORIZATION, value.clone());
                 }
                 let reused = plan.reused;
                 let counters = &client.inner.counters;
@@ -928,7 +944,7 @@ async fn run(
                     &request.method,
                     &request.uri,
                     &request.origin,
-                    &headers,
+                    &request.headers,
                     request.body_length,
                 ) {
                     return Err(Error::new(ErrorKind::Request)
@@ -965,11 +981,10 @@ async fn run(
                         let status = response_head.status;
                         let pre = conn.prefetch();
                         let read_whole = pre.end.as_ref().map(|end| end.is_reusable());
-                        let headers = response_head.headers.clone();
-                        head = Some((response_head, pre));
+                        let headers = &response_head.headers;
                         let _ = guard.report(|call, now, engine| match read_whole {
                             Some(reusable) => call.handle_response_read(
-                                now, engine, status, elapsed, &headers, wall, reusable,
+                                now, engine, status, elapsed, headers, wall, reusable,
                             ),
                             None => call.handle_attempt_outcome(
                                 now,
@@ -978,10 +993,11 @@ async fn run(
                                     status,
                                     elapsed,
                                 },
-                                &headers,
+                                headers,
                                 wall,
                             ),
                         });
+                        head = Some((response_head, pre));
                     }
                     Exchange::Failed { outcome, detail } => {
                         tracing::debug!(attempt = plan.number, ?outcome, "attempt failed");

@@ -29,6 +29,8 @@ pub(crate) struct Connection {
     io: BoxTransport,
     pub(crate) read_buf: BytesMut,
     write_buf: Vec<u8>,
+    /// Where reads land before they are appended to `read_buf`.
+    scratch: Box<[u8]>,
     pub(crate) decoder: ResponseDecoder,
     pub(crate) info: TransportInfo,
     /// Requests this connection has carried, for the "reused" flag of timings.
@@ -79,6 +81,7 @@ impl Connection {
             io,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: Vec::with_capacity(1024),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             decoder: ResponseDecoder::new(RequestContext::default()),
             info,
             requests: 0,
@@ -166,61 +169,65 @@ impl Connection {
             Some((Ok(()), _)) => {}
         }
 
-        loop {
-            match self.decoder.poll_event(&mut self.read_buf) {
-                Ok(Some(ResponseEvent::Head(head))) => return Exchange::Head(head),
-                Ok(Some(_)) => unreachable!("the head always comes first"),
-                Ok(None) => {}
-                Err(DecodeError::ClosedBeforeResponse) => {
-                    return Exchange::Failed {
-                        outcome: AttemptOutcome::ClosedBeforeResponse { reused },
-                        detail: ExchangeError::Protocol(DecodeError::ClosedBeforeResponse),
-                    }
-                }
-                Err(err) => {
-                    return Exchange::Failed {
-                        outcome: AttemptOutcome::ExchangeFailed,
-                        detail: ExchangeError::Protocol(err),
-                    }
-                }
-            }
-            match with_deadline(runtime, deadline, self.fill()).await {
-                None => {
-                    return Exchange::Failed {
-                        outcome: AttemptOutcome::AttemptTimedOut {
-                            elapsed: elapsed(runtime),
-                        },
-                        detail: ExchangeError::TimedOut,
-                    }
-                }
-                Some(Ok(())) => {}
-                Some(Err(err)) if tls_error(&err).is_some() => {
-                    // Not a close: the TLS peer ended the session with an alert
-                    // (in TLS 1.3 a refused client certificate arrives this way,
-                    // after the handshake looked complete to us).
-                    let outcome = match tls_error(&err) {
-                        Some(tls) if refuses_our_credentials(tls) => {
-                            AttemptOutcome::CertificateInvalid
+        // The whole wait for the head runs under one timer, armed only if
+        // the head is not already there.
+        let read_head = async {
+            loop {
+                match self.decoder.poll_event(&mut self.read_buf) {
+                    Ok(Some(ResponseEvent::Head(head))) => return Exchange::Head(head),
+                    Ok(Some(_)) => unreachable!("the head always comes first"),
+                    Ok(None) => {}
+                    Err(DecodeError::ClosedBeforeResponse) => {
+                        return Exchange::Failed {
+                            outcome: AttemptOutcome::ClosedBeforeResponse { reused },
+                            detail: ExchangeError::Protocol(DecodeError::ClosedBeforeResponse),
                         }
-                        _ => AttemptOutcome::ExchangeFailed,
-                    };
-                    return Exchange::Failed {
-                        outcome,
-                        detail: ExchangeError::Tls(err),
-                    };
+                    }
+                    Err(err) => {
+                        return Exchange::Failed {
+                            outcome: AttemptOutcome::ExchangeFailed,
+                            detail: ExchangeError::Protocol(err),
+                        }
+                    }
                 }
-                Some(Err(err)) if self.read_buf.is_empty() && !self.decoder.head_received() => {
-                    // A reset before any response byte is the same evidence as an EOF.
-                    let _ = err;
-                    self.decoder.handle_eof();
-                }
-                Some(Err(err)) => {
-                    return Exchange::Failed {
-                        outcome: AttemptOutcome::ExchangeFailed,
-                        detail: ExchangeError::Io(err),
+                match self.fill().await {
+                    Ok(()) => {}
+                    Err(err) if tls_error(&err).is_some() => {
+                        // Not a close: the TLS peer ended the session with an alert
+                        // (in TLS 1.3 a refused client certificate arrives this way,
+                        // after the handshake looked complete to us).
+                        let outcome = match tls_error(&err) {
+                            Some(tls) if refuses_our_credentials(tls) => {
+                                AttemptOutcome::CertificateInvalid
+                            }
+                            _ => AttemptOutcome::ExchangeFailed,
+                        };
+                        return Exchange::Failed {
+                            outcome,
+                            detail: ExchangeError::Tls(err),
+                        };
+                    }
+                    Err(_) if self.read_buf.is_empty() && !self.decoder.head_received() => {
+                        // A reset before any response byte is the same evidence as an EOF.
+                        self.decoder.handle_eof();
+                    }
+                    Err(err) => {
+                        return Exchange::Failed {
+                            outcome: AttemptOutcome::ExchangeFailed,
+                            detail: ExchangeError::Io(err),
+                        }
                     }
                 }
             }
+        };
+        match with_deadline(runtime, deadline, read_head).await {
+            Some(exchange) => exchange,
+            None => Exchange::Failed {
+                outcome: AttemptOutcome::AttemptTimedOut {
+                    elapsed: elapsed(runtime),
+                },
+                detail: ExchangeError::TimedOut,
+            },
         }
     }
 
@@ -251,15 +258,14 @@ impl Connection {
     /// the buffer exactly as it was. Growing it across the await once left
     /// 16 KiB of zeros behind that a later drain took for body bytes.
     pub(crate) async fn fill(&mut self) -> io::Result<()> {
+        // Read into a scratch buffer zeroed once per connection, then copy
+        // the bytes read: cheaper than zero-filling the read buffer's spare
+        // room on every read, and a cancelled read leaves nothing behind.
         let read = std::future::poll_fn(|cx| {
-            let start = self.read_buf.len();
-            self.read_buf.resize(start + READ_CHUNK, 0);
-            let poll = Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[start..]);
-            let n = match &poll {
-                Poll::Ready(Ok(n)) => *n,
-                _ => 0,
-            };
-            self.read_buf.truncate(start + n);
+            let poll = Pin::new(&mut self.io).poll_read(cx, &mut self.scratch[..]);
+            if let Poll::Ready(Ok(n)) = &poll {
+                self.read_buf.extend_from_slice(&self.scratch[..*n]);
+            }
             poll
         })
         .await;
@@ -311,6 +317,16 @@ pub(crate) async fn with_deadline<F: Future>(
     future: F,
 ) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
+    // Most writes, and reads of bytes already received, finish at once: only
+    // arm a timer when there is something to wait for.
+    let first = std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    if first.is_some() {
+        return first;
+    }
     loop {
         if runtime.now() >= deadline {
             // One last chance: a future that is already ready wins the race.

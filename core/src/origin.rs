@@ -6,6 +6,7 @@
 //! another.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::uri::{Scheme as UriScheme, Uri};
 
@@ -54,7 +55,8 @@ impl Scheme {
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Origin {
     scheme: Scheme,
-    host: Box<str>,
+    /// Shared, so that cloning an origin (once per call) allocates nothing.
+    host: Arc<str>,
     port: u16,
 }
 
@@ -87,7 +89,7 @@ impl Origin {
     pub fn new(scheme: Scheme, host: &str, port: u16) -> Origin {
         Origin {
             scheme,
-            host: host.to_ascii_lowercase().into_boxed_str(),
+            host: Arc::from(host.to_ascii_lowercase()),
             port,
         }
     }
