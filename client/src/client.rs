@@ -31,7 +31,7 @@ use url::Url;
 
 use crate::auth::{Credentials, Secret, TokenSource};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
-use crate::io::{with_deadline, Connection, Exchange, ExchangeError};
+use crate::io::{with_deadline, BodyStream, Connection, Exchange, ExchangeError, RequestBody};
 use crate::response::{Response, Timings};
 use crate::runtime::{ConnectErrorKind, ConnectTarget, Runtime};
 use crate::tls::{TlsConfig, TlsOptions};
@@ -219,6 +219,7 @@ impl Client {
             headers: HeaderMap::new(),
             body: Bytes::new(),
             has_body: false,
+            stream: None,
             timeout: None,
             attempts: None,
             key: None,
@@ -469,6 +470,7 @@ pub struct RequestBuilder {
     headers: HeaderMap,
     body: Bytes,
     has_body: bool,
+    stream: Option<BodyStream>,
     timeout: Option<Duration>,
     attempts: Option<u32>,
     key: Option<IdempotencyKey>,
@@ -545,8 +547,24 @@ impl RequestBuilder {
         self
     }
 
+    /// Streams the body from `stream`, with chunked framing, as it is produced.
+    ///
+    /// A streamed body cannot be sent twice, so the call is retried only on
+    /// evidence that no byte of it left (a refused connect, a stale pooled
+    /// connection found dead before writing), whatever the method; a body
+    /// that must survive retries should be buffered with [`body`](Self::body).
+    pub fn body_stream<S>(mut self, stream: S) -> Self
+    where
+        S: futures_lite::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        self.stream = Some(Box::pin(stream));
+        self.has_body = true;
+        self
+    }
+
     fn set_body(&mut self, body: Bytes) {
         self.body = body;
+        self.stream = None;
         self.has_body = true;
     }
 
@@ -621,10 +639,10 @@ impl RequestBuilder {
         if let (true, Credentials::Header(name, value)) = (same_origin, &client.inner.credentials) {
             headers.insert(name.clone(), value.clone());
         }
-        let body_length = if self.has_body {
-            BodyLength::Known(self.body.len() as u64)
-        } else {
-            BodyLength::None
+        let body_length = match (&self.stream, self.has_body) {
+            (Some(_), _) => BodyLength::Streamed,
+            (None, true) => BodyLength::Known(self.body.len() as u64),
+            (None, false) => BodyLength::None,
         };
         let request = Prepared {
             method: self.method,
@@ -633,10 +651,13 @@ impl RequestBuilder {
             origin,
             headers,
             body: self.body,
+            body_replayable: self.stream.is_none(),
+            stream: self.stream,
             body_length,
             tokens,
         };
         let overrides = CallOverrides {
+            body_replayable: request.body_replayable,
             idempotence: self.idempotence,
             key: self.key,
             timeout: self.timeout,
@@ -648,6 +669,7 @@ impl RequestBuilder {
 
 /// What a request changes about its call.
 struct CallOverrides {
+    body_replayable: bool,
     idempotence: Idempotence,
     key: Option<IdempotencyKey>,
     timeout: Option<Duration>,
@@ -658,6 +680,7 @@ impl CallOverrides {
     fn spec(self, method: Method, origin: OriginId, authenticated: bool) -> CallSpec {
         let mut spec = CallSpec::new(method, origin)
             .with_idempotence(self.idempotence)
+            .with_body_replayable(self.body_replayable)
             .with_authenticated(authenticated);
         if let Some(key) = self.key {
             spec = spec.with_key(key);
@@ -680,6 +703,9 @@ struct Prepared {
     origin: Origin,
     headers: HeaderMap,
     body: Bytes,
+    /// A streamed body, taken by the attempt that sends it.
+    stream: Option<BodyStream>,
+    body_replayable: bool,
     body_length: BodyLength,
     tokens: bool,
 }
@@ -956,7 +982,10 @@ async fn run(
                 let exchange = conn
                     .exchange(
                         &runtime,
-                        &request.body,
+                        match &mut request.stream {
+                            Some(_) => RequestBody::Streamed(&mut request.stream),
+                            None => RequestBody::Buffered(&request.body),
+                        },
                         context,
                         reused,
                         plan.attempt_deadline,

@@ -17,7 +17,7 @@ use breakwater_core::outcome::AttemptOutcome;
 use breakwater_core::Instant;
 use bytes::BytesMut;
 use futures_io::AsyncRead;
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncWriteExt, StreamExt};
 
 use crate::runtime::{BoxTransport, Runtime, TransportInfo};
 
@@ -44,6 +44,18 @@ impl std::fmt::Debug for Connection {
             .field("requests", &self.requests)
             .finish()
     }
+}
+
+/// A stream of request-body pieces, sent with chunked framing.
+pub(crate) type BodyStream =
+    std::pin::Pin<Box<dyn futures_lite::Stream<Item = io::Result<bytes::Bytes>> + Send>>;
+
+/// What follows a request head on the wire.
+pub(crate) enum RequestBody<'a> {
+    /// Bytes known in advance (`Content-Length`), sent again on a retry.
+    Buffered(&'a [u8]),
+    /// A stream of unknown length (`Transfer-Encoding: chunked`), sent once.
+    Streamed(&'a mut Option<BodyStream>),
 }
 
 /// Body pieces decoded from the read buffer right after the head.
@@ -113,7 +125,7 @@ impl Connection {
     pub(crate) async fn exchange(
         &mut self,
         runtime: &Arc<dyn Runtime>,
-        body: &[u8],
+        body: RequestBody<'_>,
         request: RequestContext,
         reused: bool,
         deadline: Instant,
@@ -136,8 +148,31 @@ impl Connection {
             let result = async {
                 self.io.write_all(&head).await?;
                 written_any = true;
-                if !body.is_empty() {
-                    self.io.write_all(body).await?;
+                match body {
+                    RequestBody::Buffered(bytes) if !bytes.is_empty() => {
+                        self.io.write_all(bytes).await?
+                    }
+                    RequestBody::Buffered(_) => {}
+                    RequestBody::Streamed(stream) => {
+                        // A streamed body is consumed by the one attempt that sends it;
+                        // the core never resends it once a byte has left.
+                        let mut stream = stream.take().ok_or_else(|| {
+                            io::Error::other("the streamed request body was already sent")
+                        })?;
+                        let mut prefix = Vec::with_capacity(20);
+                        while let Some(piece) = stream.next().await {
+                            let piece = piece?;
+                            if piece.is_empty() {
+                                continue;
+                            }
+                            prefix.clear();
+                            breakwater_core::h1::encode_chunk_prefix(&mut prefix, piece.len());
+                            self.io.write_all(&prefix).await?;
+                            self.io.write_all(&piece).await?;
+                            self.io.write_all(b"\r\n").await?;
+                        }
+                        self.io.write_all(breakwater_core::h1::LAST_CHUNK).await?;
+                    }
                 }
                 self.io.flush().await
             }

@@ -7,6 +7,7 @@ scenarios!(
     pool_concurrency_64,
     pool_of_five_fifty_callers,
     retry_503_503_200,
+    streamed_request_body,
     no_retry_on_404_and_422,
     retry_after_429_is_honoured,
     idempotency_key_on_every_attempt,

@@ -269,6 +269,35 @@ pub async fn retry_503_503_200(rt: Arc<dyn Runtime>) {
     assert_at_rest(&client);
 }
 
+/// A streamed request body arrives whole, chunked; since it cannot be sent
+/// twice, a 503 after it is delivered rather than retried (even for PUT).
+pub async fn streamed_request_body(rt: Arc<dyn Runtime>) {
+    let server = TestServer::start(|seen| match seen.uri.path() {
+        "/upload" => respond_bytes(seen.body.clone()),
+        _ => respond(503, "busy"),
+    });
+    let client = builder(&rt, server.url("/")).build().unwrap();
+    let pieces = ["first piece, ", "second piece, ", "", "last piece"];
+    let stream = futures_lite::stream::iter(pieces.map(|p| Ok(Bytes::from_static(p.as_bytes()))));
+    let response = client
+        .post("upload")
+        .body_stream(stream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), pieces.concat().as_bytes());
+    let seen = server.seen();
+    assert_eq!(seen[0].headers.get("transfer-encoding").unwrap(), "chunked");
+    assert!(seen[0].headers.get("content-length").is_none());
+
+    let stream = futures_lite::stream::iter([Ok(Bytes::from_static(b"data"))]);
+    let response = client.put("busy").body_stream(stream).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(server.hits(), 2, "a streamed body is never sent twice");
+    assert_at_rest(&client);
+}
+
 /// 404 and 422 are answers, not failures: one hit each, no retry.
 pub async fn no_retry_on_404_and_422(rt: Arc<dyn Runtime>) {
     let server = TestServer::start(|seen| match seen.uri.path() {
