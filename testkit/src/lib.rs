@@ -392,8 +392,17 @@ impl Runtime for SimRuntime {
             let id = network.connections.fetch_add(1, Ordering::SeqCst) + 1;
             let info =
                 TransportInfo::new(None, tls).with_timings(None, Some(rtt), tls.then_some(rtt));
-            let (client, server_end) = net::connection(&handle, link, info);
+            let (client, mut server_end) = net::connection(&handle, link, info);
             let connection = server.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+            if config.reset_connections {
+                trace.event(
+                    handle.now(),
+                    "net",
+                    &format!("connect {origin} -> conn={id} reset on accept"),
+                );
+                server_end.reset();
+                return Ok(Box::new(client) as BoxTransport);
+            }
             server.open.fetch_add(1, Ordering::SeqCst);
             trace.event(
                 handle.now(),

@@ -145,6 +145,8 @@ pub struct ServerConfig {
     pub refuse_connections: bool,
     /// Accept, but never finish the handshake (connect stalls).
     pub stall_connections: bool,
+    /// Accept, then reset each new connection before reading any request.
+    pub reset_connections: bool,
 }
 
 impl Default for ServerConfig {
@@ -153,6 +155,7 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(60)),
             refuse_connections: false,
             stall_connections: false,
+            reset_connections: false,
         }
     }
 }
