@@ -31,6 +31,8 @@ pub(crate) struct Connection {
     write_buf: Vec<u8>,
     /// Where reads land before they are appended to `read_buf`.
     scratch: Box<[u8]>,
+    /// A read returned 0: the peer closed its end.
+    eof: bool,
     pub(crate) decoder: ResponseDecoder,
     pub(crate) info: TransportInfo,
     /// Requests this connection has carried, for the "reused" flag of timings.
@@ -94,6 +96,7 @@ impl Connection {
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: Vec::with_capacity(1024),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            eof: false,
             decoder: ResponseDecoder::new(RequestContext::default()),
             info,
             requests: 0,
@@ -286,6 +289,11 @@ impl Connection {
         prefetched
     }
 
+    /// Whether the peer has closed the connection (a read returned 0).
+    pub(crate) fn eof_seen(&self) -> bool {
+        self.eof
+    }
+
     /// Reads once from the socket into the read buffer; EOF is told to the decoder.
     ///
     /// Cancel-safe: the buffer is grown and trimmed back within each poll, so
@@ -306,6 +314,7 @@ impl Connection {
         .await;
         match read {
             Ok(0) => {
+                self.eof = true;
                 self.decoder.handle_eof();
                 Ok(())
             }

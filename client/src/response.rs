@@ -41,6 +41,9 @@ pub struct Timings {
     pub reused: bool,
 }
 
+/// The most a body read reserves in advance, whatever the server announced.
+const MAX_RESERVATION: usize = 16 * 1024 * 1024;
+
 /// The most body bytes an HTTP error carries as a snippet.
 const SNIPPET_LIMIT: usize = 512;
 
@@ -152,6 +155,9 @@ impl Response {
 
     /// The whole body.
     pub async fn bytes(mut self) -> Result<Bytes, Error> {
+        // A body of announced length is gathered in the read buffer first, so
+        // it comes out as one piece, without a second copy to join pieces.
+        self.body.gather_announced_length().await?;
         let mut first = None;
         let mut joined = BytesMut::new();
         while let Some(piece) = self.chunk().await? {
@@ -159,7 +165,7 @@ impl Response {
                 None if joined.is_empty() => first = Some(piece),
                 previous => {
                     if let Some(previous) = previous {
-                        joined.reserve(self.body.expected.map_or(0, |n| n as usize));
+                        joined.reserve(self.body.reservation());
                         joined.extend_from_slice(&previous);
                     }
                     joined.extend_from_slice(&piece);
@@ -367,6 +373,47 @@ impl BodyReader {
                 }
             }
         }
+    }
+
+    /// How much to reserve for the rest of the body: what the server
+    /// announced, but never more than a bound, since a hostile
+    /// `Content-Length` must not make us allocate terabytes up front.
+    fn reservation(&self) -> usize {
+        let remaining = self.expected.unwrap_or(0).saturating_sub(self.received);
+        usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(MAX_RESERVATION)
+    }
+
+    /// Reads an announced-length body (up to [`MAX_RESERVATION`]) into the
+    /// read buffer before decoding it, so that it is split off in one piece.
+    async fn gather_announced_length(&mut self) -> Result<(), Error> {
+        let (Some(expected), true) = (self.expected, self.prefetched.is_empty()) else {
+            return Ok(());
+        };
+        let remaining = expected.saturating_sub(self.received);
+        let Some(guard) = self.guard.as_mut() else {
+            return Ok(());
+        };
+        if remaining == 0 || remaining > MAX_RESERVATION as u64 {
+            return Ok(());
+        }
+        let remaining = remaining as usize;
+        let runtime = guard.client.inner().runtime.clone();
+        let body_timeout = guard.client.inner().body_timeout;
+        let Some(conn) = guard.call.connection_mut() else {
+            return Ok(());
+        };
+        conn.read_buf.reserve(remaining);
+        while conn.read_buf.len() < remaining && !conn.eof_seen() {
+            let deadline = runtime.now() + body_timeout;
+            match with_deadline(&runtime, deadline, conn.fill()).await {
+                Some(Ok(())) => {}
+                // Errors and timeouts are reported by the ordinary reads that follow.
+                Some(Err(_)) | None => break,
+            }
+        }
+        Ok(())
     }
 
     /// Tells the core how the body ended and lets the call go.

@@ -27,6 +27,7 @@ scenarios!(
     copy_to_file_with_progress,
     hostile_conflicting_content_length,
     hostile_truncated_body,
+    hostile_huge_content_length,
     hostile_header_flood,
     credentials_stay_with_base_origin,
 );
