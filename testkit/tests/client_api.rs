@@ -247,3 +247,72 @@ fn stats_count_calls_attempts_retries_and_hooks_see_response_headers() {
         ]
     );
 }
+
+#[test]
+fn oauth2_client_credentials_fetch_once_and_fail_terminally_on_invalid_client() {
+    use breakwater::auth::OAuth2ClientCredentials;
+    let mut sim = Sim::new(27);
+    let idp = sim.mock("https://idp.test");
+    let token = idp
+        .route(Method::POST, "/oauth/token")
+        .handler(|request, _| {
+            let form = String::from_utf8_lossy(&request.body).into_owned();
+            if form.contains("client_secret=right") {
+                Reply::json(r#"{"access_token":"tok-1","token_type":"Bearer","expires_in":300}"#)
+            } else {
+                Reply::new(401, r#"{"error":"invalid_client"}"#)
+            }
+        });
+    let api = sim.mock("https://api.test");
+    let me = api.route(Method::GET, "/me").respond(Reply::json("{}"));
+
+    let build = |secret: &str| {
+        let idp_client = breakwater::Client::builder(sim.runtime(), "https://idp.test/")
+            .build()
+            .unwrap();
+        let grant =
+            OAuth2ClientCredentials::new(idp_client, "oauth/token", "app", secret.to_owned())
+                .with_scope("read");
+        breakwater::Client::builder(sim.runtime(), "https://api.test/")
+            .token_source(grant)
+            .build()
+            .unwrap()
+    };
+    let good = build("right");
+    let bad = build("wrong");
+    assert!(
+        !format!("{good:?}").contains("right"),
+        "the client secret stays out of Debug"
+    );
+    let (statuses, err) = sim.run(async move {
+        let calls = (0..10).map(|_| {
+            let good = good.clone();
+            async move { good.get("me").send().await.map(|r| r.status().as_u16()) }
+        });
+        let mut statuses = Vec::new();
+        for call in calls {
+            statuses.push(call.await.unwrap());
+        }
+        (statuses, bad.get("me").send().await.unwrap_err())
+    });
+    assert_eq!(statuses, vec![200; 10]);
+    assert!(me
+        .requests()
+        .iter()
+        .all(|r| r.header("authorization") == Some("Bearer tok-1")));
+    assert_eq!(
+        token.calls(),
+        2,
+        "one fetch for the good client, one refused fetch for the bad one"
+    );
+    assert!(token.requests()[0]
+        .header("content-type")
+        .unwrap()
+        .contains("x-www-form-urlencoded"));
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert_eq!(
+        me.calls(),
+        10,
+        "a call without credentials never reaches the API"
+    );
+}
