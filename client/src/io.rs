@@ -213,7 +213,16 @@ impl Connection {
             loop {
                 match self.decoder.poll_event(&mut self.read_buf) {
                     Ok(Some(ResponseEvent::Head(head))) => return Exchange::Head(head),
-                    Ok(Some(_)) => unreachable!("the head always comes first"),
+                    // The decoder always yields the head first; were it ever not
+                    // to, the connection is not to be trusted, not a reason to panic.
+                    Ok(Some(_)) => {
+                        return Exchange::Failed {
+                            outcome: AttemptOutcome::ExchangeFailed,
+                            detail: ExchangeError::Protocol(DecodeError::WrongState {
+                                state: "body before head",
+                            }),
+                        }
+                    }
                     Ok(None) => {}
                     Err(DecodeError::ClosedBeforeResponse) => {
                         return Exchange::Failed {
