@@ -24,7 +24,11 @@ fn soak_mixed_faults_across_seeds() {
     let started = std::time::Instant::now();
     let mut reached: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut calls = 0;
+    // Each seed is named before it runs, so even a hang or a crash says which one.
     for &seed in &seeds {
+        if seeds.len() == 1 {
+            println!("soak: seed {seed}");
+        }
         let report = run_seed(seed);
         report.assert_clean();
         calls += report.calls;
@@ -33,7 +37,9 @@ fn soak_mixed_faults_across_seeds() {
         }
     }
     println!(
-        "soak: {} seeds, {calls} calls, clean, in {:?} of wall time",
+        "soak: seeds {}..={} ({} seeds), {calls} calls, clean, in {:?} of wall time",
+        seeds.first().copied().unwrap_or_default(),
+        seeds.last().copied().unwrap_or_default(),
         seeds.len(),
         started.elapsed()
     );
