@@ -128,8 +128,30 @@ impl OAuth2ClientCredentials {
 #[derive(serde::Deserialize)]
 struct TokenBody {
     access_token: Option<String>,
-    expires_in: Option<f64>,
+    expires_in: Option<Seconds>,
     error: Option<String>,
+}
+
+/// `expires_in` as providers send it: a number, or a number in a string.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Seconds {
+    Number(f64),
+    Text(String),
+}
+
+impl Seconds {
+    /// A positive lifetime, or `None` for anything else (zero, negative,
+    /// unparsable, or too large for a `Duration`, which must not panic).
+    fn lifetime(&self) -> Option<Duration> {
+        let secs = match self {
+            Seconds::Number(n) => *n,
+            Seconds::Text(t) => t.trim().parse().ok()?,
+        };
+        (secs > 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).ok())
+            .flatten()
+    }
 }
 
 impl TokenSource for OAuth2ClientCredentials {
@@ -170,11 +192,39 @@ impl TokenSource for OAuth2ClientCredentials {
             let token = body
                 .access_token
                 .ok_or(TokenFetchError::MalformedResponse)?;
-            let expires_in = body
-                .expires_in
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .map(Duration::from_secs_f64);
+            let expires_in = body.expires_in.as_ref().and_then(Seconds::lifetime);
             Ok(TokenResponse::new(token.into(), expires_in))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_is_read_leniently_and_never_panics() {
+        let parse = |json: &str| {
+            serde_json::from_str::<TokenBody>(json)
+                .unwrap()
+                .expires_in
+                .and_then(|s| s.lifetime())
+        };
+        assert_eq!(
+            parse(r#"{"expires_in":3600}"#),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse(r#"{"expires_in":"3599"}"#),
+            Some(Duration::from_secs(3599))
+        );
+        assert_eq!(
+            parse(r#"{"expires_in":1e20}"#),
+            None,
+            "too large: ignored, not a panic"
+        );
+        assert_eq!(parse(r#"{"expires_in":-5}"#), None);
+        assert_eq!(parse(r#"{"expires_in":"soon"}"#), None);
+        assert_eq!(parse(r#"{}"#), None);
     }
 }

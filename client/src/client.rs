@@ -29,7 +29,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri};
 use url::Url;
 
-use crate::auth::{Credentials, Secret, TokenSource};
+use crate::auth::{Credentials, Secret, TokenFetchError, TokenSource};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::io::{with_deadline, BodyStream, Connection, Exchange, ExchangeError, RequestBody};
 use crate::response::{Response, Timings};
@@ -663,7 +663,8 @@ impl RequestBuilder {
             timeout: self.timeout,
             attempts: self.attempts,
         };
-        run(client, request, overrides).await
+        let span = tracing::debug_span!("call", method = %request.method, url = %request.url);
+        tracing::Instrument::instrument(run(client, request, overrides), span).await
     }
 }
 
@@ -731,22 +732,19 @@ impl Shared {
     /// Applies the engine's events: wakes waiting calls, hands back
     /// connections to close (dropped by the caller, outside the lock), logs
     /// breaker transitions.
-    #[must_use]
-    pub(crate) fn drain_events(&mut self) -> Vec<Connection> {
-        let mut closing = Vec::new();
+    pub(crate) fn drain_events(&mut self) -> Drained {
+        let mut drained = Drained::default();
         while let Some(event) = self.engine.poll_event() {
             match event {
                 EngineEvent::Wake(id) => {
                     if let Some(slot) = self.wake_slots.get_mut(&id) {
                         slot.woken = true;
-                        if let Some(waker) = slot.waker.take() {
-                            waker.wake();
-                        }
+                        drained.wakers.extend(slot.waker.take());
                     }
                 }
                 EngineEvent::Close { conn, reason } => {
                     tracing::debug!(?reason, "closing connection");
-                    closing.push(conn);
+                    drained.closing.push(conn);
                 }
                 EngineEvent::Breaker { origin, transition } => {
                     let origin = self.engine.pool().origin(origin).map(ToString::to_string);
@@ -761,7 +759,27 @@ impl Shared {
                 _ => {}
             }
         }
-        closing
+        drained
+    }
+}
+
+/// What draining the engine's events left to do once the lock is released:
+/// wake the calls it names and close the connections it hands back. Both
+/// happen when this is dropped, which callers do after unlocking, so that a
+/// waker that runs a task inline can never find the lock held.
+#[derive(Default)]
+#[must_use = "drop it after releasing the engine lock"]
+pub(crate) struct Drained {
+    wakers: Vec<Waker>,
+    closing: Vec<Connection>,
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        self.closing.clear();
+        for waker in self.wakers.drain(..) {
+            waker.wake();
+        }
     }
 }
 
@@ -883,8 +901,6 @@ async fn run(
         client: client.clone(),
         call,
     };
-    let span = tracing::debug_span!("call", method = %request.method, url = %request.url);
-    let _entered = span.enter();
     let mut head = None;
     let mut last_failure: Option<Error> = None;
     let mut timings = Timings::default();
@@ -931,6 +947,12 @@ async fn run(
                 last_failure = failure.map(|e| e.with_origin(request.origin.clone()));
             }
             Step::Send(plan) => {
+                let call_deadline = guard.call.deadline();
+                // Whatever an earlier attempt received or measured is not this one's.
+                head = None;
+                if plan.reused {
+                    (timings.dns, timings.connect, timings.tls_handshake) = (None, None, None);
+                }
                 let Some(conn) = guard.call.connection_mut() else {
                     return Err(
                         Error::new(ErrorKind::Protocol).with_message("no connection for a send")
@@ -989,6 +1011,7 @@ async fn run(
                         context,
                         reused,
                         plan.attempt_deadline,
+                        call_deadline,
                     )
                     .await;
                 timings.reused = reused;
@@ -1089,7 +1112,9 @@ async fn connect(
     let tls = match origin.scheme() {
         breakwater_core::Scheme::Https => match client.inner.tls() {
             Ok(tls) => Some(tls),
-            Err(e) => return Err((call::ConnectError::Failed(ConnectFailure::TlsHandshake), e)),
+            // Bad TLS settings (an unreadable CA or client certificate) will not
+            // get better by retrying, and say nothing about the upstream's health.
+            Err(e) => return Err((call::ConnectError::CertificateInvalid, e)),
         },
         breakwater_core::Scheme::Http => None,
     };
@@ -1133,9 +1158,38 @@ async fn fetch_token(guard: &mut CallGuard, fetch: breakwater_core::auth::FetchI
         return;
     };
     let _ = guard.report(|_, now, engine| engine.handle_token_fetch_sent(now, fetch));
-    // If this future is dropped mid-fetch, the guard's cancel hands the fetch back.
-    let result = source.fetch().await;
+    // A background refresh belongs to no call: if this future is dropped
+    // mid-fetch, this guard hands the fetch back so the next caller starts one.
+    let mut pending = PendingFetch {
+        client: guard.client.clone(),
+        fetch: Some(fetch),
+    };
+    let runtime = guard.client.inner.runtime.clone();
+    // The fetch is part of the call, so it ends by the call's deadline.
+    let result = with_deadline(&runtime, guard.call.deadline(), source.fetch())
+        .await
+        .unwrap_or(Err(TokenFetchError::Timeout));
+    pending.fetch = None;
     let _ = guard.report(|_, now, engine| engine.handle_token_fetched(now, fetch, result));
+}
+
+/// A token fetch in flight; dropping it unanswered cancels the fetch.
+struct PendingFetch {
+    client: Client,
+    fetch: Option<breakwater_core::auth::FetchId>,
+}
+
+impl Drop for PendingFetch {
+    fn drop(&mut self) {
+        if let Some(fetch) = self.fetch.take() {
+            let now = self.client.inner.runtime.now();
+            let mut shared = self.client.inner.lock();
+            let _ = shared.engine.cancel_token_fetch(now, fetch);
+            let drained = shared.drain_events();
+            drop(shared);
+            drop(drained);
+        }
+    }
 }
 
 fn exchange_error(detail: ExchangeError) -> Error {
@@ -1148,6 +1202,7 @@ fn exchange_error(detail: ExchangeError) -> Error {
             .with_source(e),
         ExchangeError::Protocol(e) => Error::new(ErrorKind::Protocol).with_source(e),
         ExchangeError::TimedOut => Error::new(ErrorKind::Timeout(TimeoutPhase::Response)),
+        ExchangeError::Body(e) => Error::new(ErrorKind::Request).with_source(e),
     }
 }
 
@@ -1178,7 +1233,9 @@ fn call_error(
             err
         }
         CallErrorKind::DeadlineExceeded => Error::new(ErrorKind::Timeout(TimeoutPhase::Total)),
-        CallErrorKind::Cancelled => Error::new(ErrorKind::Closed).with_message("call cancelled"),
+        // A call the driver ended itself (its request body stream failed) says why.
+        CallErrorKind::Cancelled => last_failure
+            .unwrap_or_else(|| Error::new(ErrorKind::Closed).with_message("call cancelled")),
         CallErrorKind::Auth(e) => Error::new(ErrorKind::Auth).with_message(e.to_string()),
         _ => match last_failure {
             Some(err) => err,

@@ -48,6 +48,22 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// An error from the caller's request-body stream (not from the network).
+#[derive(Debug)]
+pub(crate) struct BodySourceError(pub(crate) io::Error);
+
+impl std::fmt::Display for BodySourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body stream failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for BodySourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// A stream of request-body pieces, sent with chunked framing.
 pub(crate) type BodyStream =
     std::pin::Pin<Box<dyn futures_lite::Stream<Item = io::Result<bytes::Bytes>> + Send>>;
@@ -86,6 +102,8 @@ pub(crate) enum ExchangeError {
     Tls(io::Error),
     Protocol(DecodeError),
     TimedOut,
+    /// The caller's request-body stream failed.
+    Body(io::Error),
 }
 
 impl Connection {
@@ -132,6 +150,7 @@ impl Connection {
         request: RequestContext,
         reused: bool,
         deadline: Instant,
+        write_deadline: Instant,
     ) -> Exchange {
         let started = runtime.now();
         self.requests += 1;
@@ -164,7 +183,8 @@ impl Connection {
                         })?;
                         let mut prefix = Vec::with_capacity(20);
                         while let Some(piece) = stream.next().await {
-                            let piece = piece?;
+                            // The caller's own failure, told apart from the network's.
+                            let piece = piece.map_err(|e| io::Error::other(BodySourceError(e)))?;
                             if piece.is_empty() {
                                 continue;
                             }
@@ -182,7 +202,9 @@ impl Connection {
             .await;
             (result, written_any)
         };
-        let outcome = with_deadline(runtime, deadline, write).await;
+        // An upload may take longer than the wait for a head is allowed to:
+        // writing is bounded by the call's own deadline.
+        let outcome = with_deadline(runtime, write_deadline.max(deadline), write).await;
         self.write_buf = head;
         match outcome {
             None => {
@@ -192,6 +214,13 @@ impl Connection {
                     },
                     detail: ExchangeError::TimedOut,
                 }
+            }
+            Some((Err(err), _)) if err.get_ref().is_some_and(|e| e.is::<BodySourceError>()) => {
+                // Not the upstream's fault: no breaker effect, no retry.
+                return Exchange::Failed {
+                    outcome: AttemptOutcome::Cancelled,
+                    detail: ExchangeError::Body(err),
+                };
             }
             Some((Err(err), written_any)) => {
                 let outcome = if written_any {

@@ -234,34 +234,16 @@ impl Response {
     /// The body as a stream of text lines (without their line endings),
     /// split correctly across chunk boundaries.
     pub fn lines(self) -> impl Stream<Item = Result<String, Error>> + Send {
-        let state = (self, Vec::<u8>::new(), false);
-        futures_lite::stream::unfold(state, |(mut response, mut pending, mut ended)| async move {
-            loop {
-                if let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                    let mut line: Vec<u8> = pending.drain(..=end).collect();
-                    line.pop();
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    return Some((utf8_line(line), (response, pending, ended)));
-                }
-                if ended {
-                    if pending.is_empty() {
-                        return None;
-                    }
-                    let line = std::mem::take(&mut pending);
-                    return Some((utf8_line(line), (response, pending, ended)));
-                }
-                match response.chunk().await {
-                    Ok(Some(piece)) => pending.extend_from_slice(&piece),
-                    Ok(None) => ended = true,
-                    Err(e) => {
-                        ended = true;
-                        pending.clear();
-                        return Some((Err(e), (response, pending, ended)));
-                    }
-                }
-            }
+        let state = LineReader {
+            response: self,
+            pending: Vec::new(),
+            start: 0,
+            scanned: 0,
+            ended: false,
+        };
+        futures_lite::stream::unfold(state, |mut reader| async move {
+            let line = reader.next_line().await?;
+            Some((line, reader))
         })
     }
 
@@ -309,6 +291,75 @@ impl Response {
                 .with_source(e)
         })?;
         Ok(written)
+    }
+}
+
+/// The longest line [`Response::lines`] accepts: a server that never sends a
+/// newline must not make the client buffer without bound.
+const MAX_LINE: usize = 1024 * 1024;
+
+/// Splits a body into lines in linear time: each byte is scanned once, and
+/// consumed lines are dropped from the buffer in bulk, not one by one.
+struct LineReader {
+    response: Response,
+    pending: Vec<u8>,
+    /// Where the next line starts in `pending`.
+    start: usize,
+    /// How far `pending` is known to hold no newline.
+    scanned: usize,
+    ended: bool,
+}
+
+impl LineReader {
+    async fn next_line(&mut self) -> Option<Result<String, Error>> {
+        loop {
+            let from = self.scanned.max(self.start);
+            if let Some(offset) = self.pending[from..].iter().position(|&b| b == b'\n') {
+                let end = from + offset;
+                let mut line = &self.pending[self.start..end];
+                if line.last() == Some(&b'\r') {
+                    line = &line[..line.len() - 1];
+                }
+                let line = utf8_line(line.to_vec());
+                self.start = end + 1;
+                self.scanned = self.start;
+                return Some(line);
+            }
+            self.scanned = self.pending.len();
+            if self.ended {
+                if self.start >= self.pending.len() {
+                    return None;
+                }
+                let line = utf8_line(self.pending[self.start..].to_vec());
+                self.start = self.pending.len();
+                return Some(line);
+            }
+            if self.pending.len() - self.start > MAX_LINE {
+                self.ended = true;
+                self.pending.clear();
+                self.start = 0;
+                self.scanned = 0;
+                return Some(Err(Error::new(ErrorKind::Decode)
+                    .with_message(format!("a line longer than {MAX_LINE} bytes"))));
+            }
+            // Drop consumed lines before growing the buffer.
+            if self.start > 0 {
+                self.pending.drain(..self.start);
+                self.scanned -= self.start;
+                self.start = 0;
+            }
+            match self.response.chunk().await {
+                Ok(Some(piece)) => self.pending.extend_from_slice(&piece),
+                Ok(None) => self.ended = true,
+                Err(e) => {
+                    self.ended = true;
+                    self.pending.clear();
+                    self.start = 0;
+                    self.scanned = 0;
+                    return Some(Err(e));
+                }
+            }
+        }
     }
 }
 
@@ -409,8 +460,12 @@ impl BodyReader {
             let deadline = runtime.now() + body_timeout;
             match with_deadline(&runtime, deadline, conn.fill()).await {
                 Some(Ok(())) => {}
-                // Errors and timeouts are reported by the ordinary reads that follow.
-                Some(Err(_)) | None => break,
+                // I/O errors are reported by the ordinary reads that follow.
+                Some(Err(_)) => break,
+                None => {
+                    self.finish(BodyEnd::Failed);
+                    return Err(Error::new(ErrorKind::Timeout(TimeoutPhase::Body)));
+                }
             }
         }
         Ok(())

@@ -51,7 +51,9 @@ use std::time::{Duration, SystemTime};
 use http::header::HeaderName;
 use http::{HeaderMap, StatusCode};
 
-use crate::outcome::{Classification, NoRetryReason, OutcomePolicy, RetryEligibility, StatusSet};
+use crate::outcome::{
+    Classification, Evidence, NoRetryReason, OutcomePolicy, RetryEligibility, StatusSet,
+};
 use crate::time::duration_to_nanos;
 use crate::Instant;
 
@@ -466,7 +468,9 @@ pub fn decide(
             return RetryVerdict::GiveUp(G::NotRetryable(NoRetryReason::Completed))
         }
     };
-    if !request.body_replayable {
+    // A body that cannot be sent twice can still go out once more when no
+    // byte of it left: nothing of it was consumed.
+    if !request.body_replayable && classification.evidence != Evidence::NotSent {
         return RetryVerdict::GiveUp(G::BodyNotReplayable);
     }
     let plan = kind.plan();
@@ -1020,6 +1024,9 @@ mod tests {
             kind(verdict(response(503), no_body, &ledger)),
             Err(GiveUpReason::BodyNotReplayable)
         );
+        // Nothing of the body left: it can still be sent once more.
+        let refused = AttemptOutcome::ConnectFailed(crate::outcome::ConnectFailure::Refused);
+        assert!(kind(verdict(refused, no_body, &ledger)).is_ok());
     }
 
     #[test]

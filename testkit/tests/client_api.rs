@@ -316,3 +316,44 @@ fn oauth2_client_credentials_fetch_once_and_fail_terminally_on_invalid_client() 
         "a call without credentials never reaches the API"
     );
 }
+
+#[test]
+fn lines_split_across_pieces_and_refuse_an_endless_line() {
+    use futures_lite::StreamExt;
+    let mut sim = Sim::new(28);
+    let api = sim.mock("https://api.test");
+    let pieces: Vec<bytes::Bytes> = vec!["one\r\ntw".into(), "o\nthr".into(), "ee".into()];
+    api.route(Method::GET, "/lines")
+        .respond(Reply::new(200, "").chunks(pieces));
+    let endless: Vec<bytes::Bytes> = (0..40)
+        .map(|_| bytes::Bytes::from(vec![b'x'; 64 * 1024]))
+        .collect();
+    api.route(Method::GET, "/endless")
+        .respond(Reply::new(200, "").chunks(endless));
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .build()
+        .unwrap();
+    let (lines, endless) = sim.run(async move {
+        let lines: Vec<String> = client
+            .get("lines")
+            .send()
+            .await
+            .unwrap()
+            .lines()
+            .map(|l| l.unwrap())
+            .collect()
+            .await;
+        let endless: Vec<_> = client
+            .get("endless")
+            .send()
+            .await
+            .unwrap()
+            .lines()
+            .collect()
+            .await;
+        (lines, endless)
+    });
+    assert_eq!(lines, ["one", "two", "three"]);
+    assert_eq!(endless.len(), 1, "one error, then the stream ends");
+    assert_eq!(endless[0].as_ref().unwrap_err().kind(), ErrorKind::Decode);
+}

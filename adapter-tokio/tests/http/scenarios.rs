@@ -295,6 +295,22 @@ pub async fn streamed_request_body(rt: Arc<dyn Runtime>) {
     let response = client.put("busy").body_stream(stream).send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(server.hits(), 2, "a streamed body is never sent twice");
+
+    // The caller's stream failing is the caller's error, not the upstream's.
+    let failing = futures_lite::stream::iter([
+        Ok(Bytes::from_static(b"some")),
+        Err(std::io::Error::other("disk gone")),
+    ]);
+    let err = client
+        .post("upload")
+        .body_stream(failing)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Request, "{err}");
+    assert!(err.to_string().contains("disk gone"), "{err}");
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].breaker, BreakerStateKind::Closed);
     assert_at_rest(&client);
 }
 
