@@ -207,11 +207,16 @@ impl Client {
     /// way [`Url::join`] does (`users/1` under `https://h/v1/` is
     /// `https://h/v1/users/1`; `/users/1` replaces the path).
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let url = self.inner.base_url.join(url).map_err(|e| {
-            Error::new(ErrorKind::Request)
-                .with_message(format!("bad URL {url:?}"))
-                .with_source(e)
-        });
+        let url = self
+            .inner
+            .base_url
+            .join(url)
+            .map_err(|e| {
+                Error::new(ErrorKind::Request)
+                    .with_message("bad URL")
+                    .with_source(e)
+            })
+            .and_then(|url| without_userinfo(url, ErrorKind::Request));
         RequestBuilder {
             client: self.clone(),
             method,
@@ -413,6 +418,7 @@ impl ClientBuilder {
                 .with_message(format!("bad base URL {:?}", self.base_url))
                 .with_source(e)
         })?;
+        let base_url = without_userinfo(base_url, ErrorKind::Builder)?;
         let base_origin = origin_of(&base_url)?;
         let credentials = self.credentials?;
         let seed = self.seed.unwrap_or_else(|| self.runtime.random_seed());
@@ -438,6 +444,20 @@ impl ClientBuilder {
                 counters: Counters::default(),
             }),
         })
+    }
+}
+
+/// Refuses URLs that carry a user name or password: they would be printed
+/// wherever the URL is (logs, errors, Debug) and are not sent as credentials.
+/// Use [`ClientBuilder::api_key`] or a header instead.
+fn without_userinfo(url: Url, kind: ErrorKind) -> Result<Url, Error> {
+    if url.username().is_empty() && url.password().is_none() {
+        Ok(url)
+    } else {
+        Err(Error::new(kind).with_message(
+            "URLs with a user name or password are refused (they would leak into logs); \
+             send credentials in a header",
+        ))
     }
 }
 
@@ -833,6 +853,7 @@ impl CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         let id = self.call.id();
+        #[cfg(feature = "fault-injection")]
         if crate::fault_injection::forget_cancelled_calls() && self.call.connection_mut().is_some()
         {
             // The deliberate bug the testkit's invariants must catch.

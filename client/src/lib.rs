@@ -47,8 +47,9 @@ pub mod runtime;
 mod stats;
 pub mod tls;
 
-/// Deliberate bugs for proving that the testkit's invariants catch them.
-/// Not for use outside such tests.
+/// Deliberate bugs for proving that the testkit's invariants catch them
+/// (cargo feature `fault-injection`). Not for use outside such tests.
+#[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod fault_injection {
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -54,6 +54,8 @@ pub struct Response {
     headers: HeaderMap,
     url: Url,
     timings: Timings,
+    /// Attempts the call made before this response was delivered.
+    attempts: u32,
     body: BodyReader,
 }
 
@@ -85,6 +87,7 @@ impl Response {
         url: Url,
         timings: Timings,
     ) -> Self {
+        let attempts = guard.call.counted_attempts();
         let mut pieces = prefetched.pieces;
         pieces.reverse();
         let mut body = BodyReader {
@@ -107,6 +110,7 @@ impl Response {
             headers: head.headers,
             url,
             timings,
+            attempts,
             body,
         }
     }
@@ -134,6 +138,11 @@ impl Response {
     /// How long each phase took, and whether the connection was reused.
     pub fn timings(&self) -> &Timings {
         &self.timings
+    }
+
+    /// How many attempts the call made (1 when it was not retried).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
     }
 
     /// The body length announced by `Content-Length`, if any.
@@ -213,6 +222,7 @@ impl Response {
             .as_ref()
             .map(|g| g.client.base_origin().clone());
         let mut err = Error::new(ErrorKind::Status)
+            .with_attempts(self.attempts)
             .with_status(self.status, (!snippet.is_empty()).then_some(snippet));
         if let Some(origin) = crate::client::origin_of_url(&self.url).ok().or(origin) {
             err = err.with_origin(origin);

@@ -357,3 +357,28 @@ fn lines_split_across_pieces_and_refuse_an_endless_line() {
     assert_eq!(endless.len(), 1, "one error, then the stream ends");
     assert_eq!(endless[0].as_ref().unwrap_err().kind(), ErrorKind::Decode);
 }
+
+#[test]
+fn urls_with_passwords_are_refused_before_they_can_leak() {
+    let sim = Sim::new(29);
+    let err = breakwater::Client::builder(sim.runtime(), "https://user:pa55@api.test/")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Builder);
+    assert!(!err.to_string().contains("pa55"), "{err}");
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .build()
+        .unwrap();
+    let mut sim = sim;
+    let err = sim
+        .run(async move {
+            client
+                .get("https://user:pa55@other.test/x")
+                .send()
+                .await
+                .map(|_| ())
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Request);
+    assert!(!err.to_string().contains("pa55"), "{err}");
+}

@@ -110,6 +110,7 @@ fn not_found_raises_without_retry() {
     assert_eq!(err.status(), Some(http::StatusCode::NOT_FOUND));
     assert_eq!(err.body_snippet(), Some(r#"{"error":"not found"}"#));
     assert_eq!(route.calls(), 1, "a 404 is never retried");
+    assert_eq!(err.attempts(), 1);
 }
 
 #[test]
