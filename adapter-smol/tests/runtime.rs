@@ -43,7 +43,7 @@ where
     });
 }
 
-macro_rules! on_every_executor {
+macro_rules! scenarios {
     ($($scenario:ident),* $(,)?) => {$(
         #[test]
         fn $scenario() {
@@ -52,18 +52,7 @@ macro_rules! on_every_executor {
     )*};
 }
 
-on_every_executor!(
-    plain_tcp_round_trip,
-    refused,
-    unresolvable,
-    tls_custom_ca,
-    tls_unknown_issuer,
-    tls_expired,
-    tls_wrong_host,
-    mutual_tls,
-    danger_accept_invalid,
-    never_deadline_stays_pending,
-);
+include!("../../adapter-tokio/tests/common/list.rs");
 
 /// A real 10 ms sleep on async-io's timer, reaching the runtime's own deadline.
 #[test]

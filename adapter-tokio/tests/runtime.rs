@@ -11,7 +11,7 @@ fn runtime() -> Arc<dyn breakwater::runtime::Runtime> {
     Arc::new(TokioRuntime::new())
 }
 
-macro_rules! on_tokio {
+macro_rules! scenarios {
     ($($scenario:ident),* $(,)?) => {$(
         #[tokio::test]
         async fn $scenario() {
@@ -20,18 +20,7 @@ macro_rules! on_tokio {
     )*};
 }
 
-on_tokio!(
-    plain_tcp_round_trip,
-    refused,
-    unresolvable,
-    tls_custom_ca,
-    tls_unknown_issuer,
-    tls_expired,
-    tls_wrong_host,
-    mutual_tls,
-    danger_accept_invalid,
-    never_deadline_stays_pending,
-);
+include!("common/list.rs");
 
 /// Transports move between worker threads of a multi-threaded runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
