@@ -61,6 +61,24 @@ fn codec(c: &mut Criterion) {
         })
     });
 
+    // The driver's own pattern: the decoder is asked before any byte has
+    // arrived, then the head lands together with a 10 KB body. Finding the
+    // head must cost the head's length, not the body's.
+    let mut with_body = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        10_000
+    )
+    .into_bytes();
+    with_body.extend(std::iter::repeat_n(b'x', 10_000));
+    group.bench_function("decode head polled before it arrived (10 KB body)", |b| {
+        b.iter(|| {
+            decoder.reset(RequestContext::default());
+            assert!(matches!(decoder.poll_event(&mut buf), Ok(None)));
+            buf.extend_from_slice(&with_body);
+            black_box(decode(&mut decoder, &mut buf))
+        })
+    });
+
     for (name, wire) in [
         (
             "decode 1 MiB chunked body (16 KiB chunks)",

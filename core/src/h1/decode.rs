@@ -420,7 +420,7 @@ impl ResponseDecoder {
             }
             let Some(parsed) = self.parse_head(buf)? else {
                 if let State::Head { scanned, .. } = &mut self.state {
-                    *scanned = buf.len().max(1);
+                    *scanned = buf.len();
                 }
                 return self.head_needs_more(buf);
             };
@@ -900,10 +900,15 @@ fn poll_trailers(
 ///
 /// httparse accepts both CRLF and bare LF line endings, so both `\n\n` and
 /// `\n\r\n` are candidates; a false positive only costs one parse.
+/// One pass that stops at the first candidate, so that finding a head that
+/// arrived with its body costs the head's length, not the body's.
 fn ends_head_after(buf: &[u8], scanned: usize) -> bool {
     let from = scanned.saturating_sub(2);
-    buf.get(from..).is_some_and(|tail| {
-        tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+    let Some(tail) = buf.get(from..) else {
+        return false;
+    };
+    tail.iter().enumerate().any(|(i, &byte)| {
+        byte == b'\n' && matches!(tail.get(i + 1..), Some([b'\n', ..] | [b'\r', b'\n', ..]))
     })
 }
 
