@@ -159,8 +159,8 @@ use crate::{Instant, Origin};
 /// item 2.6).
 const ATTEMPT_FLOOR_MIN_SAMPLES: usize = 20;
 
-/// Attempt records kept inline in a call: 10 counted attempts, a transparent retry for each,
-/// the auth replay and a final admission refusal fit.
+/// Attempt records a call keeps: 10 counted attempts, a transparent retry for each, the auth
+/// replay and a final admission refusal fit.
 const MAX_RECORDS: usize = 24;
 
 // ---------------------------------------------------------------------------------------------
@@ -1243,10 +1243,13 @@ pub struct AttemptRecord {
     pub elapsed: Duration,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct AttemptRecords {
-    len: usize,
-    items: [AttemptRecord; MAX_RECORDS],
+/// The attempts a call has made: most calls make one, so the first two are
+/// kept inline and a longer history moves to the heap. The call is moved
+/// whole between the driver's steps, so its size is paid on every move.
+#[derive(Clone, Debug)]
+enum AttemptRecords {
+    Inline { len: u8, items: [AttemptRecord; 2] },
+    Spilled(Vec<AttemptRecord>),
 }
 
 impl AttemptRecords {
@@ -1259,21 +1262,41 @@ impl AttemptRecords {
     };
 
     fn new() -> AttemptRecords {
-        AttemptRecords {
+        AttemptRecords::Inline {
             len: 0,
-            items: [Self::EMPTY; MAX_RECORDS],
+            items: [Self::EMPTY; 2],
         }
     }
 
+    /// Records an attempt; past [`MAX_RECORDS`] the history stops growing.
     fn push(&mut self, record: AttemptRecord) {
-        if let Some(item) = self.items.get_mut(self.len) {
-            *item = record;
-            self.len += 1;
+        match self {
+            AttemptRecords::Inline { len, items } => match items.get_mut(usize::from(*len)) {
+                Some(item) => {
+                    *item = record;
+                    *len += 1;
+                }
+                None => {
+                    let mut spilled = Vec::with_capacity(MAX_RECORDS);
+                    spilled.extend_from_slice(items);
+                    spilled.push(record);
+                    *self = AttemptRecords::Spilled(spilled);
+                }
+            },
+            AttemptRecords::Spilled(records) if records.len() < MAX_RECORDS => records.push(record),
+            AttemptRecords::Spilled(_) => {}
         }
     }
 
     fn as_slice(&self) -> &[AttemptRecord] {
-        self.items.get(..self.len).unwrap_or(&[])
+        match self {
+            AttemptRecords::Inline { len, items } => items.get(..usize::from(*len)).unwrap_or(&[]),
+            AttemptRecords::Spilled(records) => records,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
     }
 }
 
@@ -1532,7 +1555,7 @@ impl<C> Call<C> {
 
     /// Counted attempts so far (transparent retries and the auth replay excluded).
     pub fn counted_attempts(&self) -> u32 {
-        if self.records.len == 0 && !self.deposited {
+        if self.records.is_empty() && !self.deposited {
             return 0;
         }
         self.ledger.counted_attempts()
@@ -2397,6 +2420,25 @@ fn error_kind(outcome: AttemptOutcome, row: OutcomeRow) -> CallErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempt_records_keep_order_past_the_inline_ones_and_stop_at_the_cap() {
+        let record = |number| AttemptRecord {
+            number,
+            ..AttemptRecords::EMPTY
+        };
+        let mut records = AttemptRecords::new();
+        assert!(records.is_empty());
+        for n in 1..=2 {
+            records.push(record(n));
+        }
+        assert!(matches!(records, AttemptRecords::Inline { .. }));
+        for n in 3..=(MAX_RECORDS as u32 + 5) {
+            records.push(record(n));
+        }
+        let numbers: Vec<u32> = records.as_slice().iter().map(|r| r.number).collect();
+        assert_eq!(numbers, (1..=MAX_RECORDS as u32).collect::<Vec<_>>());
+    }
 
     #[test]
     fn limit_is_fifo_and_non_barging() {
