@@ -1,7 +1,10 @@
 //! Requests we encode, read back by an independent parser (httparse's request
 //! parser), must say exactly what we were asked to send.
 
-use breakwater_core::h1::{encode_chunk_prefix, encode_request_head, BodyLength, LAST_CHUNK};
+use breakwater_core::h1::{
+    encode_chunk_prefix, encode_request_head, encode_request_head_for_target, BodyLength,
+    EncodeError, LAST_CHUNK,
+};
 use breakwater_core::Origin;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use proptest::prelude::*;
@@ -100,6 +103,11 @@ proptest! {
             }
         }
 
+        // The same head from the target as text, as the client sends it.
+        let mut from_text = Vec::new();
+        encode_request_head_for_target(&mut from_text, &method, &target, &origin, &map, length).unwrap();
+        prop_assert_eq!(&from_text[..], &wire[..from_text.len()]);
+
         let mut slots = [httparse::EMPTY_HEADER; 32];
         let mut parsed = httparse::Request::new(&mut slots);
         let head_len = match parsed.parse(&wire).unwrap() {
@@ -146,4 +154,41 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_text_target_must_be_origin_form_without_spaces_or_controls() {
+    let origin = Origin::new(breakwater_core::Scheme::Http, "h.example", 80);
+    let headers = HeaderMap::new();
+    let mut out = b"kept".to_vec();
+    for bad in [
+        "users",
+        "http://h.example/",
+        "/a b",
+        "/a\r\nx: y",
+        "/\x7f",
+        "/tab\there",
+    ] {
+        let result = encode_request_head_for_target(
+            &mut out,
+            &Method::GET,
+            bad,
+            &origin,
+            &headers,
+            BodyLength::None,
+        );
+        assert_eq!(result, Err(EncodeError::InvalidTarget), "{bad:?}");
+        assert_eq!(out, b"kept", "a refused head leaves the buffer as it was");
+    }
+    out.clear();
+    encode_request_head_for_target(
+        &mut out,
+        &Method::GET,
+        "",
+        &origin,
+        &headers,
+        BodyLength::None,
+    )
+    .unwrap();
+    assert!(out.starts_with(b"GET / HTTP/1.1\r\n"));
 }

@@ -144,10 +144,40 @@ pub fn encode_request_head(
     body: BodyLength,
 ) -> Result<(), EncodeError> {
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    encode_request_head_for_target(out, method, target, origin, headers, body)
+}
+
+/// [`encode_request_head`] with the request target given as text in origin
+/// form (`/path?query`), as a URL library holds it, so that no [`Uri`] has
+/// to be built for each request. An empty target is `/`; one that does not
+/// start with `/`, or holds a space or a control byte, is refused.
+///
+/// ```
+/// use breakwater_core::h1::{encode_request_head_for_target, BodyLength, EncodeError};
+/// use breakwater_core::{Origin, Scheme};
+/// use http::{HeaderMap, Method};
+///
+/// let origin = Origin::new(Scheme::Https, "api.example.com", 443);
+/// let (mut out, headers) = (Vec::new(), HeaderMap::new());
+/// encode_request_head_for_target(&mut out, &Method::GET, "/v1/users?page=2", &origin, &headers, BodyLength::None)?;
+/// assert_eq!(out, b"GET /v1/users?page=2 HTTP/1.1\r\nhost: api.example.com\r\n\r\n");
+///
+/// let refused = encode_request_head_for_target(&mut out, &Method::GET, "/a b", &origin, &headers, BodyLength::None);
+/// assert_eq!(refused, Err(EncodeError::InvalidTarget));
+/// # Ok::<(), EncodeError>(())
+/// ```
+pub fn encode_request_head_for_target(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    origin: &Origin,
+    headers: &HeaderMap,
+    body: BodyLength,
+) -> Result<(), EncodeError> {
     let target = if target.is_empty() { "/" } else { target };
-    // A target from `http::Uri` is already free of spaces and controls, but
-    // the check is what makes the guarantee local to this function.
-    if !target.bytes().all(is_target_byte) {
+    // Targets from `http::Uri` or `url::Url` are already free of spaces and
+    // controls, but the check is what makes the guarantee local to this function.
+    if !target.starts_with('/') || !target.bytes().all(is_target_byte) {
         return Err(EncodeError::InvalidTarget);
     }
     for (name, value) in headers {

@@ -43,4 +43,7 @@ pub use decode::{
     DecodeError, DecoderConfig, EndOfResponse, RequestContext, ResponseDecoder, ResponseEvent,
     ResponseHead, ReuseBlocker,
 };
-pub use encode::{encode_chunk_prefix, encode_request_head, BodyLength, EncodeError, LAST_CHUNK};
+pub use encode::{
+    encode_chunk_prefix, encode_request_head, encode_request_head_for_target, BodyLength,
+    EncodeError, LAST_CHUNK,
+};
