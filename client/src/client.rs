@@ -19,7 +19,7 @@ use std::time::Duration;
 use breakwater_core::call::{
     self, CallErrorKind, CallId, CallSpec, Engine, EngineConfig, EngineEvent, OriginProfile, Step,
 };
-use breakwater_core::h1::{encode_request_head, BodyLength, RequestContext};
+use breakwater_core::h1::{encode_request_head_for_target, BodyLength, RequestContext};
 use breakwater_core::idempotency::{Idempotence, IdempotencyKey};
 use breakwater_core::outcome::ConnectFailure;
 use breakwater_core::pool::OriginId;
@@ -207,10 +207,7 @@ impl Client {
     /// way [`Url::join`] does (`users/1` under `https://h/v1/` is
     /// `https://h/v1/users/1`; `/users/1` replaces the path).
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let url = self
-            .inner
-            .base_url
-            .join(url)
+        let url = join_url(&self.inner.base_url, url)
             .map_err(|e| {
                 Error::new(ErrorKind::Request)
                     .with_message("bad URL")
@@ -461,6 +458,32 @@ fn without_userinfo(url: Url, kind: ErrorKind) -> Result<Url, Error> {
     }
 }
 
+/// `base.join(input)`, with the common case made cheap.
+///
+/// A path such as `/users/1?page=2` replaces the base's path and query, so
+/// the result is the base's `scheme://authority` followed by it, parsed
+/// whole: one allocation (the URL's own) instead of the three a relative
+/// join costs. Only plain printable input takes this path: a `//` or `\`
+/// after the first slash would name another host, and so could a tab or a
+/// newline there, which a parser strips.
+fn join_url(base: &Url, input: &str) -> Result<Url, url::ParseError> {
+    let bytes = input.as_bytes();
+    let plain = bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/' | b'\\'))
+        && bytes.iter().all(|&b| b.is_ascii_graphic() && b != b'\\');
+    let prefix = &base[..url::Position::BeforePath];
+    let mut buf = [0u8; 512];
+    if !plain || prefix.len() + input.len() > buf.len() {
+        return base.join(input);
+    }
+    buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    buf[prefix.len()..prefix.len() + input.len()].copy_from_slice(bytes);
+    match std::str::from_utf8(&buf[..prefix.len() + input.len()]) {
+        Ok(whole) => Url::parse(whole),
+        Err(_) => base.join(input),
+    }
+}
+
 pub(crate) fn origin_of_url(url: &Url) -> Result<Origin, Error> {
     origin_of(url)
 }
@@ -633,7 +656,6 @@ impl RequestBuilder {
         }
         let url = self.url?;
         let client = self.client;
-        let uri = parse_uri(&url)?;
         // Most calls go to the base origin: recognise it without building a new one.
         let base = &client.inner.base_origin;
         let same_origin = url.scheme() == base.scheme().as_str()
@@ -644,11 +666,7 @@ impl RequestBuilder {
         let origin = if same_origin {
             base.clone()
         } else {
-            Origin::from_uri(&uri).map_err(|e| {
-                Error::new(ErrorKind::Request)
-                    .with_message(format!("{url}"))
-                    .with_source(e)
-            })?
+            origin_of(&url)?
         };
         let tokens = same_origin && matches!(client.inner.credentials, Credentials::Tokens(_));
 
@@ -667,7 +685,6 @@ impl RequestBuilder {
         let request = Prepared {
             method: self.method,
             url,
-            uri,
             origin,
             headers,
             body: self.body,
@@ -720,7 +737,6 @@ impl CallOverrides {
 struct Prepared {
     method: Method,
     url: Url,
-    uri: Uri,
     origin: Origin,
     headers: HeaderMap,
     body: Bytes,
@@ -812,8 +828,8 @@ pub(crate) struct CallGuard {
 }
 
 impl CallGuard {
-    fn poll_step(&mut self) -> Step {
-        let now = self.client.inner.runtime.now();
+    /// The call's next step, decided at `now` (the driver's latest clock reading).
+    fn poll_step(&mut self, now: Instant) -> Step {
         let mut shared = self.client.inner.lock();
         let step = self.call.poll_step(now, &mut shared.engine);
         self.others_in_flight = shared.wake_slots.len() > 1;
@@ -829,6 +845,15 @@ impl CallGuard {
         f: impl FnOnce(&mut call::Call<Connection>, Instant, &mut Engine<Connection>) -> T,
     ) -> T {
         let now = self.client.inner.runtime.now();
+        self.report_at(now, f)
+    }
+
+    /// [`report`](Self::report) at an instant the driver has just read.
+    fn report_at<T>(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut call::Call<Connection>, Instant, &mut Engine<Connection>) -> T,
+    ) -> T {
         let mut shared = self.client.inner.lock();
         let result = f(&mut self.call, now, &mut shared.engine);
         let closing = shared.drain_events();
@@ -863,8 +888,17 @@ impl Drop for CallGuard {
             self.client.inner.lock().wake_slots.remove(&id);
             return;
         }
-        self.report(|call, now, engine| call.cancel(now, engine));
-        self.client.inner.lock().wake_slots.remove(&id);
+        // An ended call holds nothing: only its wake-up slot goes.
+        let now =
+            (self.call.phase() != call::CallPhase::Ended).then(|| self.client.inner.runtime.now());
+        let mut shared = self.client.inner.lock();
+        if let Some(now) = now {
+            self.call.cancel(now, &mut shared.engine);
+        }
+        shared.wake_slots.remove(&id);
+        let closing = shared.drain_events();
+        drop(shared);
+        drop(closing);
     }
 }
 
@@ -913,9 +947,11 @@ async fn run(
     overrides: CallOverrides,
 ) -> Result<Response, Error> {
     let runtime = client.inner.runtime.clone();
+    // The clock is read once after each await and that reading serves every
+    // decision until the next one: a call reads it about five times.
     let started = runtime.now();
+    let mut now = started;
     let call = {
-        let now = runtime.now();
         let mut shared = client.inner.lock();
         if shared.closed {
             return Err(Error::new(ErrorKind::Closed).with_origin(request.origin.clone()));
@@ -949,18 +985,20 @@ async fn run(
     let mut last_failure: Option<Error> = None;
     let mut timings = Timings::default();
     loop {
-        match guard.poll_step() {
+        match guard.poll_step(now) {
             Step::Wait { until } => {
                 tracing::trace!(
                     ?until,
                     "waiting (permit, pool slot, token, backoff or Retry-After)"
                 );
-                let wait_started = runtime.now();
+                let wait_started = now;
                 guard.wait(until).await;
-                timings.queued += runtime.now().saturating_duration_since(wait_started);
+                now = runtime.now();
+                timings.queued += now.saturating_duration_since(wait_started);
             }
             Step::FetchToken { fetch, background } => {
                 fetch_token(&mut guard, fetch).await;
+                now = runtime.now();
                 let _ = background;
             }
             Step::Connect {
@@ -968,21 +1006,24 @@ async fn run(
                 connect_deadline,
             } => {
                 let _ = origin;
-                let connect_started = runtime.now();
-                let failure = match connect(&client, &request.origin, connect_deadline).await {
+                let connect_started = now;
+                let connected = connect(&client, &request.origin, connect_deadline).await;
+                now = runtime.now();
+                let failure = match connected {
                     Ok(io) => {
                         let conn = Connection::new(io);
                         timings.dns = conn.info.dns;
                         timings.tls_handshake = conn.info.tls_handshake;
-                        timings.connect =
-                            Some(runtime.now().saturating_duration_since(connect_started));
+                        timings.connect = Some(now.saturating_duration_since(connect_started));
                         guard
-                            .report(|call, now, engine| call.handle_connected(now, engine, conn))
+                            .report_at(now, |call, now, engine| {
+                                call.handle_connected(now, engine, conn)
+                            })
                             .err()
                             .map(|e| Error::new(ErrorKind::Connect).with_message(format!("{e:?}")))
                     }
                     Err((kind, err)) => {
-                        let _ = guard.report(|call, now, engine| {
+                        let _ = guard.report_at(now, |call, now, engine| {
                             call.handle_connect_failed(now, engine, kind)
                         });
                         Some(err)
@@ -1031,10 +1072,12 @@ async fn run(
                     });
                 }
                 tracing::debug!(attempt = plan.number, reused, kind = ?plan.kind, "sending");
-                if let Err(e) = encode_request_head(
+                // The target is the URL's own text: no `Uri` is built per request.
+                let target = &request.url[url::Position::BeforePath..url::Position::AfterQuery];
+                if let Err(e) = encode_request_head_for_target(
                     conn.write_buf(),
                     &request.method,
-                    &request.uri,
+                    target,
                     &request.origin,
                     &request.headers,
                     request.body_length,
@@ -1046,8 +1089,9 @@ async fn run(
                 let context = RequestContext::for_method(&request.method);
                 if guard.others_in_flight {
                     YieldOnce(false).await;
+                    now = runtime.now();
                 }
-                let sent_at = runtime.now();
+                let sent_at = now;
                 let exchange = conn
                     .exchange(
                         &runtime,
@@ -1061,10 +1105,11 @@ async fn run(
                         call_deadline,
                     )
                     .await;
+                now = runtime.now();
                 timings.reused = reused;
                 match exchange {
                     Exchange::Head(response_head) => {
-                        let elapsed = runtime.now().saturating_duration_since(sent_at);
+                        let elapsed = now.saturating_duration_since(sent_at);
                         timings.first_byte = Some(elapsed);
                         for hook in &client.inner.hooks.on_response {
                             hook(&ResponseInfo {
@@ -1081,7 +1126,7 @@ async fn run(
                         let pre = conn.prefetch();
                         let read_whole = pre.end.as_ref().map(|end| end.is_reusable());
                         let headers = &response_head.headers;
-                        let _ = guard.report(|call, now, engine| match read_whole {
+                        let _ = guard.report_at(now, |call, now, engine| match read_whole {
                             Some(reusable) => call.handle_response_read(
                                 now, engine, status, elapsed, headers, wall, reusable,
                             ),
@@ -1103,7 +1148,7 @@ async fn run(
                         last_failure =
                             Some(exchange_error(detail).with_origin(request.origin.clone()));
                         let wall = runtime.wall_clock();
-                        let _ = guard.report(|call, now, engine| {
+                        let _ = guard.report_at(now, |call, now, engine| {
                             call.handle_attempt_outcome(
                                 now,
                                 engine,
@@ -1121,7 +1166,7 @@ async fn run(
                         Error::new(ErrorKind::Protocol).with_message("delivery without a head")
                     );
                 };
-                timings.total = runtime.now().saturating_duration_since(started);
+                timings.total = now.saturating_duration_since(started);
                 let (head, pre) = head;
                 return Ok(Response::new(guard, head, pre, request.url, timings));
             }
@@ -1295,4 +1340,43 @@ fn call_error(
         base
     };
     base.with_origin(origin.clone()).with_attempts(attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The cheap join gives exactly what `Url::join` gives, tricky input included.
+        #[test]
+        fn join_url_agrees_with_url_join(
+            base in prop::sample::select(vec![
+                "http://api.example.com", "https://api.example.com/v1/", "http://127.0.0.1:8080/a/b?q=1",
+                "https://[::1]:8443/", "http://xn--bcher-kva.example/x",
+            ]),
+            input in "[/\\\\a-z0-9.%?#&= \t\n:@é-]{0,24}",
+        ) {
+            let base = Url::parse(base).unwrap();
+            let expected = base.join(&input).map(|u| u.to_string());
+            let got = join_url(&base, &input).map(|u| u.to_string());
+            prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn join_url_keeps_the_base_host_for_plain_paths_and_defers_the_rest() {
+        let base = Url::parse("https://api.example.com/v1/").unwrap();
+        let joined = |input: &str| join_url(&base, input).unwrap().to_string();
+        assert_eq!(
+            joined("/users/1?page=2"),
+            "https://api.example.com/users/1?page=2"
+        );
+        assert_eq!(joined("users/1"), "https://api.example.com/v1/users/1");
+        assert_eq!(joined("//evil.example/x"), "https://evil.example/x");
+        assert_eq!(joined("/\\evil.example/x"), "https://evil.example/x");
+        assert_eq!(joined("/\t/evil.example/x"), "https://evil.example/x");
+        let long = format!("/{}", "a".repeat(2000));
+        assert_eq!(joined(&long), base.join(&long).unwrap().to_string());
+    }
 }

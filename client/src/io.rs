@@ -24,8 +24,27 @@ use crate::runtime::{BoxTransport, Runtime, TransportInfo};
 /// How much a single read asks of the socket.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A connection as the pool keeps it: the stream, its buffers and its decoder.
-pub(crate) struct Connection {
+/// A connection as the pool keeps it: the stream, its buffers and its
+/// decoder, behind one pointer. The pool and the call move a connection at
+/// every checkout and return; a pointer moves for less than the state does.
+pub(crate) struct Connection(Box<ConnectionState>);
+
+impl std::ops::Deref for Connection {
+    type Target = ConnectionState;
+
+    fn deref(&self) -> &ConnectionState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut ConnectionState {
+        &mut self.0
+    }
+}
+
+/// What a [`Connection`] holds.
+pub(crate) struct ConnectionState {
     io: BoxTransport,
     pub(crate) read_buf: BytesMut,
     write_buf: Vec<u8>,
@@ -39,7 +58,7 @@ pub(crate) struct Connection {
     pub(crate) requests: u32,
 }
 
-impl std::fmt::Debug for Connection {
+impl std::fmt::Debug for ConnectionState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("info", &self.info)
@@ -76,10 +95,36 @@ pub(crate) enum RequestBody<'a> {
     Streamed(&'a mut Option<BodyStream>),
 }
 
+/// Body pieces in arrival order. A body that came with its head is usually
+/// one piece, kept without a heap allocation.
+#[derive(Default)]
+pub(crate) struct Pieces {
+    first: Option<bytes::Bytes>,
+    rest: std::collections::VecDeque<bytes::Bytes>,
+}
+
+impl Pieces {
+    pub(crate) fn push(&mut self, piece: bytes::Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(piece);
+        } else {
+            self.rest.push_back(piece);
+        }
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<bytes::Bytes> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+}
+
 /// Body pieces decoded from the read buffer right after the head.
 #[derive(Default)]
 pub(crate) struct Prefetched {
-    pub(crate) pieces: Vec<bytes::Bytes>,
+    pub(crate) pieces: Pieces,
     pub(crate) end: Option<breakwater_core::h1::EndOfResponse>,
 }
 
@@ -106,10 +151,16 @@ pub(crate) enum ExchangeError {
     Body(io::Error),
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl Connection {
     pub(crate) fn new(io: BoxTransport) -> Self {
         let info = io.info();
-        Connection {
+        Connection(Box::new(ConnectionState {
             io,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: Vec::with_capacity(1024),
@@ -118,7 +169,14 @@ impl Connection {
             decoder: ResponseDecoder::new(RequestContext::default()),
             info,
             requests: 0,
-        }
+        }))
+    }
+}
+
+impl ConnectionState {
+    /// The decoder's next event from the bytes already read.
+    pub(crate) fn decode_buffered(&mut self) -> Result<Option<ResponseEvent>, DecodeError> {
+        self.decoder.poll_event(&mut self.read_buf)
     }
 
     /// Whether an idle connection still looks usable: no EOF, no error and
@@ -240,7 +298,7 @@ impl Connection {
         // the head is not already there.
         let read_head = async {
             loop {
-                match self.decoder.poll_event(&mut self.read_buf) {
+                match self.decode_buffered() {
                     Ok(Some(ResponseEvent::Head(head))) => return Exchange::Head(head),
                     // The decoder always yields the head first; were it ever not
                     // to, the connection is not to be trusted, not a reason to panic.
@@ -314,7 +372,7 @@ impl Connection {
     pub(crate) fn prefetch(&mut self) -> Prefetched {
         let mut prefetched = Prefetched::default();
         while !self.read_buf.is_empty() || self.decoder.head_received() && !self.decoder.is_done() {
-            match self.decoder.poll_event(&mut self.read_buf) {
+            match self.decode_buffered() {
                 Ok(Some(ResponseEvent::Body(piece))) => prefetched.pieces.push(piece),
                 Ok(Some(ResponseEvent::End(end))) => {
                     prefetched.end = Some(end);

@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::client::CallGuard;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
-use crate::io::{with_deadline, Prefetched};
+use crate::io::{with_deadline, Pieces, Prefetched};
 
 /// How long each phase of a call took, and whether its connection was reused.
 ///
@@ -71,8 +71,8 @@ impl std::fmt::Debug for Response {
 }
 
 struct BodyReader {
-    /// Pieces decoded before delivery, handed out first (in reverse order, for `pop`).
-    prefetched: Vec<Bytes>,
+    /// Pieces decoded before delivery, handed out first.
+    prefetched: Pieces,
     guard: Option<CallGuard>,
     trailers: Option<HeaderMap>,
     received: u64,
@@ -88,10 +88,8 @@ impl Response {
         timings: Timings,
     ) -> Self {
         let attempts = guard.call.counted_attempts();
-        let mut pieces = prefetched.pieces;
-        pieces.reverse();
         let mut body = BodyReader {
-            prefetched: pieces,
+            prefetched: prefetched.pieces,
             guard: Some(guard),
             trailers: None,
             received: 0,
@@ -383,7 +381,7 @@ fn utf8_line(line: Vec<u8>) -> Result<String, Error> {
 
 impl BodyReader {
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error> {
-        if let Some(piece) = self.prefetched.pop() {
+        if let Some(piece) = self.prefetched.pop_front() {
             self.received += piece.len() as u64;
             return Ok(Some(piece));
         }
@@ -397,7 +395,7 @@ impl BodyReader {
                 self.finish(BodyEnd::Failed);
                 return Err(Error::new(ErrorKind::Body).with_message("connection lost"));
             };
-            match conn.decoder.poll_event(&mut conn.read_buf) {
+            match conn.decode_buffered() {
                 Ok(Some(ResponseEvent::Body(piece))) => {
                     self.received += piece.len() as u64;
                     return Ok(Some(piece));
@@ -498,7 +496,7 @@ impl Drop for BodyReader {
         // arrived with its head still lets the connection be reused.
         let end = match guard.call.connection_mut() {
             Some(conn) => loop {
-                match conn.decoder.poll_event(&mut conn.read_buf) {
+                match conn.decode_buffered() {
                     Ok(Some(ResponseEvent::Body(_))) => continue,
                     Ok(Some(ResponseEvent::End(end))) => {
                         break BodyEnd::Complete {
