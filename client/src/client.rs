@@ -207,7 +207,10 @@ impl Client {
     /// way [`Url::join`] does (`users/1` under `https://h/v1/` is
     /// `https://h/v1/users/1`; `/users/1` replaces the path).
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let url = join_url(&self.inner.base_url, url)
+        let url = self
+            .inner
+            .base_url
+            .join(url)
             .map_err(|e| {
                 Error::new(ErrorKind::Request)
                     .with_message("bad URL")
@@ -455,32 +458,6 @@ fn without_userinfo(url: Url, kind: ErrorKind) -> Result<Url, Error> {
             "URLs with a user name or password are refused (they would leak into logs); \
              send credentials in a header",
         ))
-    }
-}
-
-/// `base.join(input)`, with the common case made cheap.
-///
-/// A path such as `/users/1?page=2` replaces the base's path and query, so
-/// the result is the base's `scheme://authority` followed by it, parsed
-/// whole: one allocation (the URL's own) instead of the three a relative
-/// join costs. Only plain printable input takes this path: a `//` or `\`
-/// after the first slash would name another host, and so could a tab or a
-/// newline there, which a parser strips.
-fn join_url(base: &Url, input: &str) -> Result<Url, url::ParseError> {
-    let bytes = input.as_bytes();
-    let plain = bytes.first() == Some(&b'/')
-        && !matches!(bytes.get(1), Some(b'/' | b'\\'))
-        && bytes.iter().all(|&b| b.is_ascii_graphic() && b != b'\\');
-    let prefix = &base[..url::Position::BeforePath];
-    let mut buf = [0u8; 512];
-    if !plain || prefix.len() + input.len() > buf.len() {
-        return base.join(input);
-    }
-    buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
-    buf[prefix.len()..prefix.len() + input.len()].copy_from_slice(bytes);
-    match std::str::from_utf8(&buf[..prefix.len() + input.len()]) {
-        Ok(whole) => Url::parse(whole),
-        Err(_) => base.join(input),
     }
 }
 
@@ -1340,43 +1317,4 @@ fn call_error(
         base
     };
     base.with_origin(origin.clone()).with_attempts(attempts)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// The cheap join gives exactly what `Url::join` gives, tricky input included.
-        #[test]
-        fn join_url_agrees_with_url_join(
-            base in prop::sample::select(vec![
-                "http://api.example.com", "https://api.example.com/v1/", "http://127.0.0.1:8080/a/b?q=1",
-                "https://[::1]:8443/", "http://xn--bcher-kva.example/x",
-            ]),
-            input in "[/\\\\a-z0-9.%?#&= \t\n:@é-]{0,24}",
-        ) {
-            let base = Url::parse(base).unwrap();
-            let expected = base.join(&input).map(|u| u.to_string());
-            let got = join_url(&base, &input).map(|u| u.to_string());
-            prop_assert_eq!(got, expected);
-        }
-    }
-
-    #[test]
-    fn join_url_keeps_the_base_host_for_plain_paths_and_defers_the_rest() {
-        let base = Url::parse("https://api.example.com/v1/").unwrap();
-        let joined = |input: &str| join_url(&base, input).unwrap().to_string();
-        assert_eq!(
-            joined("/users/1?page=2"),
-            "https://api.example.com/users/1?page=2"
-        );
-        assert_eq!(joined("users/1"), "https://api.example.com/v1/users/1");
-        assert_eq!(joined("//evil.example/x"), "https://evil.example/x");
-        assert_eq!(joined("/\\evil.example/x"), "https://evil.example/x");
-        assert_eq!(joined("/\t/evil.example/x"), "https://evil.example/x");
-        let long = format!("/{}", "a".repeat(2000));
-        assert_eq!(joined(&long), base.join(&long).unwrap().to_string());
-    }
 }
