@@ -31,7 +31,9 @@ use url::Url;
 
 use crate::auth::{Credentials, Secret, TokenFetchError, TokenSource};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
-use crate::io::{with_deadline, BodyStream, Connection, Exchange, ExchangeError, RequestBody};
+use crate::io::{
+    with_deadline, AttemptTimes, BodyStream, Connection, Exchange, ExchangeError, RequestBody,
+};
 use crate::response::{Response, Timings};
 use crate::runtime::{ConnectErrorKind, ConnectTarget, Runtime};
 use crate::tls::{TlsConfig, TlsOptions};
@@ -1078,8 +1080,11 @@ async fn run(
                         },
                         context,
                         reused,
-                        plan.attempt_deadline,
-                        call_deadline,
+                        AttemptTimes {
+                            started: sent_at,
+                            deadline: plan.attempt_deadline,
+                            write_deadline: call_deadline,
+                        },
                     )
                     .await;
                 now = runtime.now();

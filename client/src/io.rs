@@ -128,6 +128,16 @@ pub(crate) struct Prefetched {
     pub(crate) end: Option<breakwater_core::h1::EndOfResponse>,
 }
 
+/// When an attempt started and the instants that bound it.
+pub(crate) struct AttemptTimes {
+    /// When the attempt began, for the elapsed time the core records.
+    pub(crate) started: Instant,
+    /// The attempt's deadline: writing and waiting for the head together.
+    pub(crate) deadline: Instant,
+    /// The call's deadline, which bounds an upload that outlasts the attempt's.
+    pub(crate) write_deadline: Instant,
+}
+
 /// What happened to one attempt on the wire, in the terms the core classifies.
 pub(crate) enum Exchange {
     /// A response head arrived.
@@ -197,20 +207,21 @@ impl ConnectionState {
         &mut self.write_buf
     }
 
-    /// Sends the encoded head (and a buffered body), then reads the response head.
-    ///
-    /// `started` is when the attempt began, for the elapsed time the core
-    /// records; the deadline bounds writing and reading together.
+    /// Sends the encoded head (and a buffered body), then reads the response
+    /// head, within the bounds of `times`.
     pub(crate) async fn exchange(
         &mut self,
         runtime: &Arc<dyn Runtime>,
         body: RequestBody<'_>,
         request: RequestContext,
         reused: bool,
-        deadline: Instant,
-        write_deadline: Instant,
+        times: AttemptTimes,
     ) -> Exchange {
-        let started = runtime.now();
+        let AttemptTimes {
+            started,
+            deadline,
+            write_deadline,
+        } = times;
         self.requests += 1;
         self.decoder.reset(request);
         let elapsed = |runtime: &Arc<dyn Runtime>| runtime.now().saturating_duration_since(started);
