@@ -192,3 +192,28 @@ fn a_text_target_must_be_origin_form_without_spaces_or_controls() {
     .unwrap();
     assert!(out.starts_with(b"GET / HTTP/1.1\r\n"));
 }
+
+#[test]
+fn the_asterisk_form_and_a_bare_query_are_sent_as_http_expects() {
+    let headers = HeaderMap::new();
+    let cases = [
+        (Method::OPTIONS, "*", "OPTIONS * HTTP/1.1\r\n"),
+        (
+            Method::GET,
+            "http://h.example?x=1",
+            "GET /?x=1 HTTP/1.1\r\n",
+        ),
+        (Method::GET, "http://h.example", "GET / HTTP/1.1\r\n"),
+    ];
+    for (method, uri, start) in cases {
+        let uri: Uri = uri.parse().unwrap();
+        let origin = Origin::new(breakwater_core::Scheme::Http, "h.example", 80);
+        let mut out = Vec::new();
+        encode_request_head(&mut out, &method, &uri, &origin, &headers, BodyLength::None).unwrap();
+        assert!(
+            out.starts_with(start.as_bytes()),
+            "{uri}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}

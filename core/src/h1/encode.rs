@@ -149,8 +149,10 @@ pub fn encode_request_head(
 
 /// [`encode_request_head`] with the request target given as text in origin
 /// form (`/path?query`), as a URL library holds it, so that no [`Uri`] has
-/// to be built for each request. An empty target is `/`; one that does not
-/// start with `/`, or holds a space or a control byte, is refused.
+/// to be built for each request. An empty target is `/` and a bare query
+/// `?x` is sent as `/?x`; `*` (the asterisk form, for `OPTIONS`) is sent as
+/// it is. Any other target that does not start with `/`, or one that holds a
+/// space or a control byte, is refused.
 ///
 /// ```
 /// use breakwater_core::h1::{encode_request_head_for_target, BodyLength, EncodeError};
@@ -174,10 +176,17 @@ pub fn encode_request_head_for_target(
     headers: &HeaderMap,
     body: BodyLength,
 ) -> Result<(), EncodeError> {
-    let target = if target.is_empty() { "/" } else { target };
+    // A query without a path (`?x`, as `http::Uri` gives for `http://h?x`)
+    // is sent under the root path; `*` is the asterisk form of OPTIONS.
+    let root = match target.as_bytes().first() {
+        None | Some(b'?') => "/",
+        Some(b'/') => "",
+        Some(b'*') if target.len() == 1 => "",
+        Some(_) => return Err(EncodeError::InvalidTarget),
+    };
     // Targets from `http::Uri` or `url::Url` are already free of spaces and
     // controls, but the check is what makes the guarantee local to this function.
-    if !target.starts_with('/') || !target.bytes().all(is_target_byte) {
+    if !target.bytes().all(is_target_byte) {
         return Err(EncodeError::InvalidTarget);
     }
     for (name, value) in headers {
@@ -192,6 +201,7 @@ pub fn encode_request_head_for_target(
     out.reserve(64 + target.len() + headers.len() * 32);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
+    out.extend_from_slice(root.as_bytes());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
