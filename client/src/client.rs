@@ -475,6 +475,9 @@ fn origin_of(url: &Url) -> Result<Origin, Error> {
     })
 }
 
+/// The longest URL sent, as `http::Uri` accepts them.
+const MAX_URL_LEN: usize = 65_534;
+
 fn parse_uri(url: &Url) -> Result<Uri, Error> {
     url.as_str().parse().map_err(|e: http::uri::InvalidUri| {
         Error::new(ErrorKind::Request)
@@ -634,6 +637,14 @@ impl RequestBuilder {
             return Err(err);
         }
         let url = self.url?;
+        // http::Uri's limit, checked here for every origin: a longer URL is
+        // refused before it takes a permit or a connection.
+        if url.as_str().len() > MAX_URL_LEN {
+            return Err(Error::new(ErrorKind::Request).with_message(format!(
+                "URL of {} bytes (the limit is {MAX_URL_LEN})",
+                url.as_str().len()
+            )));
+        }
         let client = self.client;
         // Most calls go to the base origin: recognise it without building a new one.
         let base = &client.inner.base_origin;
@@ -1066,11 +1077,12 @@ async fn run(
                         .with_origin(request.origin.clone()));
                 }
                 let context = RequestContext::for_method(&request.method);
+                // The attempt's clock started at checkout, in the core; the
+                // yield spends the attempt's time and is counted in it.
+                let sent_at = now;
                 if guard.others_in_flight {
                     YieldOnce(false).await;
-                    now = runtime.now();
                 }
-                let sent_at = now;
                 let exchange = conn
                     .exchange(
                         &runtime,

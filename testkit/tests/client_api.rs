@@ -382,3 +382,22 @@ fn urls_with_passwords_are_refused_before_they_can_leak() {
     assert_eq!(err.kind(), ErrorKind::Request);
     assert!(!err.to_string().contains("pa55"), "{err}");
 }
+
+#[test]
+fn a_url_longer_than_http_allows_is_refused_before_it_is_sent() {
+    let mut sim = Sim::new(30);
+    let api = sim.mock("https://api.test");
+    let long_path = format!("/{}", "a".repeat(70_000));
+    let route = api
+        .route(Method::GET, &long_path)
+        .respond(Reply::new(200, "unused"));
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .build()
+        .unwrap();
+    let err = sim
+        .run(async move { client.get(&long_path).send().await.map(|_| ()) })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Request);
+    assert!(err.to_string().contains("70017 bytes"), "{err}");
+    assert_eq!(route.calls(), 0, "nothing was sent");
+}
