@@ -892,25 +892,6 @@ impl Drop for CallGuard {
     }
 }
 
-/// Lets every task that is ready run once before this one goes on.
-///
-/// Concurrent calls send after it, so their requests leave together: the
-/// peer is woken once for the burst rather than once per request, which is
-/// most of the cost of a send on a host where the peer sleeps between them.
-struct YieldOnce(bool);
-
-impl Future for YieldOnce {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if std::mem::replace(&mut self.0, true) {
-            return Poll::Ready(());
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
 /// Completes when the engine wakes this call.
 struct WaitForWake {
     inner: Arc<Inner>,
@@ -1080,8 +1061,12 @@ async fn run(
                 // The attempt's clock started at checkout, in the core; the
                 // yield spends the attempt's time and is counted in it.
                 let sent_at = now;
+                // With other calls in flight, let every ready task run first:
+                // concurrent requests then leave together and the peer is
+                // woken once for the burst rather than once per request, which
+                // is most of the cost of a send where the peer sleeps between them.
                 if guard.others_in_flight {
-                    YieldOnce(false).await;
+                    futures_lite::future::yield_now().await;
                 }
                 let exchange = conn
                     .exchange(

@@ -372,6 +372,17 @@ pub async fn sleep_reaches_deadline(rt: Arc<dyn Runtime>, wait: Duration) {
     assert!(rt.now().saturating_duration_since(start) >= wait);
 }
 
+/// A deadline the clock has reached completes on its first poll; one `ahead`
+/// of it does not. No real time passes.
+pub async fn sleep_fires_only_once_due(rt: Arc<dyn Runtime>, ahead: Duration) {
+    let now = rt.now();
+    assert!(futures_lite::future::poll_once(rt.sleep_until(now))
+        .await
+        .is_some());
+    let later = rt.sleep_until(now + ahead);
+    assert!(futures_lite::future::poll_once(later).await.is_none());
+}
+
 /// A deadline of "never" neither panics nor fires.
 pub async fn never_deadline_stays_pending(rt: Arc<dyn Runtime>) {
     let sleep = rt.sleep_until(Instant::MAX);
