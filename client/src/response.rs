@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::client::CallGuard;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
-use crate::io::{with_deadline, Pieces, Prefetched};
+use crate::io::{Pieces, Prefetched};
 
 /// How long each phase of a call took, and whether its connection was reused.
 ///
@@ -414,7 +414,7 @@ impl BodyReader {
                 }
                 Ok(None) => {
                     let deadline = runtime.now() + body_timeout;
-                    match with_deadline(&runtime, deadline, conn.fill()).await {
+                    match conn.fill_by(&runtime, deadline).await {
                         Some(Ok(())) => {}
                         Some(Err(e)) => {
                             self.finish(BodyEnd::Failed);
@@ -466,7 +466,7 @@ impl BodyReader {
         conn.read_buf.reserve(remaining);
         while conn.read_buf.len() < remaining && !conn.eof_seen() {
             let deadline = runtime.now() + body_timeout;
-            match with_deadline(&runtime, deadline, conn.fill()).await {
+            match conn.fill_by(&runtime, deadline).await {
                 Some(Ok(())) => {}
                 // I/O errors are reported by the ordinary reads that follow.
                 Some(Err(_)) => break,

@@ -1,0 +1,181 @@
+//! A connection keeps one timer from wait to wait instead of arming one per
+//! read. These check, on the virtual clock, that every deadline still holds
+//! to the instant whichever way it moves from one wait to the next, and that
+//! a run of requests arms a handful of timers rather than one per request.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use breakwater::core::Instant;
+use breakwater::runtime::{BoxFuture, BoxTransport, ConnectError, ConnectTarget, Runtime};
+use breakwater::{ErrorKind, TimeoutPhase};
+use breakwater_testkit::{Fault, Reply, Sim};
+use http::Method;
+
+/// The simulation's runtime, counting the timers the client arms.
+struct CountingTimers {
+    inner: Arc<dyn Runtime>,
+    armed: Arc<AtomicUsize>,
+}
+
+impl Runtime for CountingTimers {
+    fn connect(
+        &self,
+        target: ConnectTarget,
+    ) -> BoxFuture<'static, Result<BoxTransport, ConnectError>> {
+        self.inner.connect(target)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        self.armed.fetch_add(1, Ordering::SeqCst);
+        self.inner.sleep_until(deadline)
+    }
+
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+
+    fn wall_clock(&self) -> SystemTime {
+        self.inner.wall_clock()
+    }
+
+    fn random_seed(&self) -> u64 {
+        self.inner.random_seed()
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_run_of_requests_on_one_connection_arms_a_few_timers_not_one_each() {
+    let mut sim = Sim::new(71);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/item")
+        .respond(Reply::json("{}").delayed(Duration::from_millis(5)));
+    let armed = Arc::new(AtomicUsize::new(0));
+    let runtime = Arc::new(CountingTimers {
+        inner: sim.runtime(),
+        armed: armed.clone(),
+    });
+    let client = breakwater::Client::builder(runtime, "http://api.test/")
+        .build()
+        .unwrap();
+    let requests = 200;
+    sim.run(async move {
+        for _ in 0..requests {
+            let body = client.get("item").send().await.unwrap().bytes().await;
+            assert_eq!(&body.unwrap()[..], b"{}");
+        }
+    });
+    assert_eq!(sim.connects(), 1);
+    // 200 requests at 5 ms take one second: with the 10 s attempt timeout
+    // the first timer never fires early, and every wait shares it.
+    let armed = armed.load(Ordering::SeqCst);
+    assert!(
+        armed <= 3,
+        "{armed} timers armed for {requests} requests on one connection"
+    );
+}
+
+#[test]
+fn a_kept_timer_that_fires_early_is_armed_again_for_the_real_deadline() {
+    let mut sim = Sim::new(72);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/fast").respond(Reply::json("{}"));
+    api.route(Method::GET, "/slow")
+        .respond(Reply::json("{}").delayed(Duration::from_secs(3600)));
+    let runtime = sim.runtime();
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .attempt_timeout(10 * SECOND)
+        .build()
+        .unwrap();
+    let (waited, kind) = sim.run(async move {
+        // Arms the connection's timer for about t0 + 10 s.
+        client
+            .get("fast")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        runtime.sleep_until(runtime.now() + 6 * SECOND).await;
+        // This wait's deadline is 10 s from now, after the kept timer's.
+        let sent = runtime.now();
+        let error = client.get("slow").attempts(1).send().await.unwrap_err();
+        (runtime.now() - sent, error.kind())
+    });
+    assert_eq!(sim.connects(), 1, "the slow call reused the connection");
+    assert_eq!(kind, ErrorKind::Timeout(TimeoutPhase::Response));
+    assert_eq!(
+        waited,
+        10 * SECOND,
+        "timed out at its own deadline, not the kept timer's"
+    );
+}
+
+#[test]
+fn a_deadline_earlier_than_the_kept_timer_is_honoured() {
+    let mut sim = Sim::new(73);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/fast").respond(Reply::json("{}"));
+    api.route(Method::GET, "/slow")
+        .respond(Reply::json("{}").delayed(Duration::from_secs(3600)));
+    let runtime = sim.runtime();
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .attempt_timeout(10 * SECOND)
+        .build()
+        .unwrap();
+    let (waited, kind) = sim.run(async move {
+        client
+            .get("fast")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        // A call whose whole budget is 2 s: its deadline comes before the
+        // timer the first call left armed.
+        let sent = runtime.now();
+        let error = client
+            .get("slow")
+            .timeout(2 * SECOND)
+            .send()
+            .await
+            .unwrap_err();
+        (runtime.now() - sent, error.kind())
+    });
+    assert_eq!(sim.connects(), 1);
+    assert!(matches!(kind, ErrorKind::Timeout(_)), "{kind:?}");
+    assert_eq!(waited, 2 * SECOND);
+}
+
+#[test]
+fn a_stalled_body_times_out_at_the_body_deadline_either_side_of_the_kept_timer() {
+    for (body_timeout, attempt_timeout) in [(3, 10), (20, 10)] {
+        let mut sim = Sim::new(74);
+        let api = sim.mock("http://api.test");
+        api.route(Method::GET, "/stall")
+            .respond(Reply::new(200, vec![b'x'; 4096]).fault(Fault::StallMidBody));
+        let runtime = sim.runtime();
+        let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+            .attempt_timeout(attempt_timeout * SECOND)
+            .body_timeout(body_timeout * SECOND)
+            .build()
+            .unwrap();
+        let (waited, kind) = sim.run(async move {
+            let response = client.get("stall").send().await.unwrap();
+            let started = runtime.now();
+            let error = response.bytes().await.unwrap_err();
+            (runtime.now() - started, error.kind())
+        });
+        assert_eq!(kind, ErrorKind::Timeout(TimeoutPhase::Body));
+        assert_eq!(
+            waited,
+            body_timeout * SECOND,
+            "body timeout {body_timeout} s after an attempt timeout of {attempt_timeout} s"
+        );
+    }
+}
