@@ -14,6 +14,7 @@ scenarios!(
     post_without_key_not_resent_after_reset,
     stale_keep_alive_is_replaced,
     stale_keep_alive_race_is_retried,
+    stale_keep_alive_is_noticed_before_a_post,
     breaker_opens_probes_and_closes,
     token_single_flight,
     token_refreshed_after_401,

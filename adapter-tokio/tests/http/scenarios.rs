@@ -442,6 +442,32 @@ pub async fn stale_keep_alive_is_replaced(rt: Arc<dyn Runtime>) {
     assert_at_rest(&client);
 }
 
+/// The liveness check before reuse: a POST without a key cannot be resent,
+/// so a connection the server closed while it sat idle must be noticed
+/// before the POST is written to it, not after.
+pub async fn stale_keep_alive_is_noticed_before_a_post(rt: Arc<dyn Runtime>) {
+    let options = Options {
+        idle_close_after: Some(ms(20)),
+        ..Options::default()
+    };
+    let server = TestServer::start_with(options, |_| respond(200, "fresh"));
+    let client = builder(&rt, server.url("/")).build().unwrap();
+    for round in 1..=3 {
+        get_ok(&client, "data", "fresh").await;
+        assert_eq!(client.stats().pool.idle, 1);
+        eventually(&rt, "the server to close the idle connection", || {
+            server.open() == 0
+        })
+        .await;
+        let response = client.post("orders").body("{}").send().await;
+        let response = response.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(!response.timings().reused, "round {round}");
+        assert_eq!(response.text().await.unwrap(), "fresh");
+    }
+    assert_eq!(server.hits(), 6, "each POST reached the server once");
+    assert_at_rest(&client);
+}
+
 /// The race a timer cannot settle: the server closes the kept-alive
 /// connection just as the next request reaches it (it reads the request and
 /// closes without a byte of answer). The request is resent on a new
