@@ -45,3 +45,61 @@ fn runtime_built_outside_tokio() {
         .unwrap();
     tokio.block_on(common::plain_tcp_round_trip(rt));
 }
+
+/// A pooled connection keeps its timer between requests; a client used from
+/// a second runtime must still time out by that runtime's clock. Runtime A
+/// makes the connection and stays alive but is never driven again; runtime B
+/// (paused clock: no real waiting) reuses it against a server that stops
+/// answering, and the attempt timeout must fire there.
+#[test]
+fn a_connection_reused_from_another_runtime_still_times_out() {
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).unwrap();
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .unwrap();
+        // Read the second request and never answer; return when the client hangs up.
+        while socket.read(&mut request).is_ok_and(|n| n > 0) {}
+    });
+
+    let runtime_a = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime_a.block_on(async {
+        let client = breakwater_tokio::client(base)
+            .attempt_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let body = client.get("first").send().await.unwrap().bytes().await;
+        assert_eq!(&body.unwrap()[..], b"ok");
+        client
+    });
+
+    let runtime_b = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let outcome = runtime_b.block_on(async {
+        let call = client.get("second").attempts(1).send();
+        tokio::time::timeout(Duration::from_secs(60), call).await
+    });
+    let error = outcome
+        .expect("the attempt timeout fired on the runtime that waited")
+        .unwrap_err();
+    assert_eq!(
+        error.kind(),
+        breakwater::ErrorKind::Timeout(breakwater::TimeoutPhase::Response)
+    );
+    assert_eq!(client.stats().pool.opened, 1, "the connection was reused");
+    drop(client);
+    server.join().unwrap();
+    drop(runtime_a);
+}

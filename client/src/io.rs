@@ -517,11 +517,33 @@ pub(crate) async fn with_deadline<F: Future>(
 /// armed again for the real deadline, which happens about once per timeout
 /// period rather than once per request.
 ///
+/// A timer is kept only for the task that armed it. A runtime's timer
+/// belongs to that runtime (tokio's fires only while its runtime is driven,
+/// and panics if polled after it shut down), and a pooled connection can be
+/// picked up by a task of another runtime; a task never changes runtime.
+///
 /// The clock decides, not the timer: a timer that fires early (or a
 /// cooperative scheduler that reports it late) is checked against `now()`.
 #[derive(Default)]
 pub(crate) struct Alarm {
-    armed: Option<(Instant, BoxFuture<'static, ()>)>,
+    armed: Option<Armed>,
+}
+
+/// Whether two wakers wake the same task.
+///
+/// `will_wake` alone says no for a tokio `block_on` future and its own
+/// clone: the clone carries another copy of the vtable. The data pointers
+/// agree, and since the clone kept in [`Armed`] holds the task's allocation,
+/// that pointer cannot be reused by another task meanwhile.
+fn same_task(kept: &Waker, current: &Waker) -> bool {
+    kept.will_wake(current) || (!kept.data().is_null() && kept.data() == current.data())
+}
+
+/// A timer set for `at`, armed while polled by the task `waker` wakes.
+struct Armed {
+    at: Instant,
+    waker: Waker,
+    sleep: BoxFuture<'static, ()>,
 }
 
 impl Alarm {
@@ -540,19 +562,22 @@ impl Alarm {
                 return Poll::Ready(Some(output));
             }
             loop {
-                let sleep = match &mut self.armed {
-                    Some((at, sleep)) if *at <= deadline => sleep,
+                let armed = match &mut self.armed {
+                    Some(armed) if armed.at <= deadline && same_task(&armed.waker, cx.waker()) => {
+                        armed
+                    }
                     _ => {
                         if runtime.now() >= deadline {
                             return Poll::Ready(None);
                         }
-                        &mut self
-                            .armed
-                            .insert((deadline, runtime.sleep_until(deadline)))
-                            .1
+                        self.armed.insert(Armed {
+                            at: deadline,
+                            waker: cx.waker().clone(),
+                            sleep: runtime.sleep_until(deadline),
+                        })
                     }
                 };
-                match sleep.as_mut().poll(cx) {
+                match armed.sleep.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     // Fired (and never to be polled again): the clock decides
                     // whether this wait's deadline has come, or re-arms.
