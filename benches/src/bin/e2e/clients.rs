@@ -38,6 +38,9 @@ pub struct RunResult {
     pub p99_us: f64,
     pub cpu_s: f64,
     pub cpu_per_10k: f64,
+    /// The kernel's part of `cpu_s` (system time), in seconds.
+    #[serde(default)]
+    pub sys_s: f64,
     pub max_rss_kib: u64,
     pub allocs_per_req: f64,
     pub alloc_bytes_per_req: f64,
@@ -179,6 +182,7 @@ async fn worker(phase: Arc<Phase>) {
 struct Snapshot {
     at: Instant,
     cpu_s: f64,
+    sys_s: f64,
     allocs: u64,
     bytes: u64,
 }
@@ -202,6 +206,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         at: Instant::now(),
         cpu_s: timeval_secs(usage.ru_utime) + timeval_secs(usage.ru_stime),
+        sys_s: timeval_secs(usage.ru_stime),
         allocs,
         bytes,
     }
@@ -245,6 +250,7 @@ fn result(
         p99_us: percentile(&latencies, 99.0),
         cpu_s,
         cpu_per_10k: cpu_s / requests as f64 * 10_000.0,
+        sys_s: after.sys_s - before.sys_s,
         max_rss_kib: rusage().ru_maxrss as u64,
         allocs_per_req: (after.allocs - before.allocs) as f64 / requests as f64,
         alloc_bytes_per_req: (after.bytes - before.bytes) as f64 / requests as f64,

@@ -78,6 +78,11 @@ fn cpu(r: &RunResult) -> f64 {
     r.cpu_per_10k
 }
 
+/// How much of the CPU time was spent in the kernel, in percent.
+fn kernel_share(r: &RunResult) -> f64 {
+    r.sys_s / r.cpu_s * 100.0
+}
+
 fn show(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "–".to_string(), |v| format!("{v:.decimals$}"))
 }
@@ -119,11 +124,11 @@ pub fn render(
     );
     let _ = writeln!(
         out,
-        "| workload | client | req/s | vs wrk | p50 µs | p99 µs | CPU s/10k req | peak RSS MiB | conns | allocs/req | KiB alloc/req |"
+        "| workload | client | req/s | vs wrk | p50 µs | p99 µs | CPU s/10k req | kernel % of CPU | peak RSS MiB | conns | allocs/req | KiB alloc/req |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut all_clients: Vec<&str> = clients.iter().map(String::as_str).collect();
     all_clients.push("wrk");
@@ -140,7 +145,7 @@ pub fn render(
             let errors: u64 = runs.of(w, c).map(|(_, r)| r.errors).sum();
             let _ = writeln!(
                 out,
-                "| {w} | {c}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {w} | {c}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 if errors > 0 {
                     format!(" ({errors} errors)")
                 } else {
@@ -151,6 +156,7 @@ pub fn render(
                 show(runs.median(w, c, |r| r.p50_us), 1),
                 show(runs.median(w, c, |r| r.p99_us), 1),
                 show(runs.median(w, c, cpu), 3),
+                show(runs.median(w, c, kernel_share), 0),
                 show(runs.median(w, c, |r| r.max_rss_kib as f64 / 1024.0), 1),
                 show(runs.max(w, c, |r| r.connections as f64), 0),
                 show(runs.median(w, c, |r| r.allocs_per_req), 1),
@@ -160,7 +166,7 @@ pub fn render(
     }
     let _ = writeln!(
         out,
-        "\nconns: TCP connections the server accepted during the client's run (most over rounds).\n"
+        "\nconns: TCP connections the server accepted during the client's run (most over rounds). kernel %: system time's share of the client's CPU time (getrusage); the rest is user space.\n"
     );
 
     let breakwaters: Vec<&str> = clients

@@ -103,6 +103,7 @@ pub fn run(port: u16, workload: Workload, secs: u32, pin: Option<&str>) -> Optio
         }
     }
     r.cpu_s = tv(usage.ru_utime) + tv(usage.ru_stime);
+    r.sys_s = tv(usage.ru_stime);
     r.cpu_per_10k = r.cpu_s / r.requests.max(1) as f64 * 10_000.0;
     r.max_rss_kib = usage.ru_maxrss as u64;
     r.allocs_per_req = f64::NAN;
