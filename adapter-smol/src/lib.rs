@@ -6,8 +6,8 @@
 //! [`breakwater::runtime::Runtime`]. This crate is that adapter for the smol
 //! ecosystem: [`SmolRuntime`] resolves names with async-net (on the blocking
 //! thread pool, so DNS never stalls an executor), connects async-io TCP
-//! streams with `TCP_NODELAY` (and keeps the reactor watching each one
-//! between reads, so an empty socket costs no system call), performs the TLS handshake with futures-rustls
+//! streams with `TCP_NODELAY` (whose first read after a request asks the
+//! reactor rather than an empty socket), performs the TLS handshake with futures-rustls
 //! using the client's [`TlsConfig`](breakwater::tls::TlsConfig), and sleeps on async-io timers. It holds
 //! no policy — no retries, no pooling, no timeouts of its own — those belong
 //! to the client and the core.
@@ -69,7 +69,7 @@
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use async_io::{Async, Timer};
@@ -168,9 +168,10 @@ impl SmolRuntime {
             .map_err(ConnectError::from_io)?;
         let tcp = self.elapsed_since(start);
         let peer = stream.get_ref().peer_addr().ok();
-        let stream = WatchedTcp {
+        let stream = ReplyAwareTcp {
             io: stream,
-            watched: false,
+            wrote: false,
+            read_since_wait: false,
         };
 
         let Some((config, name)) = tls else {
@@ -193,68 +194,81 @@ impl SmolRuntime {
     }
 }
 
-/// A TCP stream that the reactor keeps watching between reads.
+/// A TCP stream that asks the socket only when there can be something to read.
 ///
-/// async-io's own reads try the socket first and ask the reactor only once
-/// it is empty. Right after a request is written, and each time the client
-/// checks an idle connection before reusing it, that is a system call that
-/// finds nothing: two of the five a request cost at 64 concurrent calls
-/// (`perf stat`), where tokio, which remembers readiness, needs two in all.
-/// This remembers readiness the same way: a read that leaves the socket
-/// empty registers interest at once, and until the reactor reports an event
-/// a read answers `Pending` without asking the kernel. Interest is checked
-/// against the socket's state when it is armed, so bytes (or a close) that
-/// arrive in between are reported, never lost.
-struct WatchedTcp {
+/// async-io's reads try the socket first and ask the reactor only once it is
+/// empty. Two of those reads find nothing on every request: the first read
+/// after the request is written (the server has not answered yet), and the
+/// second try of an empty socket, which async-io makes because the reactor
+/// still holds the readiness event the last successful read already used
+/// up. That was 2 of the 3 `recvfrom` calls per request at 64 concurrent
+/// calls (`perf stat`). This stream skips the first and discards the stale
+/// event instead of acting on it.
+///
+/// Every other read tries the socket first, as async-io's do, and so does
+/// every poll after a wake-up. Two things depend on that:
+/// - The liveness check of an idle connection must see a close that has
+///   reached the socket even if no reactor has run since.
+/// - A registration made while another thread waits in `epoll_wait` has that
+///   wait's event ignored by `poll_readable` (async-io compares reactor
+///   ticks), and only a real read notices the bytes it announced.
+struct ReplyAwareTcp {
     io: Async<TcpStream>,
-    /// The socket was left empty and the reactor watches it for us.
-    watched: bool,
+    /// A write has completed since the last read.
+    wrote: bool,
+    /// A read has returned since this stream last registered interest, so
+    /// any readiness the reactor recorded before it is used up.
+    read_since_wait: bool,
 }
 
-impl WatchedTcp {
-    /// Registers interest in readability without a task to wake: the
-    /// reactor records the event, and the next read sees it.
-    fn watch(&mut self) {
-        let mut cx = Context::from_waker(Waker::noop());
-        // Ready means an event is already recorded: the next read goes to the socket.
-        self.watched = self.io.poll_readable(&mut cx).is_pending();
+impl ReplyAwareTcp {
+    /// Registers interest in readability, or reports an event recorded since
+    /// the last registration that no read has used up yet.
+    fn poll_news(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if std::mem::take(&mut self.read_since_wait) {
+            match self.io.poll_readable(cx) {
+                // Stale, and now cleared: the call below registers afresh.
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
+        self.io.poll_readable(cx)
     }
 }
 
-impl AsyncRead for WatchedTcp {
+impl AsyncRead for ReplyAwareTcp {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if std::mem::take(&mut this.wrote) {
+            // Pending: interest is armed and this task will be woken. Ready:
+            // an event is already recorded. Either way a real read comes next.
+            ready!(this.poll_news(cx))?;
+        }
         loop {
-            if this.watched {
-                ready!(this.io.poll_readable(cx))?;
-                this.watched = false;
-            }
             match this.io.get_ref().read(buf) {
-                Ok(n) => {
-                    // A read that did not fill the buffer took all there was.
-                    if n != 0 && n < buf.len() {
-                        this.watch();
-                    }
-                    return Poll::Ready(Ok(n));
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => ready!(this.poll_news(cx))?,
+                result => {
+                    this.read_since_wait = true;
+                    return Poll::Ready(result);
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => this.watched = true,
-                Err(err) => return Poll::Ready(Err(err)),
             }
         }
     }
 }
 
-impl AsyncWrite for WatchedTcp {
+impl AsyncWrite for ReplyAwareTcp {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote |= matches!(written, Poll::Ready(Ok(n)) if n > 0);
+        written
     }
 
     fn poll_write_vectored(
@@ -262,7 +276,9 @@ impl AsyncWrite for WatchedTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote |= matches!(written, Poll::Ready(Ok(n)) if n > 0);
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -21,3 +21,25 @@ macro_rules! scenarios {
 }
 
 include!("../../adapter-tokio/tests/http/list.rs");
+
+/// The same scenarios under futures-lite's `block_on`, which does not run
+/// async-io's reactor: the "async-io" thread does. Every registration of
+/// interest then races that thread's `epoll_wait`, a timing the suite under
+/// `smol::block_on` (which runs the reactor itself) never sees.
+mod reactor_on_another_thread {
+    use super::suite;
+    use std::sync::Arc;
+
+    use breakwater_smol::SmolRuntime;
+
+    macro_rules! scenarios {
+        ($($scenario:ident),* $(,)?) => {$(
+            #[test]
+            fn $scenario() {
+                futures_lite::future::block_on(suite::scenarios::$scenario(Arc::new(SmolRuntime::new())));
+            }
+        )*};
+    }
+
+    include!("../../adapter-tokio/tests/http/list.rs");
+}
