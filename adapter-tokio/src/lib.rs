@@ -171,9 +171,48 @@ struct Compat<S> {
     info: TransportInfo,
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for Compat<S> {
+impl<S: AsyncRead + AsyncWrite + OverTcp + Send + Unpin + 'static> Transport for Compat<S> {
     fn info(&self) -> TransportInfo {
         self.info.clone()
+    }
+
+    /// Peeks at the socket itself. tokio's reads answer from the readiness
+    /// its driver last reported, so a close that reached the socket since
+    /// (the driver runs when the runtime idles or every few dozen polls)
+    /// would pass for an idle, live connection.
+    fn closed_while_idle(&mut self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::uninit()];
+        match socket2::SockRef::from(self.io.tcp()).peek(&mut byte) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                false
+            }
+            // A close (0 bytes), bytes nobody asked for, or an error. Under TLS
+            // the bytes may be a close_notify or a late session ticket: either
+            // way the connection is not worth the risk of reuse.
+            _ => true,
+        }
+    }
+}
+
+/// A stream that runs over a tokio TCP socket, which `closed_while_idle` peeks at.
+trait OverTcp {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl OverTcp for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl OverTcp for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
     }
 }
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Poll, Waker};
 
 use breakwater_core::h1::{DecodeError, RequestContext, ResponseDecoder, ResponseEvent};
 use breakwater_core::outcome::AttemptOutcome;
@@ -192,16 +192,10 @@ impl ConnectionState {
         self.decoder.poll_event(&mut self.read_buf)
     }
 
-    /// Whether an idle connection still looks usable: no EOF, no error and
-    /// no unsolicited bytes waiting. One non-blocking poll, no waiting.
+    /// Whether an idle connection still looks usable: nothing buffered and,
+    /// by the transport's own check, no close or unsolicited bytes waiting.
     pub(crate) fn looks_alive(&mut self) -> bool {
-        if !self.read_buf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        let mut cx = Context::from_waker(Waker::noop());
-        let read = Pin::new(&mut self.io).poll_read(&mut cx, &mut probe);
-        matches!(read, Poll::Pending)
+        self.read_buf.is_empty() && !self.io.closed_while_idle()
     }
 
     /// The buffer the request head is encoded into, emptied for reuse.

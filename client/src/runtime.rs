@@ -127,6 +127,24 @@ pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     fn info(&self) -> TransportInfo {
         TransportInfo::default()
     }
+
+    /// Whether the peer closed this idle connection, or sent bytes nobody
+    /// asked for, as far as can be told without waiting. The client asks
+    /// before it reuses a pooled connection: a request written to a closed
+    /// one fails, and one that may not be resent (a POST without an
+    /// idempotency key) fails for good.
+    ///
+    /// The default polls [`poll_read`](AsyncRead::poll_read) once with a
+    /// no-op waker and a one-byte buffer (a byte read is lost, but the
+    /// connection is not reused then). That is right for a transport whose
+    /// reads try the socket first. One whose reads answer from readiness a
+    /// reactor last reported (tokio's) should look at the socket itself:
+    /// a close that arrived since the reactor last ran would go unseen.
+    fn closed_while_idle(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        Pin::new(self).poll_read(&mut cx, &mut probe).is_ready()
+    }
 }
 
 /// Facts a runtime knows about a connection it opened.

@@ -15,6 +15,7 @@ scenarios!(
     stale_keep_alive_is_replaced,
     stale_keep_alive_race_is_retried,
     stale_keep_alive_is_noticed_before_a_post,
+    stale_keep_alive_is_noticed_with_no_reactor_turn_since,
     breaker_opens_probes_and_closes,
     token_single_flight,
     token_refreshed_after_401,

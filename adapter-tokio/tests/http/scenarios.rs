@@ -468,6 +468,34 @@ pub async fn stale_keep_alive_is_noticed_before_a_post(rt: Arc<dyn Runtime>) {
     assert_at_rest(&client);
 }
 
+/// The same, when the close reaches the client's socket while its task keeps
+/// the executor busy: no reactor has run since, so the check must look at the
+/// socket itself rather than at readiness a reactor last reported.
+pub async fn stale_keep_alive_is_noticed_with_no_reactor_turn_since(rt: Arc<dyn Runtime>) {
+    let options = Options {
+        idle_close_after: Some(ms(20)),
+        ..Options::default()
+    };
+    let server = TestServer::start_with(options, |_| respond(200, "fresh"));
+    let client = builder(&rt, server.url("/")).build().unwrap();
+    get_ok(&client, "data", "fresh").await;
+    // Busy, not awaiting: the executor cannot run its reactor meanwhile.
+    let mut spins = 0u64;
+    while server.open() != 0 {
+        spins += 1;
+        assert!(
+            spins < 50_000_000,
+            "the server never closed the idle connection"
+        );
+        std::thread::yield_now();
+    }
+    let response = client.post("orders").body("{}").send().await.unwrap();
+    assert!(!response.timings().reused);
+    assert_eq!(response.text().await.unwrap(), "fresh");
+    assert_eq!(server.hits(), 2, "the POST reached the server once");
+    assert_at_rest(&client);
+}
+
 /// The race a timer cannot settle: the server closes the kept-alive
 /// connection just as the next request reaches it (it reads the request and
 /// closes without a byte of answer). The request is resent on a new
