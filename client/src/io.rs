@@ -511,10 +511,15 @@ pub(crate) async fn with_deadline<F: Future>(
 /// armed again for the real deadline, which happens about once per timeout
 /// period rather than once per request.
 ///
-/// A timer is kept only for the task that armed it. A runtime's timer
-/// belongs to that runtime (tokio's fires only while its runtime is driven,
-/// and panics if polled after it shut down), and a pooled connection can be
-/// picked up by a task of another runtime; a task never changes runtime.
+/// A timer is kept only while the waker that armed it polls it: a task, or
+/// a `block_on` of one runtime. A runtime's timer belongs to that runtime
+/// (tokio's fires only while its runtime is driven, and panics if polled
+/// after it shut down), and a pooled connection can be picked up by another
+/// runtime's caller, whose waker differs.
+///
+/// An idle pooled connection keeps its timer, and the waker, until the
+/// timer fires (waking that task once for nothing) or the connection is
+/// used again.
 ///
 /// The clock decides, not the timer: a timer that fires early (or a
 /// cooperative scheduler that reports it late) is checked against `now()`.
