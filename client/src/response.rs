@@ -143,7 +143,11 @@ impl Response {
         self.attempts
     }
 
-    /// The body length announced by `Content-Length`, if any.
+    /// The length of the body to come, as `Content-Length` announced it.
+    ///
+    /// `Some(0)` for a response that has no body whatever its headers say
+    /// (the answer to a HEAD, a 204, a 304); a HEAD's announced length is in
+    /// its `content-length` header.
     pub fn content_length(&self) -> Option<u64> {
         self.body.expected
     }

@@ -401,3 +401,41 @@ fn a_url_longer_than_http_allows_is_refused_before_it_is_sent() {
     assert!(err.to_string().contains("70017 bytes"), "{err}");
     assert_eq!(route.calls(), 0, "nothing was sent");
 }
+
+#[test]
+fn the_oauth2_grant_keeps_its_client_secret_out_of_debug_output() {
+    use breakwater::auth::OAuth2ClientCredentials;
+    let sim = Sim::new(28);
+    let idp_client = breakwater::Client::builder(sim.runtime(), "https://idp.test/")
+        .build()
+        .unwrap();
+    let grant = OAuth2ClientCredentials::new(idp_client, "oauth/token", "app", "5ecret-5auce");
+    let shown = format!("{grant:?}");
+    assert!(!shown.contains("5ecret"), "{shown}");
+    assert!(shown.contains("app"), "the rest is still shown: {shown}");
+}
+
+#[test]
+fn a_head_response_ends_with_its_head_and_leaves_the_connection_reusable() {
+    let mut sim = Sim::new(29);
+    let api = sim.mock("https://api.test");
+    // The server announces the length the GET would have; a HEAD gets no body.
+    api.route(Method::HEAD, "/report")
+        .respond(Reply::new(200, vec![b'x'; 4096]));
+    api.route(Method::GET, "/report")
+        .respond(Reply::new(200, vec![b'x'; 4096]));
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .build()
+        .unwrap();
+    let (head_length, head_body, get_body) = sim.run(async move {
+        let head = client.request(Method::HEAD, "report").send().await.unwrap();
+        let length = head.headers().get("content-length").cloned();
+        let head_body = head.bytes().await.unwrap();
+        let get_body = client.get("report").send().await.unwrap().bytes().await;
+        (length, head_body, get_body.unwrap())
+    });
+    assert_eq!(head_length.unwrap(), "4096");
+    assert!(head_body.is_empty());
+    assert_eq!(get_body.len(), 4096);
+    assert_eq!(sim.connects(), 1, "the HEAD's connection carried the GET");
+}
