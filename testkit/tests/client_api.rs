@@ -439,3 +439,70 @@ fn a_head_response_ends_with_its_head_and_leaves_the_connection_reusable() {
     assert_eq!(get_body.len(), 4096);
     assert_eq!(sim.connects(), 1, "the HEAD's connection carried the GET");
 }
+
+/// A background token refresh belongs to no call. When the caller that runs
+/// it gives up mid-fetch, the fetch must be handed back, or every later call
+/// would wait on a fetch nobody is making once the old token expires.
+#[test]
+fn a_refresh_abandoned_by_its_caller_is_handed_back() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use breakwater::auth::TokenResponse;
+
+    const SECOND: Duration = Duration::from_secs(1);
+    let mut sim = Sim::new(30);
+    let api = sim.mock("https://api.test");
+    api.route(Method::GET, "/me").respond(Reply::json("{}"));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .token_source(move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                // The second fetch (the first refresh) never answers.
+                if n == 2 {
+                    std::future::pending::<()>().await;
+                }
+                let lifetime = if n == 1 { 100 * SECOND } else { 600 * SECOND };
+                Ok(TokenResponse::new(format!("t{n}").into(), Some(lifetime)))
+            }
+        })
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let outcome = sim.run(async move {
+        let sleep_until = |at: Duration| runtime.sleep_until(breakwater::core::Instant::ZERO + at);
+        client.get("me").send().await.unwrap();
+        // Inside the refresh window (the last 50 s of a 100 s token): this
+        // call runs the refresh, which hangs, and its caller gives up.
+        sleep_until(55 * SECOND).await;
+        let gave_up = futures_lite::future::or(
+            async {
+                let _ = client.get("me").send().await;
+                false
+            },
+            async {
+                runtime.sleep_until(runtime.now() + SECOND).await;
+                true
+            },
+        )
+        .await;
+        // Still inside the window: a new refresh can start.
+        sleep_until(60 * SECOND).await;
+        let during = client.get("me").send().await.map(|r| r.status());
+        // Past the first token's expiry: only a refresh that completed helps.
+        sleep_until(95 * SECOND).await;
+        let after = client.get("me").send().await.map(|r| r.status());
+        (gave_up, during, after)
+    });
+    let (gave_up, during, after) = outcome;
+    assert!(gave_up, "the hanging refresh held its caller");
+    assert_eq!(during.unwrap(), 200);
+    assert_eq!(
+        after.unwrap(),
+        200,
+        "a call after expiry waited on the abandoned fetch"
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 3);
+}
