@@ -506,3 +506,71 @@ fn a_refresh_abandoned_by_its_caller_is_handed_back() {
     );
     assert_eq!(fetches.load(Ordering::SeqCst), 3);
 }
+
+/// The keep-alive race, lost to a reset rather than a close: a reused
+/// connection reset before any response byte is the same evidence as an EOF,
+/// so a GET is replaced on a fresh connection without counting as a retry.
+#[test]
+fn a_reset_before_any_response_byte_on_a_reused_connection_is_replaced_for_free() {
+    use breakwater_testkit::Fault;
+    let mut sim = Sim::new(31);
+    let api = sim.mock("https://api.test");
+    api.route(Method::GET, "/item").respond_seq([
+        Reply::json("{}"),
+        Reply::json("{}").fault(Fault::ResetBeforeResponse),
+        Reply::json("{}"),
+    ]);
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .build()
+        .unwrap();
+    let (attempts, budget_before, budget_after) = sim.run(async move {
+        let first = client.get("item").send().await.unwrap();
+        first.bytes().await.unwrap();
+        let before = client.stats().origins[0].retry_budget;
+        let response = client.get("item").send().await.unwrap();
+        (
+            response.attempts(),
+            before,
+            client.stats().origins[0].retry_budget,
+        )
+    });
+    assert_eq!(attempts, 1, "the replacement counted as an attempt");
+    assert!(
+        budget_after >= budget_before,
+        "the replacement was paid from the retry budget: {budget_before} -> {budget_after}"
+    );
+    assert_eq!(sim.connects(), 2);
+}
+
+/// A response that says `Connection: close` ends its connection's use, even
+/// when the server leaves the socket open.
+#[test]
+fn a_connection_close_response_is_not_reused() {
+    let mut sim = Sim::new(32);
+    let api = sim.mock("https://api.test");
+    api.route(Method::GET, "/item").respond_seq([
+        Reply::json("{}").header("connection", "close"),
+        Reply::json("{}"),
+        Reply::json("{}"),
+    ]);
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .build()
+        .unwrap();
+    sim.run(async move {
+        for _ in 0..3 {
+            client
+                .get("item")
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+        }
+    });
+    assert_eq!(
+        sim.connects(),
+        2,
+        "closed after the first response, then kept"
+    );
+}

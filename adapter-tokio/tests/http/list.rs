@@ -14,6 +14,7 @@ scenarios!(
     post_without_key_not_resent_after_reset,
     stale_keep_alive_is_replaced,
     stale_keep_alive_race_is_retried,
+    refused_connection_is_a_connect_error,
     stale_keep_alive_is_noticed_before_a_post,
     stale_keep_alive_is_noticed_with_no_reactor_turn_since,
     breaker_opens_probes_and_closes,

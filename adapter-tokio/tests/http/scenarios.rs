@@ -499,6 +499,18 @@ pub async fn stale_keep_alive_is_noticed_with_no_reactor_turn_since(rt: Arc<dyn 
     assert_at_rest(&client);
 }
 
+/// Nothing listening: the caller gets a connect error (after the retries a
+/// failed connect allows, since nothing was sent), not a protocol error.
+pub async fn refused_connection_is_a_connect_error(rt: Arc<dyn Runtime>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    drop(listener);
+    let client = builder(&rt, url).build().unwrap();
+    let err = client.post("orders").body("{}").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    assert_at_rest(&client);
+}
+
 /// The race a timer cannot settle: the server closes the kept-alive
 /// connection just as the next request reaches it (it reads the request and
 /// closes without a byte of answer). The request is resent on a new
