@@ -5,7 +5,8 @@
 //! runtime adapter supplies the little I/O the driver asks for through
 //! [`breakwater::runtime::Runtime`]. This crate is that adapter for tokio:
 //! [`TokioRuntime`] resolves names with `tokio::net::lookup_host`, connects
-//! `tokio::net::TcpStream`s with `TCP_NODELAY`, performs the TLS handshake
+//! `tokio::net::TcpStream`s with `TCP_NODELAY` (and peeks at the socket
+//! itself when the client checks an idle one before reuse), performs the TLS handshake
 //! with tokio-rustls using the client's [`TlsConfig`](breakwater::tls::TlsConfig), and sleeps on tokio's
 //! timers. It holds no policy — no retries, no pooling, no timeouts of its
 //! own — those belong to the client and the core.
