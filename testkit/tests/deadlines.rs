@@ -47,6 +47,31 @@ impl Runtime for CountingTimers {
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// An API whose `/fast` answers at once and whose `/slow` takes an hour,
+/// and a client that waits 10 s for a response head.
+fn fast_and_slow(sim: &mut Sim) -> breakwater::Client {
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/fast").respond(Reply::json("{}"));
+    api.route(Method::GET, "/slow")
+        .respond(Reply::json("{}").delayed(Duration::from_secs(3600)));
+    breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .attempt_timeout(10 * SECOND)
+        .build()
+        .unwrap()
+}
+
+/// A GET whose body is read whole.
+async fn fetch(client: &breakwater::Client, path: &str) -> bytes::Bytes {
+    client
+        .get(path)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn a_run_of_requests_on_one_connection_arms_a_few_timers_not_one_each() {
     let mut sim = Sim::new(71);
@@ -81,25 +106,11 @@ fn a_run_of_requests_on_one_connection_arms_a_few_timers_not_one_each() {
 #[test]
 fn a_kept_timer_that_fires_early_is_armed_again_for_the_real_deadline() {
     let mut sim = Sim::new(72);
-    let api = sim.mock("http://api.test");
-    api.route(Method::GET, "/fast").respond(Reply::json("{}"));
-    api.route(Method::GET, "/slow")
-        .respond(Reply::json("{}").delayed(Duration::from_secs(3600)));
+    let client = fast_and_slow(&mut sim);
     let runtime = sim.runtime();
-    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
-        .attempt_timeout(10 * SECOND)
-        .build()
-        .unwrap();
     let (waited, kind) = sim.run(async move {
         // Arms the connection's timer for about t0 + 10 s.
-        client
-            .get("fast")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        fetch(&client, "fast").await;
         runtime.sleep_until(runtime.now() + 6 * SECOND).await;
         // This wait's deadline is 10 s from now, after the kept timer's.
         let sent = runtime.now();
@@ -118,24 +129,10 @@ fn a_kept_timer_that_fires_early_is_armed_again_for_the_real_deadline() {
 #[test]
 fn a_deadline_earlier_than_the_kept_timer_is_honoured() {
     let mut sim = Sim::new(73);
-    let api = sim.mock("http://api.test");
-    api.route(Method::GET, "/fast").respond(Reply::json("{}"));
-    api.route(Method::GET, "/slow")
-        .respond(Reply::json("{}").delayed(Duration::from_secs(3600)));
+    let client = fast_and_slow(&mut sim);
     let runtime = sim.runtime();
-    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
-        .attempt_timeout(10 * SECOND)
-        .build()
-        .unwrap();
     let (waited, kind) = sim.run(async move {
-        client
-            .get("fast")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        fetch(&client, "fast").await;
         // A call whose whole budget is 2 s: its deadline comes before the
         // timer the first call left armed.
         let sent = runtime.now();

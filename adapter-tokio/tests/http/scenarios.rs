@@ -416,15 +416,22 @@ pub async fn post_without_key_not_resent_after_reset(rt: Arc<dyn Runtime>) {
 // ---------------------------------------------------------------------------
 // 3. Stale keep-alive
 
-/// A server that closes idle connections sooner than the client would
-/// causes no error: the stale connection is replaced.
-pub async fn stale_keep_alive_is_replaced(rt: Arc<dyn Runtime>) {
+/// A server that closes a connection after 20 ms idle, answering "fresh",
+/// and a client for it.
+fn idle_closing_server(rt: &Arc<dyn Runtime>) -> (TestServer, Client) {
     let options = Options {
         idle_close_after: Some(ms(20)),
         ..Options::default()
     };
     let server = TestServer::start_with(options, |_| respond(200, "fresh"));
-    let client = builder(&rt, server.url("/")).build().unwrap();
+    let client = builder(rt, server.url("/")).build().unwrap();
+    (server, client)
+}
+
+/// A server that closes idle connections sooner than the client would
+/// causes no error: the stale connection is replaced.
+pub async fn stale_keep_alive_is_replaced(rt: Arc<dyn Runtime>) {
+    let (server, client) = idle_closing_server(&rt);
     for round in 1..=3 {
         let response = client.get("data").send().await.unwrap();
         assert!(
@@ -449,12 +456,7 @@ pub async fn stale_keep_alive_is_replaced(rt: Arc<dyn Runtime>) {
 /// so a connection the server closed while it sat idle must be noticed
 /// before the POST is written to it, not after.
 pub async fn stale_keep_alive_is_noticed_before_a_post(rt: Arc<dyn Runtime>) {
-    let options = Options {
-        idle_close_after: Some(ms(20)),
-        ..Options::default()
-    };
-    let server = TestServer::start_with(options, |_| respond(200, "fresh"));
-    let client = builder(&rt, server.url("/")).build().unwrap();
+    let (server, client) = idle_closing_server(&rt);
     for round in 1..=3 {
         get_ok(&client, "data", "fresh").await;
         assert_eq!(client.stats().pool.idle, 1);
@@ -475,12 +477,7 @@ pub async fn stale_keep_alive_is_noticed_before_a_post(rt: Arc<dyn Runtime>) {
 /// the executor busy: no reactor has run since, so the check must look at the
 /// socket itself rather than at readiness a reactor last reported.
 pub async fn stale_keep_alive_is_noticed_with_no_reactor_turn_since(rt: Arc<dyn Runtime>) {
-    let options = Options {
-        idle_close_after: Some(ms(20)),
-        ..Options::default()
-    };
-    let server = TestServer::start_with(options, |_| respond(200, "fresh"));
-    let client = builder(&rt, server.url("/")).build().unwrap();
+    let (server, client) = idle_closing_server(&rt);
     get_ok(&client, "data", "fresh").await;
     // Busy, not awaiting: the executor cannot run its reactor meanwhile.
     let mut spins = 0u64;
