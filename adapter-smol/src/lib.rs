@@ -227,7 +227,10 @@ impl ReplyAwareTcp {
     fn poll_news(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if std::mem::take(&mut self.read_since_wait) {
             match self.io.poll_readable(cx) {
-                // Stale, and now cleared: the call below registers afresh.
+                // Cleared. Usually stale; rarely an event that a registration
+                // left armed by a read on a spurious wake-up fired. Either way
+                // the call below re-arms interest, which is level-checked, so
+                // bytes waiting now are reported again.
                 Poll::Ready(Ok(())) => {}
                 other => return other,
             }

@@ -182,6 +182,9 @@ impl<S: AsyncRead + AsyncWrite + OverTcp + Send + Unpin + 'static> Transport for
     /// (the driver runs when the runtime idles or every few dozen polls)
     /// would pass for an idle, live connection.
     fn closed_while_idle(&mut self) -> bool {
+        if self.io.holds_unread() {
+            return true;
+        }
         let mut byte = [std::mem::MaybeUninit::uninit()];
         match socket2::SockRef::from(self.io.tcp()).peek(&mut byte) {
             Err(e)
@@ -203,6 +206,11 @@ impl<S: AsyncRead + AsyncWrite + OverTcp + Send + Unpin + 'static> Transport for
 /// A stream that runs over a tokio TCP socket, which `closed_while_idle` peeks at.
 trait OverTcp {
     fn tcp(&self) -> &TcpStream;
+
+    /// Whether something already read from the socket waits above it.
+    fn holds_unread(&mut self) -> bool {
+        false
+    }
 }
 
 impl OverTcp for TcpStream {
@@ -214,6 +222,16 @@ impl OverTcp for TcpStream {
 impl OverTcp for tokio_rustls::client::TlsStream<TcpStream> {
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
+    }
+
+    /// A close_notify, or plaintext, that came in the same records as the
+    /// last response sits in rustls, not in the socket: one read with a
+    /// no-op waker finds it without waiting.
+    fn holds_unread(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(self).poll_read(&mut cx, &mut buf).is_ready()
     }
 }
 

@@ -517,9 +517,9 @@ pub(crate) async fn with_deadline<F: Future>(
 /// after it shut down), and a pooled connection can be picked up by another
 /// runtime's caller, whose waker differs.
 ///
-/// An idle pooled connection keeps its timer, and the waker, until the
-/// timer fires (waking that task once for nothing) or the connection is
-/// used again.
+/// An idle pooled connection keeps its timer and that waker until the
+/// connection is used again or dropped; if the timer fires meanwhile, it
+/// wakes that task once for nothing.
 ///
 /// The clock decides, not the timer: a timer that fires early (or a
 /// cooperative scheduler that reports it late) is checked against `now()`.

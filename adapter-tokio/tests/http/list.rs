@@ -17,6 +17,7 @@ scenarios!(
     refused_connection_is_a_connect_error,
     stale_keep_alive_is_noticed_before_a_post,
     stale_keep_alive_is_noticed_with_no_reactor_turn_since,
+    stale_tls_keep_alive_is_noticed_with_no_reactor_turn_since,
     breaker_opens_probes_and_closes,
     token_single_flight,
     token_refreshed_after_401,
