@@ -12,6 +12,7 @@ scenarios!(
     retry_after_429_is_honoured,
     idempotency_key_on_every_attempt,
     post_without_key_not_resent_after_reset,
+    reset_mid_upload_resends_only_what_is_safe,
     stale_keep_alive_is_replaced,
     stale_keep_alive_race_is_retried,
     refused_connection_is_a_connect_error,

@@ -388,6 +388,41 @@ pub async fn idempotency_key_on_every_attempt(rt: Arc<dyn Runtime>) {
     assert_eq!(server.seen()[3].header("idempotency-key"), None);
 }
 
+/// The server resets the connection after reading a request's head, while
+/// the client is still writing a body larger than the socket buffers. Request
+/// bytes have left, so a POST without a key is not resent; a PUT, being
+/// idempotent, is.
+pub async fn reset_mid_upload_resends_only_what_is_safe(rt: Arc<dyn Runtime>) {
+    let server = RawServer::start(|request| match request.connection {
+        1 | 2 => Reply::ResetBeforeBody,
+        _ => Reply::Write(GOOD.to_vec()),
+    });
+    let client = builder(&rt, server.url("/")).build().unwrap();
+    let body = Bytes::from(vec![b'x'; 32 << 20]);
+
+    let err = client
+        .post("upload")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert_eq!(
+        server.accepted.load(Ordering::SeqCst),
+        1,
+        "the POST was resent"
+    );
+
+    let response = client.put("upload").body(body).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "ok");
+    assert_eq!(
+        server.accepted.load(Ordering::SeqCst),
+        3,
+        "the PUT was resent once"
+    );
+    assert_at_rest(&client);
+}
+
 /// A POST without a key is not resent after the connection is reset
 /// mid-response (nothing answered, or half a head); a GET in the same spot is.
 pub async fn post_without_key_not_resent_after_reset(rt: Arc<dyn Runtime>) {

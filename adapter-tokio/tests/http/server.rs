@@ -359,6 +359,8 @@ pub enum Reply {
     Write(Vec<u8>),
     /// Write these bytes, then close the connection.
     WriteThenClose(Vec<u8>),
+    /// Reset the connection (RST) once the head is read, without reading the body.
+    ResetBeforeBody,
 }
 
 /// A request as the raw server read it.
@@ -465,15 +467,6 @@ async fn serve_raw(
             .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.trim().parse::<usize>().ok())
             .unwrap_or(0);
-        while buf.len() < head_end + body_len {
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        buf.drain(..head_end + body_len);
         let request = {
             let mut requests = requests.lock().unwrap();
             let request = RawRequest {
@@ -484,7 +477,23 @@ async fn serve_raw(
             requests.push(request.clone());
             request
         };
-        match script(&request) {
+        let reply = script(&request);
+        if let Reply::ResetBeforeBody = reply {
+            // SO_LINGER 0: closing sends RST instead of FIN.
+            socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO))?;
+            return Ok(());
+        }
+        while buf.len() < head_end + body_len {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        buf.drain(..head_end + body_len);
+        match reply {
+            Reply::ResetBeforeBody => unreachable!("handled above"),
             Reply::Write(bytes) => {
                 stream.write_all(&bytes).await?;
                 stream.flush().await?;
