@@ -103,3 +103,40 @@ fn a_connection_reused_from_another_runtime_still_times_out() {
     server.join().unwrap();
     drop(runtime_a);
 }
+
+/// An upload may outlast the wait for a response head: writing is bounded by
+/// the call's deadline, not the attempt's. The server accepts and never
+/// reads, so a body larger than the socket buffers stalls; on tokio's paused
+/// clock the stall costs no real time.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_upload_is_bounded_by_the_call_deadline_not_the_attempt_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        // Hold the connection without reading until the test is done.
+        let _ = released.recv();
+        drop(socket);
+    });
+    let client = breakwater_tokio::client(base)
+        .attempt_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let body = bytes::Bytes::from(vec![b'x'; 32 << 20]);
+    let error = client.put("upload").body(body).send().await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(error.kind(), breakwater::ErrorKind::Timeout(_)),
+        "{error}"
+    );
+    assert!(
+        waited >= Duration::from_secs(30),
+        "the upload was cut at {waited:?}, before the call's deadline"
+    );
+    drop(client);
+    release.send(()).unwrap();
+    server.join().unwrap();
+}
