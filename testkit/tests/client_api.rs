@@ -574,3 +574,28 @@ fn a_connection_close_response_is_not_reused() {
         "closed after the first response, then kept"
     );
 }
+
+/// A body that breaks off is the upstream failing: five in a row open the
+/// origin's breaker like five failed attempts would.
+#[test]
+fn truncated_bodies_count_against_the_breaker() {
+    use breakwater_testkit::Fault;
+    let mut sim = Sim::new(33);
+    let api = sim.mock("https://api.test");
+    api.route(Method::GET, "/report")
+        .respond(Reply::new(200, vec![b'x'; 4096]).fault(Fault::ResetAfterBytes(200)));
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .build()
+        .unwrap();
+    let (body_errors, next) = sim.run(async move {
+        let mut body_errors = Vec::new();
+        for _ in 0..5 {
+            let response = client.get("report").send().await.unwrap();
+            body_errors.push(response.bytes().await.unwrap_err().kind());
+        }
+        let next = client.get("report").send().await.map(|r| r.status());
+        (body_errors, next)
+    });
+    assert_eq!(body_errors, vec![ErrorKind::Body; 5]);
+    assert_eq!(next.unwrap_err().kind(), ErrorKind::CircuitOpen);
+}

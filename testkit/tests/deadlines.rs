@@ -176,3 +176,33 @@ fn a_stalled_body_times_out_at_the_body_deadline_either_side_of_the_kept_timer()
         );
     }
 }
+
+#[test]
+fn a_stalled_chunked_body_times_out_as_a_body_timeout() {
+    let mut sim = Sim::new(75);
+    let api = sim.mock("http://api.test");
+    let pieces = vec![bytes::Bytes::from(vec![b'x'; 2048]); 4];
+    api.route(Method::GET, "/stall").respond(
+        Reply::new(200, "")
+            .chunks(pieces)
+            .fault(Fault::StallMidBody),
+    );
+    let runtime = sim.runtime();
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .body_timeout(3 * SECOND)
+        .build()
+        .unwrap();
+    let (waited, kind) = sim.run(async move {
+        let response = client.get("stall").send().await.unwrap();
+        assert_eq!(
+            response.content_length(),
+            None,
+            "chunked: read piece by piece"
+        );
+        let started = runtime.now();
+        let error = response.bytes().await.unwrap_err();
+        (runtime.now() - started, error.kind())
+    });
+    assert_eq!(kind, ErrorKind::Timeout(TimeoutPhase::Body));
+    assert_eq!(waited, 3 * SECOND);
+}
