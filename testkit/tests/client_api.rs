@@ -238,6 +238,10 @@ fn stats_count_calls_attempts_retries_and_hooks_see_response_headers() {
         (stats.calls, stats.attempts, stats.retries, stats.failures),
         (1, 3, 2, 0)
     );
+    let origin = &stats.origins[0];
+    assert_eq!(origin.latency_samples, 3, "{origin:?}");
+    // The default budget holds 100 retries' worth; these two spent one each.
+    assert_eq!(origin.retry_budget, 98, "{origin:?}");
     assert_eq!(
         *seen.lock().unwrap(),
         vec![
@@ -587,6 +591,7 @@ fn truncated_bodies_count_against_the_breaker() {
     let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
         .build()
         .unwrap();
+    let stats = client.clone();
     let (body_errors, next) = sim.run(async move {
         let mut body_errors = Vec::new();
         for _ in 0..5 {
@@ -598,4 +603,7 @@ fn truncated_bodies_count_against_the_breaker() {
     });
     assert_eq!(body_errors, vec![ErrorKind::Body; 5]);
     assert_eq!(next.unwrap_err().kind(), ErrorKind::CircuitOpen);
+    let stats = stats.stats();
+    // The five delivered a response; only the refused sixth failed as a call.
+    assert_eq!((stats.calls, stats.failures), (6, 1));
 }
