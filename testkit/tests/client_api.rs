@@ -607,3 +607,25 @@ fn truncated_bodies_count_against_the_breaker() {
     // The five delivered a response; only the refused sixth failed as a call.
     assert_eq!((stats.calls, stats.failures), (6, 1));
 }
+
+/// A connect that outlasts the connect timeout is reported as such, not as
+/// a refused connection.
+#[test]
+fn a_slow_connect_is_a_connect_timeout() {
+    use breakwater_testkit::Link;
+    let mut sim = Sim::new(34);
+    let api = sim.mock("https://far.test");
+    api.route(Method::GET, "/x").respond(Reply::json("{}"));
+    // Each connect takes at least a round trip: 20 s here.
+    sim.set_link("https://far.test", Link::rtt(Duration::from_secs(20)));
+    let client = breakwater::Client::builder(sim.runtime(), "https://far.test/")
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let err = sim.run(async move { client.get("x").send().await.unwrap_err() });
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(breakwater::TimeoutPhase::Connect),
+        "{err}"
+    );
+}
