@@ -26,11 +26,31 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use breakwater::core::breaker::BreakerStateKind;
+use breakwater::core::retry::RetryBudgetConfig;
 use breakwater::core::Instant;
 use breakwater::ErrorKind;
 use http::Method;
 
 use crate::{Fault, Link, Reply, ServerConfig, Sim};
+
+/// Every probe a run can report, so that a sweep can name the ones it never
+/// reached as well as those it did.
+pub const PROBES: &[&str] = &[
+    "429 with retry-after in play",
+    "breaker half-open",
+    "breaker opened",
+    "call cancelled",
+    "call cancelled while half-open",
+    "circuit open error",
+    "connect error",
+    "other error",
+    "pool exhausted error",
+    "rate limited error",
+    "request retried",
+    "retry budget exhausted",
+    "stale connection replaced",
+    "timeout error",
+];
 
 /// The faults one seed chose.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +76,10 @@ pub struct FaultMix {
     pub outage_kind: OutageKind,
     /// The link's round trip.
     pub rtt: Duration,
+    /// The client's retry budget: the default, or one tight enough to run out.
+    pub retry_budget: RetryBudgetConfig,
+    /// Share of calls whose caller gives up at a random point.
+    pub p_cancel: f64,
 }
 
 impl FaultMix {
@@ -88,6 +112,17 @@ impl FaultMix {
                 Duration::from_millis(20),
                 Duration::from_millis(80),
             ][rng.usize(..3)],
+            // Drawn last, so the draws above stay what they were for each seed.
+            retry_budget: if rng.u8(..4) == 0 {
+                RetryBudgetConfig {
+                    ttl: Duration::from_secs(10),
+                    min_retries_per_sec: 1,
+                    retry_percent: 5,
+                }
+            } else {
+                RetryBudgetConfig::default()
+            },
+            p_cancel: pick(rng, &[0.1, 0.1, 0.4]),
         }
     }
 }
@@ -279,6 +314,7 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
                 .push(info.attempt);
         })
         .max_concurrency(MAX_CONCURRENCY)
+        .configure(|config| config.with_budget(faults.retry_budget))
         .timeout(TOTAL_TIMEOUT)
         .body_timeout(BODY_TIMEOUT)
         .build()
@@ -350,6 +386,10 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
                         }
                         _ => false,
                     };
+                    // The budget no longer pays for one more retry.
+                    if origin.retry_budget < 1 {
+                        probes.lock().unwrap().insert("retry budget exhausted");
+                    }
                 }
                 runtime
                     .sleep_until(runtime.now() + Duration::from_millis(100))
@@ -368,8 +408,8 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
             _ => Kind::KeyedPost,
         };
         let start = Duration::from_millis(workload.u64(0..20_000));
-        let cancel_after =
-            (workload.u8(..10) == 0).then(|| Duration::from_millis(workload.u64(0..3_000)));
+        let cancel_after = (workload.f64() < faults.p_cancel)
+            .then(|| Duration::from_millis(workload.u64(0..3_000)));
         tasks.push((n, kind, start, cancel_after));
     }
     let finished = Arc::new(Mutex::new(0usize));
@@ -411,9 +451,22 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
             };
             let outcome = match cancel_after {
                 Some(after) => {
-                    let rt = runtime.clone();
+                    let (rt, observer, probes) = (runtime.clone(), client.clone(), probes.clone());
                     futures_lite::future::or(async { Some(call.await) }, async move {
                         rt.sleep_until(started + after).await;
+                        // Looked at before the call is dropped: the drop hands
+                        // back whatever the call held, a half-open probe slot included.
+                        let half_open = observer
+                            .stats()
+                            .origins
+                            .iter()
+                            .any(|o| o.breaker == BreakerStateKind::HalfOpen);
+                        if half_open {
+                            probes
+                                .lock()
+                                .unwrap()
+                                .insert("call cancelled while half-open");
+                        }
                         None
                     })
                     .await

@@ -43,9 +43,18 @@ fn soak_mixed_faults_across_seeds() {
         seeds.len(),
         started.elapsed()
     );
-    for (probe, count) in &reached {
+    for probe in breakwater_testkit::swarm::PROBES {
+        let count = reached.get(probe).copied().unwrap_or(0);
         println!("  probe {probe:<32} reached by {count} seeds");
     }
+    let unknown: Vec<_> = reached
+        .keys()
+        .filter(|p| !breakwater_testkit::swarm::PROBES.contains(p))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "probes missing from PROBES: {unknown:?}"
+    );
     if seeds.len() >= 100 {
         for probe in [
             "breaker opened",
@@ -53,6 +62,7 @@ fn soak_mixed_faults_across_seeds() {
             "call cancelled",
             "circuit open error",
             "rate limited error",
+            "retry budget exhausted",
         ] {
             assert!(
                 reached.contains_key(probe),
