@@ -629,3 +629,83 @@ fn a_slow_connect_is_a_connect_timeout() {
         "{err}"
     );
 }
+
+/// The tutorial's breaker let a half-open probe hold its slot forever. Here
+/// the probe's caller gives up while the probe hangs: its slot must come
+/// back at once, so the next call is admitted as the new probe (and closes
+/// the breaker) instead of being refused until a probe timeout.
+#[test]
+fn a_half_open_probe_whose_caller_gives_up_hands_its_slot_back() {
+    use breakwater::core::breaker::BreakerConfig;
+    use breakwater::core::breaker::BreakerStateKind;
+    const SECOND: Duration = Duration::from_secs(1);
+    let mut sim = Sim::new(35);
+    let api = sim.mock("https://api.test");
+    let mut replies = vec![Reply::new(503, "down"); 5];
+    replies.push(Reply::json("{}").delayed(3600 * SECOND));
+    replies.push(Reply::json("{}"));
+    let route = api.route(Method::GET, "/svc").respond_seq(replies);
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .configure(|c| {
+            c.with_breaker(
+                BreakerConfig::default()
+                    .with_consecutive_failures(Some(5))
+                    .with_open_interval(SECOND)
+                    .with_open_jitter(false)
+                    .with_half_open_probes(1),
+            )
+        })
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let observer = client.clone();
+    let (while_probing, after_cancel) = sim.run(async move {
+        for _ in 0..5 {
+            let response = client.get("svc").attempts(1).send().await.unwrap();
+            assert_eq!(response.status(), 503);
+        }
+        runtime.sleep_until(runtime.now() + 2 * SECOND).await;
+        // The probe hangs at the server; its caller gives up after 2 s.
+        let probe = async {
+            let _ = client.get("svc").attempts(1).send().await;
+        };
+        let meanwhile = async {
+            runtime.sleep_until(runtime.now() + SECOND).await;
+            let refused = client
+                .get("svc")
+                .attempts(1)
+                .send()
+                .await
+                .map(|r| r.status());
+            runtime.sleep_until(runtime.now() + SECOND).await;
+            refused
+        };
+        let while_probing = futures_lite::future::or(
+            async {
+                probe.await;
+                None
+            },
+            async { Some(meanwhile.await) },
+        )
+        .await
+        .expect("the probe hung");
+        let after_cancel = client
+            .get("svc")
+            .attempts(1)
+            .send()
+            .await
+            .map(|r| r.status());
+        (while_probing, after_cancel)
+    });
+    assert_eq!(while_probing.unwrap_err().kind(), ErrorKind::CircuitOpen);
+    assert_eq!(
+        after_cancel.unwrap(),
+        200,
+        "the cancelled probe kept its slot"
+    );
+    assert_eq!(route.calls(), 7);
+    assert_eq!(
+        observer.stats().origins[0].breaker,
+        BreakerStateKind::Closed
+    );
+}
