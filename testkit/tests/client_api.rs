@@ -11,6 +11,18 @@ use breakwater_testkit::{Reply, Sim};
 use http::header::HeaderName;
 use http::Method;
 
+/// A GET whose body is read whole.
+async fn fetch(client: &breakwater::Client, path: &str) -> bytes::Bytes {
+    client
+        .get(path)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn secrets_never_reach_debug_output() {
     let sim = Sim::new(21);
@@ -45,22 +57,8 @@ fn credentials_go_to_the_base_origin_only() {
         .build()
         .unwrap();
     sim.run(async move {
-        client
-            .get("me")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        client
-            .get("https://cdn.other.test/logo.png")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        fetch(&client, "me").await;
+        fetch(&client, "https://cdn.other.test/logo.png").await;
     });
     assert_eq!(
         home.requests()[0].header("authorization"),
@@ -562,14 +560,7 @@ fn a_connection_close_response_is_not_reused() {
         .unwrap();
     sim.run(async move {
         for _ in 0..3 {
-            client
-                .get("item")
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
+            fetch(&client, "item").await;
         }
     });
     assert_eq!(
