@@ -2,26 +2,17 @@
 //! of Debug output, credentials stay on their origin, close() ends waiters,
 //! and timings say what happened.
 
+mod common;
+
 use std::time::Duration;
 
 use breakwater::core::call::EngineConfig;
 use breakwater::core::pool::PoolConfig;
 use breakwater::ErrorKind;
 use breakwater_testkit::{Reply, Sim};
+use common::fetch;
 use http::header::HeaderName;
 use http::Method;
-
-/// A GET whose body is read whole.
-async fn fetch(client: &breakwater::Client, path: &str) -> bytes::Bytes {
-    client
-        .get(path)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-}
 
 #[test]
 fn secrets_never_reach_debug_output() {

@@ -3,6 +3,8 @@
 //! to the instant whichever way it moves from one wait to the next, and that
 //! a run of requests arms a handful of timers rather than one per request.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,6 +13,7 @@ use breakwater::core::Instant;
 use breakwater::runtime::{BoxFuture, BoxTransport, ConnectError, ConnectTarget, Runtime};
 use breakwater::{ErrorKind, TimeoutPhase};
 use breakwater_testkit::{Fault, Reply, Sim};
+use common::fetch;
 use http::Method;
 
 /// The simulation's runtime, counting the timers the client arms.
@@ -57,18 +60,6 @@ fn fast_and_slow(sim: &mut Sim) -> breakwater::Client {
     breakwater::Client::builder(sim.runtime(), "http://api.test/")
         .attempt_timeout(10 * SECOND)
         .build()
-        .unwrap()
-}
-
-/// A GET whose body is read whole.
-async fn fetch(client: &breakwater::Client, path: &str) -> bytes::Bytes {
-    client
-        .get(path)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
         .unwrap()
 }
 
