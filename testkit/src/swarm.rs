@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use breakwater::core::breaker::BreakerStateKind;
+use breakwater::core::pool::PoolConfig;
 use breakwater::core::retry::RetryBudgetConfig;
 use breakwater::core::Instant;
 use breakwater::ErrorKind;
@@ -80,6 +81,11 @@ pub struct FaultMix {
     pub retry_budget: RetryBudgetConfig,
     /// Share of calls whose caller gives up at a random point.
     pub p_cancel: f64,
+    /// The client's pool size: the default 50, or a small pool that callers
+    /// can find exhausted.
+    pub pool_max_connections: usize,
+    /// How long a caller waits for a connection or a permit (default 5 s).
+    pub pool_timeout: Duration,
 }
 
 impl FaultMix {
@@ -123,6 +129,20 @@ impl FaultMix {
                 RetryBudgetConfig::default()
             },
             p_cancel: pick(rng, &[0.1, 0.1, 0.4]),
+            pool_max_connections: MAX_CONNECTIONS,
+            pool_timeout: Duration::from_secs(5),
+        }
+        .with_small_pool_if(rng.u8(..4) == 0)
+    }
+
+    fn with_small_pool_if(self, small: bool) -> FaultMix {
+        if !small {
+            return self;
+        }
+        FaultMix {
+            pool_max_connections: 3,
+            pool_timeout: Duration::from_millis(300),
+            ..self
         }
     }
 }
@@ -314,7 +334,13 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
                 .push(info.attempt);
         })
         .max_concurrency(MAX_CONCURRENCY)
-        .configure(|config| config.with_budget(faults.retry_budget))
+        .configure(|config| {
+            config.with_budget(faults.retry_budget).with_pool(
+                PoolConfig::default()
+                    .with_max_connections(faults.pool_max_connections)
+                    .with_pool_timeout(faults.pool_timeout),
+            )
+        })
         .timeout(TOTAL_TIMEOUT)
         .body_timeout(BODY_TIMEOUT)
         .build()
@@ -355,6 +381,7 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
 
     // A monitor: limits are never exceeded, and the breaker's states are seen.
     let stop_monitor = Arc::new(Mutex::new(false));
+    let max_connections = faults.pool_max_connections;
     {
         let (client, runtime, violations, probes, stop) = (
             client.clone(),
@@ -366,7 +393,7 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
         sim.spawn(async move {
             while !*stop.lock().unwrap() {
                 let stats = client.stats();
-                if stats.pool.active + stats.pool.connecting + stats.pool.idle > MAX_CONNECTIONS {
+                if stats.pool.active + stats.pool.connecting + stats.pool.idle > max_connections {
                     violations
                         .lock()
                         .unwrap()

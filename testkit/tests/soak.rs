@@ -63,6 +63,7 @@ fn soak_mixed_faults_across_seeds() {
             "circuit open error",
             "rate limited error",
             "retry budget exhausted",
+            "pool exhausted error",
         ] {
             assert!(
                 reached.contains_key(probe),
