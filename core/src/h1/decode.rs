@@ -900,6 +900,7 @@ fn poll_trailers(
 ///
 /// httparse accepts both CRLF and bare LF line endings, so both `\n\n` and
 /// `\n\r\n` are candidates; a false positive only costs one parse.
+///
 /// One pass that stops at the first candidate, so that finding a head that
 /// arrived with its body costs the head's length, not the body's.
 fn ends_head_after(buf: &[u8], scanned: usize) -> bool {
