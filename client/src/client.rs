@@ -1003,7 +1003,6 @@ async fn run(
                 last_failure = failure.map(|e| e.with_origin(request.origin.clone()));
             }
             Step::Send(plan) => {
-                let call_deadline = guard.call.deadline();
                 // Whatever an earlier attempt received or measured is not this one's.
                 head = None;
                 if plan.reused {
@@ -1079,8 +1078,7 @@ async fn run(
                         reused,
                         AttemptTimes {
                             started: sent_at,
-                            deadline: plan.attempt_deadline,
-                            write_deadline: call_deadline,
+                            plan: &plan,
                         },
                     )
                     .await;

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
+use breakwater_core::call::AttemptPlan;
 use breakwater_core::h1::{DecodeError, RequestContext, ResponseDecoder, ResponseEvent};
 use breakwater_core::outcome::AttemptOutcome;
 use breakwater_core::Instant;
@@ -130,14 +131,13 @@ pub(crate) struct Prefetched {
     pub(crate) end: Option<breakwater_core::h1::EndOfResponse>,
 }
 
-/// When an attempt started and the instants that bound it.
-pub(crate) struct AttemptTimes {
+/// When an attempt started, and the core's plan, whose instants bound it.
+pub(crate) struct AttemptTimes<'a> {
     /// When the attempt began, for the elapsed time the core records.
     pub(crate) started: Instant,
-    /// The attempt's deadline: writing and waiting for the head together.
-    pub(crate) deadline: Instant,
-    /// The call's deadline, which bounds an upload that outlasts the attempt's.
-    pub(crate) write_deadline: Instant,
+    /// The plan: the call's deadline bounds the write, and the plan says when
+    /// the wait for the head ends once the write is done.
+    pub(crate) plan: &'a AttemptPlan,
 }
 
 /// What happened to one attempt on the wire, in the terms the core classifies.
@@ -204,15 +204,15 @@ impl ConnectionState {
         &mut self.write_buf
     }
 
-    /// Sends the encoded head (and a buffered body), then reads the response
-    /// head, within the bounds of `times`.
+    /// Sends the encoded head and the body, then reads the response head,
+    /// within the bounds of `times`.
     pub(crate) async fn exchange(
         &mut self,
         runtime: &Arc<dyn Runtime>,
         body: RequestBody<'_>,
         request: RequestContext,
         reused: bool,
-        times: AttemptTimes,
+        times: AttemptTimes<'_>,
     ) -> Exchange {
         // The alarm is lent out for the exchange, which borrows the rest of
         // the connection; a cancelled exchange just loses it.
@@ -231,13 +231,9 @@ impl ConnectionState {
         body: RequestBody<'_>,
         request: RequestContext,
         reused: bool,
-        times: AttemptTimes,
+        times: AttemptTimes<'_>,
     ) -> Exchange {
-        let AttemptTimes {
-            started,
-            deadline,
-            write_deadline,
-        } = times;
+        let AttemptTimes { started, plan } = times;
         self.requests += 1;
         self.decoder.reset(request);
         let elapsed = |runtime: &Arc<dyn Runtime>| runtime.now().saturating_duration_since(started);
@@ -289,9 +285,19 @@ impl ConnectionState {
         };
         // An upload may take longer than the wait for a head is allowed to:
         // writing is bounded by the call's own deadline.
-        let outcome = alarm
-            .run(runtime, write_deadline.max(deadline), write)
-            .await;
+        let mut write_waited = false;
+        let outcome = {
+            let mut write = std::pin::pin!(write);
+            let write = std::future::poll_fn(|cx| {
+                let poll = write.as_mut().poll(cx);
+                write_waited |= poll.is_pending();
+                poll
+            });
+            alarm.run(runtime, plan.call_deadline, write).await
+        };
+        // A write that never waited took no time on the runtime's clock.
+        let written_at = if write_waited { runtime.now() } else { started };
+        let head_deadline = plan.head_deadline(written_at);
         self.write_buf = head;
         match outcome {
             None => {
@@ -383,7 +389,7 @@ impl ConnectionState {
                 }
             }
         };
-        match alarm.run(runtime, deadline, read_head).await {
+        match alarm.run(runtime, head_deadline, read_head).await {
             Some(exchange) => exchange,
             None => Exchange::Failed {
                 outcome: AttemptOutcome::AttemptTimedOut {

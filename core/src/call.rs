@@ -1221,10 +1221,29 @@ pub struct AttemptPlan {
     pub reused: bool,
     /// When the attempt times out if no response head has arrived.
     pub attempt_deadline: Instant,
+    /// How long an attempt may wait for its response head.
+    pub attempt_timeout: Duration,
+    /// The call's deadline, which bounds writing the request: an upload may
+    /// take longer than an attempt may wait for its head.
+    pub call_deadline: Instant,
     /// The idempotency-key header, the same on every send of the call.
     pub idempotency_key: Option<(HeaderName, HeaderValue)>,
     /// The `Authorization: Bearer` value (marked sensitive).
     pub authorization: Option<HeaderValue>,
+}
+
+impl AttemptPlan {
+    /// When the wait for the response head ends, given when the request
+    /// finished writing: the attempt deadline, unless the write outlasted it
+    /// (a long upload), in which case the head gets the attempt timeout again
+    /// from the end of the write, within the call's deadline.
+    pub fn head_deadline(&self, written_at: Instant) -> Instant {
+        if written_at < self.attempt_deadline {
+            self.attempt_deadline
+        } else {
+            (written_at + self.attempt_timeout).min(self.call_deadline)
+        }
+    }
 }
 
 /// One attempt as it ended, for the call's record.
@@ -1676,7 +1695,7 @@ impl<C> Call<C> {
                         connect_deadline,
                     }
                 }
-                Phase::Sending => return Step::Send(self.plan()),
+                Phase::Sending => return Step::Send(self.plan(engine)),
                 Phase::Delivered { .. } => return Step::Deliver,
                 Phase::Ended => return self.end_step(),
             }
@@ -1897,7 +1916,7 @@ impl<C> Call<C> {
             c.sent_at = now;
         }
         self.phase = Phase::Sending;
-        Some(Step::Send(self.plan()))
+        Some(Step::Send(self.plan(engine)))
     }
 
     fn take_token_decision(
@@ -2061,7 +2080,7 @@ impl<C> Call<C> {
         (now + pool_timeout).min(self.deadline)
     }
 
-    fn plan(&self) -> AttemptPlan {
+    fn plan(&self, engine: &Engine<C>) -> AttemptPlan {
         let (reused, attempt_deadline) = self
             .conn
             .as_ref()
@@ -2071,6 +2090,8 @@ impl<C> Call<C> {
             kind: self.attempt_kind,
             reused,
             attempt_deadline,
+            attempt_timeout: engine.timeouts(self.origin).attempt,
+            call_deadline: self.deadline,
             idempotency_key: self.key_header.clone(),
             authorization: self.lease.as_ref().and_then(|l| l.bearer_header().ok()),
         }
@@ -2420,6 +2441,24 @@ fn error_kind(outcome: AttemptOutcome, row: OutcomeRow) -> CallErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_head_wait_starts_again_after_an_upload_that_outlasted_the_attempt() {
+        let at = |secs| Instant::ZERO + Duration::from_secs(secs);
+        let plan = AttemptPlan {
+            number: 1,
+            kind: AttemptKind::Original,
+            reused: false,
+            attempt_deadline: at(10),
+            attempt_timeout: Duration::from_secs(10),
+            call_deadline: at(30),
+            idempotency_key: None,
+            authorization: None,
+        };
+        assert_eq!(plan.head_deadline(at(4)), at(10), "written in time");
+        assert_eq!(plan.head_deadline(at(15)), at(25), "a long upload");
+        assert_eq!(plan.head_deadline(at(25)), at(30), "within the call");
+    }
 
     #[test]
     fn attempt_records_keep_order_past_the_inline_ones_and_stop_at_the_cap() {

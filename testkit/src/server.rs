@@ -343,17 +343,25 @@ async fn read_request(
             Err(_) => return None,
         };
         if let Some((head_len, method, target, headers)) = head {
-            let length: usize = headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(0);
-            while buf.len() < head_len + length {
-                if !fill(stream, buf).await {
-                    return None;
+            let chunked = headers
+                .get(http::header::TRANSFER_ENCODING)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+            let body = if chunked {
+                let _ = buf.split_to(head_len);
+                read_chunked_body(stream, buf).await?
+            } else {
+                let length: usize = headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_len + length {
+                    if !fill(stream, buf).await {
+                        return None;
+                    }
                 }
-            }
-            let _ = buf.split_to(head_len);
-            let body = buf.split_to(length).freeze();
+                let _ = buf.split_to(head_len);
+                buf.split_to(length).freeze()
+            };
             let received_at = handle.now();
             return Some(Request {
                 method,
@@ -378,6 +386,37 @@ async fn read_request(
         };
         if !more {
             return None;
+        }
+    }
+}
+
+/// Reads a chunked request body (no trailers, no chunk extensions are sent by
+/// the client); `None` if the connection ends first or the framing is bad.
+async fn read_chunked_body(stream: &mut SimStream, buf: &mut BytesMut) -> Option<Bytes> {
+    let mut body = BytesMut::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            if !fill(stream, buf).await {
+                return None;
+            }
+        };
+        let size = std::str::from_utf8(&buf[..line_end]).ok()?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        while buf.len() < line_end + 2 + size + 2 {
+            if !fill(stream, buf).await {
+                return None;
+            }
+        }
+        let _ = buf.split_to(line_end + 2);
+        body.extend_from_slice(&buf.split_to(size));
+        if buf.split_to(2).as_ref() != b"\r\n" {
+            return None;
+        }
+        if size == 0 {
+            return Some(body.freeze());
         }
     }
 }

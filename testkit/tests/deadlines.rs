@@ -197,3 +197,41 @@ fn a_stalled_chunked_body_times_out_as_a_body_timeout() {
     assert_eq!(kind, ErrorKind::Timeout(TimeoutPhase::Body));
     assert_eq!(waited, 3 * SECOND);
 }
+
+/// An upload may outlast the attempt timeout (the call's deadline bounds it);
+/// the wait for the response head then gets the attempt timeout again from
+/// the end of the upload, instead of timing out the moment it begins.
+#[test]
+fn the_head_wait_after_a_long_upload_gets_its_own_attempt_timeout() {
+    let mut sim = Sim::new(76);
+    let api = sim.mock("http://api.test");
+    let upload = api
+        .route(Method::POST, "/upload")
+        .respond(Reply::json("{}").delayed(2 * SECOND));
+    let runtime = sim.runtime();
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .attempt_timeout(10 * SECOND)
+        .timeout(60 * SECOND)
+        .build()
+        .unwrap();
+    let (status, took) = sim.run(async move {
+        // Three pieces, five seconds apart: the upload takes 15 s.
+        let pacer = runtime.clone();
+        let pieces = futures_lite::stream::unfold(0, move |n| {
+            let pacer = pacer.clone();
+            async move {
+                if n == 3 {
+                    return None;
+                }
+                pacer.sleep_until(pacer.now() + 5 * SECOND).await;
+                Some((Ok(bytes::Bytes::from_static(b"piece")), n + 1))
+            }
+        });
+        let started = runtime.now();
+        let response = client.post("upload").body_stream(pieces).send().await;
+        (response.map(|r| r.status()), runtime.now() - started)
+    });
+    assert_eq!(status.unwrap(), 200);
+    assert!(took > 15 * SECOND && took < 20 * SECOND, "{took:?}");
+    assert_eq!(&upload.requests()[0].body[..], b"piecepiecepiece");
+}
