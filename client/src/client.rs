@@ -1018,10 +1018,17 @@ async fn run(
                 if let Some((name, value)) = &plan.idempotency_key {
                     request.headers.insert(name.clone(), value.clone());
                 }
-                if let Some(value) = &plan.authorization {
-                    request
-                        .headers
-                        .insert(http::header::AUTHORIZATION, value.clone());
+                match &plan.authorization {
+                    Some(value) => {
+                        request
+                            .headers
+                            .insert(http::header::AUTHORIZATION, value.clone());
+                    }
+                    // No token for this attempt: an earlier attempt's must not go out.
+                    None if request.tokens => {
+                        request.headers.remove(http::header::AUTHORIZATION);
+                    }
+                    None => {}
                 }
                 let reused = plan.reused;
                 let counters = &client.inner.counters;
@@ -1070,9 +1077,13 @@ async fn run(
                 let exchange = conn
                     .exchange(
                         &runtime,
-                        match &mut request.stream {
-                            Some(_) => RequestBody::Streamed(&mut request.stream),
-                            None => RequestBody::Buffered(&request.body),
+                        // Chosen by the framing the head announces, not by whether the
+                        // stream is still there: a taken stream must fail, not go out
+                        // as an empty body under a chunked head.
+                        if matches!(request.body_length, BodyLength::Streamed) {
+                            RequestBody::Streamed(&mut request.stream)
+                        } else {
+                            RequestBody::Buffered(&request.body)
                         },
                         context,
                         reused,

@@ -138,7 +138,9 @@ impl Response {
         &self.timings
     }
 
-    /// How many attempts the call made (1 when it was not retried).
+    /// How many counted attempts the call made (1 when it was not retried).
+    /// A stale pooled connection replaced for free is not counted, unlike in
+    /// [`Error::attempts`](crate::Error::attempts), which tells every send.
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
