@@ -212,6 +212,11 @@ impl SmolRuntime {
 /// - A registration made while another thread waits in `epoll_wait` has that
 ///   wait's event ignored by `poll_readable` (async-io compares reactor
 ///   ticks), and only a real read notices the bytes it announced.
+///
+/// One gap is known: a write TLS makes by itself while reading (the answer
+/// to a peer's key update) also counts as a write, so the liveness check
+/// that follows asks the reactor rather than the socket. It is rare, and the
+/// reactor reports a close it has seen.
 struct ReplyAwareTcp {
     io: Async<TcpStream>,
     /// A write has completed since the last read.

@@ -263,12 +263,18 @@ pub async fn plain_tcp_round_trip(rt: Arc<dyn Runtime>) {
     transport.close().await.unwrap();
 }
 
-/// A port nobody listens on refuses the connection.
-pub async fn refused(rt: Arc<dyn Runtime>) {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+/// A loopback address nobody listens on: a port the system just handed out,
+/// whose listener is closed again.
+pub fn closed_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap(); // the listener is dropped here, closing the port
+        .unwrap() // the listener is dropped here, closing the port
+}
+
+/// A port nobody listens on refuses the connection.
+pub async fn refused(rt: Arc<dyn Runtime>) {
+    let addr = closed_port();
     assert_eq!(
         connect_error(&*rt, http(addr)).await,
         ConnectErrorKind::Refused

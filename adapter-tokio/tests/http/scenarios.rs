@@ -29,7 +29,7 @@ use super::server::{
     big_chunked, chunked, delayed, respond, respond_bytes, respond_with, streamed_with_length,
     Options, RawServer, Reply, TestServer,
 };
-use crate::common::{localhost_ca, self_signed, tls_server_config, Identity, Pki};
+use crate::common::{closed_port, localhost_ca, self_signed, tls_server_config, Identity, Pki};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -407,19 +407,11 @@ pub async fn reset_mid_upload_resends_only_what_is_safe(rt: Arc<dyn Runtime>) {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
-    assert_eq!(
-        server.accepted.load(Ordering::SeqCst),
-        1,
-        "the POST was resent"
-    );
+    assert_eq!(server.accepted(), 1, "the POST was resent");
 
     let response = client.put("upload").body(body).send().await.unwrap();
     assert_eq!(response.text().await.unwrap(), "ok");
-    assert_eq!(
-        server.accepted.load(Ordering::SeqCst),
-        3,
-        "the PUT was resent once"
-    );
+    assert_eq!(server.accepted(), 3, "the PUT was resent once");
     assert_at_rest(&client);
 }
 
@@ -560,9 +552,7 @@ async fn post_after_a_busy_wait_for_the_idle_close(
 /// Nothing listening: the caller gets a connect error (after the retries a
 /// failed connect allows, since nothing was sent), not a protocol error.
 pub async fn refused_connection_is_a_connect_error(rt: Arc<dyn Runtime>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    drop(listener);
+    let url = format!("http://{}/", closed_port());
     let client = builder(&rt, url).build().unwrap();
     let err = client.post("orders").body("{}").send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect, "{err}");

@@ -363,7 +363,8 @@ pub enum Reply {
     ResetBeforeBody,
 }
 
-/// A request as the raw server read it.
+/// A request as the raw server read it: recorded, and its reply chosen,
+/// once its head is read, before its body arrives.
 #[derive(Clone, Debug)]
 pub struct RawRequest {
     /// The request head, as text.
@@ -477,12 +478,15 @@ async fn serve_raw(
             requests.push(request.clone());
             request
         };
-        let reply = script(&request);
-        if let Reply::ResetBeforeBody = reply {
-            // SO_LINGER 0: closing sends RST instead of FIN.
-            socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO))?;
-            return Ok(());
-        }
+        let (bytes, close) = match script(&request) {
+            Reply::ResetBeforeBody => {
+                // SO_LINGER 0: closing sends RST instead of FIN.
+                socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO))?;
+                return Ok(());
+            }
+            Reply::Write(bytes) => (bytes, false),
+            Reply::WriteThenClose(bytes) => (bytes, true),
+        };
         while buf.len() < head_end + body_len {
             let mut chunk = [0u8; 4096];
             let n = stream.read(&mut chunk).await?;
@@ -492,17 +496,10 @@ async fn serve_raw(
             buf.extend_from_slice(&chunk[..n]);
         }
         buf.drain(..head_end + body_len);
-        match reply {
-            Reply::ResetBeforeBody => unreachable!("handled above"),
-            Reply::Write(bytes) => {
-                stream.write_all(&bytes).await?;
-                stream.flush().await?;
-            }
-            Reply::WriteThenClose(bytes) => {
-                stream.write_all(&bytes).await?;
-                stream.flush().await?;
-                return Ok(());
-            }
+        stream.write_all(&bytes).await?;
+        stream.flush().await?;
+        if close {
+            return Ok(());
         }
     }
 }

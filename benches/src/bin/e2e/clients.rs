@@ -39,7 +39,6 @@ pub struct RunResult {
     pub cpu_s: f64,
     pub cpu_per_10k: f64,
     /// The kernel's part of `cpu_s` (system time), in seconds.
-    #[serde(default)]
     pub sys_s: f64,
     pub max_rss_kib: u64,
     pub allocs_per_req: f64,
