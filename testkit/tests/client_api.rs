@@ -10,7 +10,7 @@ use breakwater::core::call::EngineConfig;
 use breakwater::core::pool::PoolConfig;
 use breakwater::ErrorKind;
 use breakwater_testkit::{Reply, Sim};
-use common::fetch;
+use common::{client, fetch};
 use http::header::HeaderName;
 use http::Method;
 
@@ -132,9 +132,7 @@ fn timings_tell_a_new_connection_from_a_reused_one() {
     sim.set_default_link(breakwater_testkit::Link::rtt(Duration::from_millis(40)));
     let api = sim.mock("https://api.test");
     api.route(Method::GET, "/ping").respond(Reply::json("{}"));
-    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
-        .build()
-        .unwrap();
+    let client = client(&sim, "https://api.test/");
     let (first, second) = sim.run(async move {
         let first = client.get("ping").send().await.unwrap();
         let t1 = *first.timings();
@@ -260,9 +258,7 @@ fn oauth2_client_credentials_fetch_once_and_fail_terminally_on_invalid_client() 
     let me = api.route(Method::GET, "/me").respond(Reply::json("{}"));
 
     let build = |secret: &str| {
-        let idp_client = breakwater::Client::builder(sim.runtime(), "https://idp.test/")
-            .build()
-            .unwrap();
+        let idp_client = client(&sim, "https://idp.test/");
         let grant =
             OAuth2ClientCredentials::new(idp_client, "oauth/token", "app", secret.to_owned())
                 .with_scope("read");
@@ -323,9 +319,7 @@ fn lines_split_across_pieces_and_refuse_an_endless_line() {
         .collect();
     api.route(Method::GET, "/endless")
         .respond(Reply::new(200, "").chunks(endless));
-    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
-        .build()
-        .unwrap();
+    let client = client(&sim, "https://api.test/");
     let (lines, endless) = sim.run(async move {
         let lines: Vec<String> = client
             .get("lines")
@@ -359,9 +353,7 @@ fn urls_with_passwords_are_refused_before_they_can_leak() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Builder);
     assert!(!err.to_string().contains("pa55"), "{err}");
-    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
-        .build()
-        .unwrap();
+    let client = client(&sim, "https://api.test/");
     let mut sim = sim;
     let err = sim
         .run(async move {
@@ -384,9 +376,7 @@ fn a_url_longer_than_http_allows_is_refused_before_it_is_sent() {
     let route = api
         .route(Method::GET, &long_path)
         .respond(Reply::new(200, "unused"));
-    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
-        .build()
-        .unwrap();
+    let client = client(&sim, "https://api.test/");
     let err = sim
         .run(async move { client.get(&long_path).send().await.map(|_| ()) })
         .unwrap_err();
@@ -398,10 +388,8 @@ fn a_url_longer_than_http_allows_is_refused_before_it_is_sent() {
 #[test]
 fn the_oauth2_grant_keeps_its_client_secret_out_of_debug_output() {
     use breakwater::auth::OAuth2ClientCredentials;
-    let sim = Sim::new(28);
-    let idp_client = breakwater::Client::builder(sim.runtime(), "https://idp.test/")
-        .build()
-        .unwrap();
+    let sim = Sim::new(36);
+    let idp_client = client(&sim, "https://idp.test/");
     let grant = OAuth2ClientCredentials::new(idp_client, "oauth/token", "app", "5ecret-5auce");
     let shown = format!("{grant:?}");
     assert!(!shown.contains("5ecret"), "{shown}");
@@ -410,16 +398,14 @@ fn the_oauth2_grant_keeps_its_client_secret_out_of_debug_output() {
 
 #[test]
 fn a_head_response_ends_with_its_head_and_leaves_the_connection_reusable() {
-    let mut sim = Sim::new(29);
+    let mut sim = Sim::new(37);
     let api = sim.mock("https://api.test");
     // The server announces the length the GET would have; a HEAD gets no body.
     api.route(Method::HEAD, "/report")
         .respond(Reply::new(200, vec![b'x'; 4096]));
     api.route(Method::GET, "/report")
         .respond(Reply::new(200, vec![b'x'; 4096]));
-    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
-        .build()
-        .unwrap();
+    let client = client(&sim, "https://api.test/");
     let (head_length, head_body, get_body) = sim.run(async move {
         let head = client.request(Method::HEAD, "report").send().await.unwrap();
         let length = head.headers().get("content-length").cloned();
@@ -444,7 +430,7 @@ fn a_refresh_abandoned_by_its_caller_is_handed_back() {
     use breakwater::auth::TokenResponse;
 
     const SECOND: Duration = Duration::from_secs(1);
-    let mut sim = Sim::new(30);
+    let mut sim = Sim::new(38);
     let api = sim.mock("https://api.test");
     api.route(Method::GET, "/me").respond(Reply::json("{}"));
     let fetches = Arc::new(AtomicUsize::new(0));
@@ -513,9 +499,7 @@ fn a_reset_before_any_response_byte_on_a_reused_connection_is_replaced_for_free(
         Reply::json("{}").fault(Fault::ResetBeforeResponse),
         Reply::json("{}"),
     ]);
-    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
-        .build()
-        .unwrap();
+    let client = client(&sim, "https://api.test/");
     let (attempts, budget_before, budget_after) = sim.run(async move {
         let first = client.get("item").send().await.unwrap();
         first.bytes().await.unwrap();
@@ -546,9 +530,7 @@ fn a_connection_close_response_is_not_reused() {
         Reply::json("{}"),
         Reply::json("{}"),
     ]);
-    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
-        .build()
-        .unwrap();
+    let client = client(&sim, "https://api.test/");
     sim.run(async move {
         for _ in 0..3 {
             fetch(&client, "item").await;
@@ -570,9 +552,7 @@ fn truncated_bodies_count_against_the_breaker() {
     let api = sim.mock("https://api.test");
     api.route(Method::GET, "/report")
         .respond(Reply::new(200, vec![b'x'; 4096]).fault(Fault::ResetAfterBytes(200)));
-    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
-        .build()
-        .unwrap();
+    let client = client(&sim, "https://api.test/");
     let stats = client.clone();
     let (body_errors, next) = sim.run(async move {
         let mut body_errors = Vec::new();

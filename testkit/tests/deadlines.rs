@@ -80,8 +80,7 @@ fn a_run_of_requests_on_one_connection_arms_a_few_timers_not_one_each() {
     let requests = 200;
     sim.run(async move {
         for _ in 0..requests {
-            let body = client.get("item").send().await.unwrap().bytes().await;
-            assert_eq!(&body.unwrap()[..], b"{}");
+            assert_eq!(&fetch(&client, "item").await[..], b"{}");
         }
     });
     assert_eq!(sim.connects(), 1);
@@ -136,7 +135,7 @@ fn a_deadline_earlier_than_the_kept_timer_is_honoured() {
         (runtime.now() - sent, error.kind())
     });
     assert_eq!(sim.connects(), 1);
-    assert!(matches!(kind, ErrorKind::Timeout(_)), "{kind:?}");
+    assert_eq!(kind, ErrorKind::Timeout(TimeoutPhase::Total));
     assert_eq!(waited, 2 * SECOND);
 }
 

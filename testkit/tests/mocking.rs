@@ -1,18 +1,15 @@
 //! The tutorial's three respx tests, as Breakwater mock tests on the virtual
 //! clock, plus the cost of connection pooling measured in simulated time.
 
+mod common;
+
 use std::time::Duration;
 
 use breakwater::core::call::EngineConfig;
 use breakwater::core::pool::PoolConfig;
 use breakwater_testkit::{Link, Reply, Sim};
+use common::client;
 use http::Method;
-
-fn client(sim: &Sim, base: &str) -> breakwater::Client {
-    breakwater::Client::builder(sim.runtime(), base)
-        .build()
-        .unwrap()
-}
 
 #[derive(serde::Deserialize, Debug, PartialEq)]
 struct User {

@@ -24,7 +24,8 @@ fn soak_mixed_faults_across_seeds() {
     let started = std::time::Instant::now();
     let mut reached: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut calls = 0;
-    // Each seed is named before it runs, so even a hang or a crash says which one.
+    // A replayed seed is named before it runs, so that a hang or a crash (seen
+    // with --nocapture) says which one; a failing seed of a sweep names itself.
     for &seed in &seeds {
         if seeds.len() == 1 {
             println!("soak: seed {seed}");
