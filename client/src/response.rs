@@ -178,7 +178,9 @@ impl Response {
                 None if joined.is_empty() => first = Some(piece),
                 previous => {
                     if let Some(previous) = previous {
-                        joined.reserve(self.body.reservation());
+                        // Room for both pieces and the rest announced, at once:
+                        // reserving only the rest made the join grow twice.
+                        joined.reserve(previous.len() + piece.len() + self.body.reservation());
                         joined.extend_from_slice(&previous);
                     }
                     joined.extend_from_slice(&piece);
