@@ -145,7 +145,9 @@ pub struct ClientBuilder {
     default_headers: HeaderMap,
     credentials: Result<Credentials, Error>,
     engine: EngineConfig,
-    tls: TlsOptions,
+    /// `None` until the caller gives settings: the defaults are loaded on
+    /// first use, so a plain-http client never reads the certificate store.
+    tls: Option<TlsOptions>,
     body_timeout: Option<Duration>,
     seed: Option<u64>,
     hooks: Hooks,
@@ -172,7 +174,7 @@ impl Client {
             default_headers: HeaderMap::new(),
             credentials: Ok(Credentials::None),
             engine: EngineConfig::default(),
-            tls: TlsOptions::default(),
+            tls: None,
             body_timeout: None,
             seed: None,
             hooks: Hooks::default(),
@@ -255,13 +257,10 @@ impl Client {
 
     fn close_now(&self) {
         let now = self.inner.runtime.now();
-        let closing = {
-            let mut shared = self.inner.lock();
+        self.inner.update(|shared| {
             shared.closed = true;
             shared.engine.close(now);
-            shared.drain_events()
-        };
-        drop(closing);
+        });
     }
 
     /// A snapshot of the client's gauges and counters.
@@ -387,8 +386,12 @@ impl ClientBuilder {
     }
 
     /// TLS settings for `https` origins.
+    ///
+    /// They are checked by [`build`](Self::build): a CA or client certificate
+    /// that cannot be used fails there as [`ErrorKind::Builder`], not on the
+    /// first call.
     pub fn tls(mut self, options: TlsOptions) -> Self {
-        self.tls = options;
+        self.tls = Some(options);
         self
     }
 
@@ -427,6 +430,17 @@ impl ClientBuilder {
         let body_timeout = self.body_timeout.unwrap_or(self.engine.attempt_timeout);
         let engine = Engine::new(self.engine, fastrand::Rng::with_seed(seed))
             .map_err(|e| Error::new(ErrorKind::Builder).with_message(e.to_string()))?;
+        // Settings the caller gave are checked now; so are the defaults when
+        // the base URL is https, since the first call will need them anyway.
+        let tls = OnceLock::new();
+        if self.tls.is_some() || base_origin.scheme() == breakwater_core::Scheme::Https {
+            let config = self.tls.clone().unwrap_or_default().build().map_err(|e| {
+                Error::new(ErrorKind::Builder)
+                    .with_message("invalid TLS settings")
+                    .with_source(e)
+            })?;
+            let _ = tls.set(Ok(config));
+        }
         Ok(Client {
             inner: Arc::new(Inner {
                 runtime: self.runtime,
@@ -439,8 +453,8 @@ impl ClientBuilder {
                 base_origin,
                 default_headers: self.default_headers,
                 credentials,
-                tls_options: self.tls,
-                tls: OnceLock::new(),
+                tls_options: self.tls.unwrap_or_default(),
+                tls,
                 body_timeout,
                 hooks: self.hooks,
                 counters: Counters::default(),
@@ -746,11 +760,25 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Runs `f` on the shared state under the lock, then applies the
+    /// engine's events (wake-ups, connections to close) once it is released.
+    pub(crate) fn update<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {
+        let mut shared = self.lock();
+        let result = f(&mut shared);
+        let drained = shared.drain_events();
+        drop(shared);
+        drop(drained);
+        result
+    }
+
+    /// The TLS configuration for https origins. `ClientBuilder::build` made
+    /// it if the caller gave settings or the base URL is https; otherwise the
+    /// defaults are built here, on the first https call.
     fn tls(&self) -> Result<TlsConfig, Error> {
         self.tls
             .get_or_init(|| self.tls_options.build())
             .clone()
-            .map_err(|e| Error::new(ErrorKind::Tls).with_source(e))
+            .map_err(|e| Error::new(ErrorKind::Builder).with_source(e))
     }
 }
 
@@ -820,13 +848,10 @@ pub(crate) struct CallGuard {
 impl CallGuard {
     /// The call's next step, decided at `now` (the driver's latest clock reading).
     fn poll_step(&mut self, now: Instant) -> Step {
-        let mut shared = self.client.inner.lock();
-        let step = self.call.poll_step(now, &mut shared.engine);
-        self.others_in_flight = shared.wake_slots.len() > 1;
-        let closing = shared.drain_events();
-        drop(shared);
-        drop(closing);
-        step
+        self.client.inner.update(|shared| {
+            self.others_in_flight = shared.wake_slots.len() > 1;
+            self.call.poll_step(now, &mut shared.engine)
+        })
     }
 
     /// Runs a report against the engine under the lock, then applies its events.
@@ -844,12 +869,9 @@ impl CallGuard {
         now: Instant,
         f: impl FnOnce(&mut call::Call<Connection>, Instant, &mut Engine<Connection>) -> T,
     ) -> T {
-        let mut shared = self.client.inner.lock();
-        let result = f(&mut self.call, now, &mut shared.engine);
-        let closing = shared.drain_events();
-        drop(shared);
-        drop(closing);
-        result
+        self.client
+            .inner
+            .update(|shared| f(&mut self.call, now, &mut shared.engine))
     }
 
     async fn wait(&mut self, until: Option<Instant>) {
@@ -881,14 +903,12 @@ impl Drop for CallGuard {
         // An ended call holds nothing: only its wake-up slot goes.
         let now =
             (self.call.phase() != call::CallPhase::Ended).then(|| self.client.inner.runtime.now());
-        let mut shared = self.client.inner.lock();
-        if let Some(now) = now {
-            self.call.cancel(now, &mut shared.engine);
-        }
-        shared.wake_slots.remove(&id);
-        let closing = shared.drain_events();
-        drop(shared);
-        drop(closing);
+        self.client.inner.update(|shared| {
+            if let Some(now) = now {
+                self.call.cancel(now, &mut shared.engine);
+            }
+            shared.wake_slots.remove(&id);
+        });
     }
 }
 
@@ -922,8 +942,7 @@ async fn run(
     // decision until the next one: a call reads it about five times.
     let started = runtime.now();
     let mut now = started;
-    let call = {
-        let mut shared = client.inner.lock();
+    let call = client.inner.update(|shared| {
         if shared.closed {
             return Err(Error::new(ErrorKind::Closed).with_origin(request.origin.clone()));
         }
@@ -937,11 +956,8 @@ async fn run(
         if let Ok(call) = &call {
             shared.wake_slots.insert(call.id(), WakeSlot::default());
         }
-        let closing = shared.drain_events();
-        drop(shared);
-        drop(closing);
-        call?
-    };
+        call
+    })?;
     client
         .inner
         .counters
@@ -1192,8 +1208,11 @@ async fn connect(
     let tls = match origin.scheme() {
         breakwater_core::Scheme::Https => match client.inner.tls() {
             Ok(tls) => Some(tls),
-            // Bad TLS settings (an unreadable CA or client certificate) will not
-            // get better by retrying, and say nothing about the upstream's health.
+            // Only the defaults can fail here (the caller's settings were
+            // checked by `build`), and they fall back to the bundled roots, so
+            // this is not expected. If it happens, retrying will not help and it
+            // says nothing about the upstream's health: the core's
+            // never-retried, breaker-neutral outcome is the certificate's.
             Err(e) => return Err((call::ConnectError::CertificateInvalid, e)),
         },
         breakwater_core::Scheme::Http => None,
@@ -1263,11 +1282,9 @@ impl Drop for PendingFetch {
     fn drop(&mut self) {
         if let Some(fetch) = self.fetch.take() {
             let now = self.client.inner.runtime.now();
-            let mut shared = self.client.inner.lock();
-            let _ = shared.engine.cancel_token_fetch(now, fetch);
-            let drained = shared.drain_events();
-            drop(shared);
-            drop(drained);
+            self.client.inner.update(|shared| {
+                let _ = shared.engine.cancel_token_fetch(now, fetch);
+            });
         }
     }
 }

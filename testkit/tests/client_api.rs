@@ -671,3 +671,20 @@ fn a_half_open_probe_whose_caller_gives_up_hands_its_slot_back() {
         BreakerStateKind::Closed
     );
 }
+
+#[test]
+fn tls_settings_that_cannot_be_used_fail_the_build() {
+    let sim = Sim::new(39);
+    // A PEM block that decodes, but to no certificate.
+    let bad_ca = breakwater::tls::TlsOptions::default()
+        .with_extra_ca_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+        .expect("the PEM framing is fine");
+    // The base URL is plain http, but the settings are the caller's: they are
+    // checked by build, not at the first https call.
+    let err = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .tls(bad_ca)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Builder, "{err}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+}
