@@ -900,6 +900,13 @@ impl Drop for CallGuard {
             self.client.inner.lock().wake_slots.remove(&id);
             return;
         }
+        #[cfg(feature = "fault-injection")]
+        if crate::fault_injection::keep_cancelled_sockets() {
+            if let Some(connection) = self.call.connection_mut() {
+                // The other deliberate bug: every count stays right.
+                connection.leak_socket();
+            }
+        }
         // An ended call holds nothing: only its wake-up slot goes.
         let now =
             (self.call.phase() != call::CallPhase::Ended).then(|| self.client.inner.runtime.now());

@@ -187,6 +187,14 @@ impl Connection {
 }
 
 impl ConnectionState {
+    /// The deliberate bug of [`crate::fault_injection::set_keep_cancelled_sockets`]:
+    /// the socket is leaked and the connection left with an ended stream.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn leak_socket(&mut self) {
+        let socket = std::mem::replace(&mut self.io, Box::new(crate::fault_injection::Gone));
+        std::mem::forget(socket);
+    }
+
     /// The decoder's next event from the bytes already read.
     pub(crate) fn decode_buffered(&mut self) -> Result<Option<ResponseEvent>, DecodeError> {
         self.decoder.poll_event(&mut self.read_buf)

@@ -65,6 +65,58 @@ pub mod fault_injection {
     pub(crate) fn forget_cancelled_calls() -> bool {
         FORGET_CANCELLED_CALLS.load(Ordering::Relaxed)
     }
+
+    static KEEP_CANCELLED_SOCKETS: AtomicBool = AtomicBool::new(false);
+
+    /// When on, a call dropped while it holds a connection gives the
+    /// connection back, so every count stays right, but never lets go of its
+    /// socket: a leak only a check of which connections are still alive sees.
+    pub fn set_keep_cancelled_sockets(on: bool) {
+        KEEP_CANCELLED_SOCKETS.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn keep_cancelled_sockets() -> bool {
+        KEEP_CANCELLED_SOCKETS.load(Ordering::Relaxed)
+    }
+
+    /// What a connection whose socket was kept is left with: a stream that has ended.
+    pub(crate) struct Gone;
+
+    impl futures_io::AsyncRead for Gone {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(0))
+        }
+    }
+
+    impl futures_io::AsyncWrite for Gone {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl crate::runtime::Transport for Gone {}
 }
 
 pub use client::{Client, ClientBuilder, RequestBuilder, RequestInfo, ResponseInfo};

@@ -90,6 +90,8 @@ struct Network {
     links: Mutex<BTreeMap<Origin, Link>>,
     default_link: Mutex<Link>,
     connections: AtomicU64,
+    /// Client ends not yet dropped.
+    live_client_ends: net::LiveEnds,
 }
 
 /// The [`Runtime`] of a simulation.
@@ -145,6 +147,7 @@ impl Sim {
                 links: Mutex::new(BTreeMap::new()),
                 default_link: Mutex::new(Link::default()),
                 connections: AtomicU64::new(0),
+                live_client_ends: Default::default(),
             }),
             trace: trace.clone(),
             client_rng: Mutex::new(fastrand::Rng::with_seed(stream_seed(seed, "client"))),
@@ -167,6 +170,13 @@ impl Sim {
     /// An independent random stream for `component`, derived from the seed.
     pub fn rng(&self, component: &str) -> fastrand::Rng {
         fastrand::Rng::with_seed(stream_seed(self.seed, component))
+    }
+
+    /// The ids (the trace's `conn=`) of the connections whose client end has
+    /// not been dropped: those a client still holds, idle or in use.
+    pub fn client_connection_ids(&self) -> Vec<u64> {
+        let live = self.runtime.network.live_client_ends.lock().unwrap();
+        live.iter().copied().collect()
     }
 
     /// The runtime to build clients on.
@@ -223,7 +233,7 @@ impl Sim {
             config: Mutex::new(ServerConfig::default()),
             requests: Mutex::new(Vec::new()),
             accepted: AtomicU64::new(0),
-            open: AtomicUsize::new(0),
+            open: Mutex::new(Default::default()),
             hits: AtomicUsize::new(0),
         });
         self.runtime
@@ -392,7 +402,8 @@ impl Runtime for SimRuntime {
             let id = network.connections.fetch_add(1, Ordering::SeqCst) + 1;
             let info =
                 TransportInfo::new(None, tls).with_timings(None, Some(rtt), tls.then_some(rtt));
-            let (client, mut server_end) = net::connection(&handle, link, info);
+            let (mut client, mut server_end) = net::connection(&handle, link, info);
+            client.track(&network.live_client_ends, id);
             let connection = server.accepted.fetch_add(1, Ordering::SeqCst) + 1;
             if config.reset_connections {
                 trace.event(
@@ -403,7 +414,7 @@ impl Runtime for SimRuntime {
                 server_end.reset();
                 return Ok(Box::new(client) as BoxTransport);
             }
-            server.open.fetch_add(1, Ordering::SeqCst);
+            server.open.lock().unwrap().insert(id);
             trace.event(
                 handle.now(),
                 "net",
@@ -413,7 +424,10 @@ impl Runtime for SimRuntime {
                 handle.clone(),
                 server,
                 server_end,
-                connection,
+                server::ConnectionIds {
+                    network: id,
+                    per_server: connection,
+                },
                 trace.clone(),
             ));
             Ok(Box::new(client) as BoxTransport)

@@ -7,7 +7,7 @@
 //! delivered in order; a close is an end-of-stream segment, a fault can be a
 //! reset segment. Nothing touches a socket.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -109,7 +109,14 @@ pub(crate) struct SimStream {
     /// Fault: after this many bytes written, the stream resets instead.
     reset_after_written: Option<u64>,
     written: u64,
+    /// For a client end: the network's set of live client ends, which this
+    /// end leaves when it is dropped.
+    live: Option<(LiveEnds, u64)>,
 }
+
+/// The ids of the client ends not yet dropped, kept by the network so a run
+/// can check that nothing outside the client's pool still holds one.
+pub(crate) type LiveEnds = Arc<Mutex<BTreeSet<u64>>>;
 
 /// A connected pair: (client end, server end).
 pub(crate) fn connection(
@@ -135,7 +142,14 @@ impl SimStream {
             info,
             reset_after_written: None,
             written: 0,
+            live: None,
         }
+    }
+
+    /// Enters this (client) end in `live` as connection `id` until it is dropped.
+    pub(crate) fn track(&mut self, live: &LiveEnds, id: u64) {
+        live.lock().unwrap().insert(id);
+        self.live = Some((live.clone(), id));
     }
 
     /// Makes this end reset the connection once it has written `bytes` more bytes.
@@ -281,6 +295,10 @@ impl Drop for SimStream {
         inbound.reader_closed = true;
         if let Some(key) = inbound.timer.take() {
             self.handle.cancel_timer(key);
+        }
+        drop(inbound);
+        if let Some((live, id)) = self.live.take() {
+            live.lock().unwrap().remove(&id);
         }
     }
 }

@@ -7,6 +7,7 @@
 //! before or partway through the response, a close before any byte, a
 //! stall in the middle of the body.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,7 +169,8 @@ pub(crate) struct ServerState {
     pub(crate) rng: Mutex<fastrand::Rng>,
     pub(crate) requests: Mutex<Vec<Request>>,
     pub(crate) accepted: AtomicU64,
-    pub(crate) open: AtomicUsize,
+    /// The network-wide ids of the connections this server has not closed.
+    pub(crate) open: Mutex<BTreeSet<u64>>,
     pub(crate) hits: AtomicUsize,
 }
 
@@ -196,7 +198,13 @@ impl ServerHandle {
 
     /// Connections open right now (server side).
     pub fn open_connections(&self) -> usize {
-        self.state.open.load(Ordering::SeqCst)
+        self.state.open.lock().unwrap().len()
+    }
+
+    /// The network-wide ids (the trace's `conn=`) of the connections open
+    /// right now, server side.
+    pub fn open_connection_ids(&self) -> Vec<u64> {
+        self.state.open.lock().unwrap().iter().copied().collect()
     }
 
     /// Requests served so far.
@@ -233,9 +241,13 @@ pub(crate) async fn serve(
     handle: Handle,
     server: Arc<ServerState>,
     mut stream: SimStream,
-    connection: u64,
+    ids: ConnectionIds,
     trace: crate::trace::Trace,
 ) {
+    let ConnectionIds {
+        network: id,
+        per_server: connection,
+    } = ids;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         let idle_timeout = server.config.lock().unwrap().idle_timeout;
@@ -263,7 +275,7 @@ pub(crate) async fn serve(
                 "request {} {} conn={} -> {}{}",
                 request.method,
                 request.target,
-                connection,
+                id,
                 reply.status.as_u16(),
                 reply
                     .fault
@@ -312,8 +324,16 @@ pub(crate) async fn serve(
             break;
         }
     }
-    server.open.fetch_sub(1, Ordering::SeqCst);
+    server.open.lock().unwrap().remove(&id);
     let _ = stream.close().await;
+}
+
+/// The two numbers a server connection goes by.
+pub(crate) struct ConnectionIds {
+    /// Unique across the network: the trace's `conn=` and the live-ends set's.
+    pub(crate) network: u64,
+    /// From 1 per server: [`Request::connection`].
+    pub(crate) per_server: u64,
 }
 
 /// Reads one request; `None` when the connection closed, broke, idled out or sent garbage.

@@ -590,14 +590,26 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
             pool.opened, pool.closed, pool.idle
         ));
     }
+    // Every connection the client still holds is one its pool counts idle:
+    // none is kept alive anywhere else (a forgotten task, a lost response).
+    let held = sim.client_connection_ids();
+    if held.len() != pool.idle {
+        violations.push(format!(
+            "client holds connections {held:?}, its pool counts {} idle",
+            pool.idle
+        ));
+    }
     // The server may already have closed some of the client's idle
     // connections (the client learns that when it next uses them), but it
-    // must never hold a connection the client has let go of.
-    if server.open_connections() > pool.idle {
+    // must never hold one the client has let go of.
+    let orphaned: Vec<u64> = server
+        .open_connection_ids()
+        .into_iter()
+        .filter(|id| !held.contains(id))
+        .collect();
+    if !orphaned.is_empty() {
         violations.push(format!(
-            "server holds {} connections, client has {} idle",
-            server.open_connections(),
-            pool.idle
+            "server holds connections {orphaned:?}, which the client let go of"
         ));
     }
 
