@@ -142,12 +142,12 @@ pub enum Stuck {
 pub(crate) struct Executor {
     handle: Handle,
     tasks: Vec<Option<(Task, Arc<TaskWaker>)>>,
-    shuffle: Option<fastrand::Rng>,
+    shuffle: Option<crate::Choices>,
     pub(crate) polls: u64,
 }
 
 impl Executor {
-    pub(crate) fn new(start: Instant, shuffle: Option<fastrand::Rng>) -> Self {
+    pub(crate) fn new(start: Instant, shuffle: Option<crate::Choices>) -> Self {
         let clock = Clock {
             now: start,
             ..Clock::default()
@@ -193,8 +193,9 @@ impl Executor {
             let next = {
                 let mut ready = self.handle.ready.lock().unwrap();
                 match &mut self.shuffle {
-                    Some(rng) if ready.len() > 1 => {
-                        let i = rng.usize(..ready.len());
+                    // The calmest choice is the queue's own order.
+                    Some(choices) if ready.len() > 1 => {
+                        let i = choices.index(ready.len());
                         ready.remove(i)
                     }
                     _ => ready.pop_front(),

@@ -1,6 +1,7 @@
 //! Breakwater's testkit: run the client — and your code that uses it — on a
 //! virtual clock, over a simulated network, against simulated upstreams that
-//! misbehave on purpose, replayable from one seed.
+//! misbehave on purpose, replayable from one seed (or from a [`Tape`] of
+//! its choices, which a failing run can be shrunk to).
 //!
 //! This crate is the third way to run the client, beside the tokio and smol
 //! adapters: [`Sim::runtime`] is a [`Runtime`] whose
@@ -35,6 +36,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod choices;
 mod executor;
 mod mock;
 mod net;
@@ -54,6 +56,7 @@ use breakwater::runtime::{
 };
 
 pub use breakwater;
+pub use choices::{shrink, Choices, Shrunk, Tape, TapeError};
 pub use executor::Stuck;
 pub use mock::{Mock, RouteHandle};
 pub use net::Link;
@@ -66,9 +69,40 @@ use server::ServerState;
 /// The environment variable that overrides a simulation's seed, to replay a failure.
 pub const SEED_VAR: &str = "BREAKWATER_SEED";
 
+/// The environment variable naming a tape file to replay instead of a seed
+/// (see [`Tape::save`]); it wins over [`SEED_VAR`].
+pub const TAPE_VAR: &str = "BREAKWATER_TAPE";
+
+/// Where a simulation's random choices come from.
+#[derive(Clone)]
+enum Entropy {
+    Seed(u64),
+    Tape(Arc<Tape>),
+}
+
+/// Every stream's record of its choices, by stream name.
+type Recordings = Arc<Mutex<Vec<(String, Arc<Mutex<Vec<u8>>>)>>>;
+
+impl Entropy {
+    /// The stream of `component`, entered in `recordings`.
+    fn stream(&self, component: &str, recordings: &Recordings) -> Choices {
+        let choices = match self {
+            Entropy::Seed(seed) => Choices::seeded(stream_seed(*seed, component)),
+            Entropy::Tape(tape) => Choices::replaying(tape.stream(component)),
+        };
+        recordings
+            .lock()
+            .unwrap()
+            .push((component.to_owned(), choices.record_handle()));
+        choices
+    }
+}
+
 /// A simulation: executor, virtual clock, network, servers, seed and trace.
 pub struct Sim {
     seed: u64,
+    entropy: Entropy,
+    recordings: Recordings,
     executor: Executor,
     runtime: Arc<SimRuntime>,
     trace: Trace,
@@ -99,7 +133,7 @@ pub struct SimRuntime {
     handle: Handle,
     network: Arc<Network>,
     trace: Trace,
-    client_rng: Mutex<fastrand::Rng>,
+    client_choices: Mutex<Choices>,
     connects: AtomicUsize,
 }
 
@@ -115,9 +149,18 @@ impl std::fmt::Debug for SimRuntime {
 const WALL_EPOCH_SECS: u64 = 1_800_000_000;
 
 impl Sim {
-    /// A simulation from `seed`, unless [`SEED_VAR`] is set, which wins (so a
-    /// failing seed can be replayed with the one command the failure prints).
+    /// A simulation from `seed`, unless [`SEED_VAR`] or [`TAPE_VAR`] is set,
+    /// which wins (so a failing seed can be replayed with the one command the
+    /// failure prints).
+    ///
+    /// # Panics
+    /// If [`TAPE_VAR`] names a file that is not a tape.
     pub fn new(seed: u64) -> Sim {
+        if let Some(path) = std::env::var_os(TAPE_VAR) {
+            let tape = Tape::load(path.as_ref())
+                .unwrap_or_else(|e| panic!("{TAPE_VAR}={}: {e}", path.to_string_lossy()));
+            return Sim::from_tape(tape);
+        }
         let seed = std::env::var(SEED_VAR)
             .ok()
             .and_then(|s| s.parse().ok())
@@ -127,17 +170,30 @@ impl Sim {
 
     /// A simulation from exactly `seed`, ignoring the environment.
     pub fn with_seed(seed: u64) -> Sim {
-        Sim::build(seed, false, true)
+        Sim::build(Entropy::Seed(seed), false, true)
     }
 
     /// A simulation whose scheduler polls ready tasks in an order drawn from
     /// the seed (exploring interleavings), keeping or dropping trace lines.
     pub fn shuffled(seed: u64, keep_trace_lines: bool) -> Sim {
-        Sim::build(seed, true, keep_trace_lines)
+        Sim::build(Entropy::Seed(seed), true, keep_trace_lines)
     }
 
-    fn build(seed: u64, shuffle: bool, keep_lines: bool) -> Sim {
-        let shuffle = shuffle.then(|| fastrand::Rng::with_seed(stream_seed(seed, "scheduler")));
+    /// A simulation whose choices are read from `tape` (the calmest ones
+    /// where it runs out), ignoring the environment.
+    pub fn from_tape(tape: Tape) -> Sim {
+        Sim::build(Entropy::Tape(Arc::new(tape)), false, true)
+    }
+
+    /// [`shuffled`](Self::shuffled), with the choices read from `tape`.
+    pub fn shuffled_from_tape(tape: Tape, keep_trace_lines: bool) -> Sim {
+        Sim::build(Entropy::Tape(Arc::new(tape)), true, keep_trace_lines)
+    }
+
+    fn build(entropy: Entropy, shuffle: bool, keep_lines: bool) -> Sim {
+        let recordings = Recordings::default();
+        let shuffle = shuffle.then(|| entropy.stream("scheduler", &recordings));
+        let client_choices = entropy.stream("client", &recordings);
         let executor = Executor::new(Instant::ZERO, shuffle);
         let trace = Trace::new(keep_lines);
         let runtime = Arc::new(SimRuntime {
@@ -150,11 +206,16 @@ impl Sim {
                 live_client_ends: Default::default(),
             }),
             trace: trace.clone(),
-            client_rng: Mutex::new(fastrand::Rng::with_seed(stream_seed(seed, "client"))),
+            client_choices: Mutex::new(client_choices),
             connects: AtomicUsize::new(0),
         });
         Sim {
-            seed,
+            seed: match entropy {
+                Entropy::Seed(seed) => seed,
+                Entropy::Tape(_) => 0,
+            },
+            entropy,
+            recordings,
             executor,
             runtime,
             trace,
@@ -162,14 +223,30 @@ impl Sim {
         }
     }
 
-    /// The seed this simulation runs on.
+    /// The seed this simulation runs on (0 when it replays a tape).
     pub fn seed(&self) -> u64 {
         self.seed
     }
 
-    /// An independent random stream for `component`, derived from the seed.
-    pub fn rng(&self, component: &str) -> fastrand::Rng {
-        fastrand::Rng::with_seed(stream_seed(self.seed, component))
+    /// The random stream of `component`: drawn from the seed's stream of
+    /// that name, or read from the tape's. Its choices go on this run's
+    /// [`tape`](Self::tape) either way.
+    pub fn choices(&self, component: &str) -> Choices {
+        self.entropy.stream(component, &self.recordings)
+    }
+
+    /// The choices every stream has made so far, as a tape that replays
+    /// them ([`from_tape`](Self::from_tape)).
+    pub fn tape(&self) -> Tape {
+        let mut tape = Tape::default();
+        for (name, record) in self.recordings.lock().unwrap().iter() {
+            let bytes = record.lock().unwrap().clone();
+            // A stream asked for twice reads the same choices twice: keep the longer record.
+            if bytes.len() >= tape.stream(name).len() {
+                tape.set_stream(name, bytes);
+            }
+        }
+        tape
     }
 
     /// The ids (the trace's `conn=`) of the connections whose client end has
@@ -224,10 +301,7 @@ impl Sim {
         let origin = parse_origin(origin);
         let name = format!("{}:{}", origin.host(), origin.port());
         let state = Arc::new(ServerState {
-            rng: Mutex::new(fastrand::Rng::with_seed(stream_seed(
-                self.seed,
-                &format!("server {name}"),
-            ))),
+            choices: Mutex::new(self.choices(&format!("server {name}"))),
             name,
             handler: Mutex::new(Box::new(handler)),
             config: Mutex::new(ServerConfig::default()),
@@ -326,10 +400,14 @@ impl Sim {
             .name()
             .unwrap_or("<test name>")
             .to_owned();
-        format!(
-            "replay with: {SEED_VAR}={} cargo test {} -- --exact",
-            self.seed, test
-        )
+        match &self.entropy {
+            Entropy::Seed(seed) => {
+                format!("replay with: {SEED_VAR}={seed} cargo test {test} -- --exact")
+            }
+            Entropy::Tape(_) => {
+                format!("replay with: {TAPE_VAR}=<the tape's file> cargo test {test} -- --exact")
+            }
+        }
     }
 
     /// How many times tasks were polled so far (a measure of work done).
@@ -449,6 +527,6 @@ impl Runtime for SimRuntime {
     }
 
     fn random_seed(&self) -> u64 {
-        self.client_rng.lock().unwrap().u64(..)
+        self.client_choices.lock().unwrap().u64()
     }
 }

@@ -131,8 +131,8 @@ pub struct Context<'a> {
     pub now: Instant,
     /// How many requests this server had served before this one.
     pub hits: usize,
-    /// The server's own random stream (seeded from the simulation's root seed).
-    pub rng: &'a mut fastrand::Rng,
+    /// The server's own random stream (its choices are on the run's tape).
+    pub choices: &'a mut crate::Choices,
 }
 
 pub(crate) type Handler = dyn FnMut(&Request, &mut Context<'_>) -> Reply + Send;
@@ -166,7 +166,7 @@ pub(crate) struct ServerState {
     pub(crate) name: String,
     pub(crate) handler: Mutex<Box<Handler>>,
     pub(crate) config: Mutex<ServerConfig>,
-    pub(crate) rng: Mutex<fastrand::Rng>,
+    pub(crate) choices: Mutex<crate::Choices>,
     pub(crate) requests: Mutex<Vec<Request>>,
     pub(crate) accepted: AtomicU64,
     /// The network-wide ids of the connections this server has not closed.
@@ -259,12 +259,12 @@ pub(crate) async fn serve(
         let hits = server.hits.fetch_add(1, Ordering::SeqCst);
         server.requests.lock().unwrap().push(request.clone());
         let reply = {
-            let mut rng = server.rng.lock().unwrap();
+            let mut choices = server.choices.lock().unwrap();
             let mut handler = server.handler.lock().unwrap();
             let mut ctx = Context {
                 now: handle.now(),
                 hits,
-                rng: &mut rng,
+                choices: &mut choices,
             };
             handler(&request, &mut ctx)
         };

@@ -20,6 +20,11 @@
 //! Probes record which rare branches the run reached (breaker opened, a 429
 //! honoured, rate limited, pool exhausted, a call cancelled in flight...), so
 //! a sweep that never reaches one is visible.
+//!
+//! A run's choices come from its seed or from a [`Tape`]; its report carries
+//! the tape that replays it ([`run_tape`]), and a failing run can be cut down
+//! to the choices its failure needs ([`shrink_failure`]), which
+//! [`SwarmReport::assert_clean`] does before it panics.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -32,7 +37,7 @@ use breakwater::core::Instant;
 use breakwater::ErrorKind;
 use http::Method;
 
-use crate::{Fault, Link, Reply, ServerConfig, Sim};
+use crate::{Choices, Fault, Link, Reply, ServerConfig, Shrunk, Sim, Tape};
 
 /// Every probe a run can report, so that a sweep can name the ones it never
 /// reached as well as those it did.
@@ -89,37 +94,39 @@ pub struct FaultMix {
 }
 
 impl FaultMix {
-    /// Draws a mix from the seed's `faults` stream.
-    pub fn draw(rng: &mut fastrand::Rng) -> FaultMix {
-        let pick = |rng: &mut fastrand::Rng, options: &[f64]| options[rng.usize(..options.len())];
+    /// Draws a mix from the run's `faults` stream. Every option list starts
+    /// with its calmest entry, so an empty tape draws the calmest mix.
+    pub fn draw(choices: &mut Choices) -> FaultMix {
         FaultMix {
-            p_503: pick(rng, &[0.0, 0.1, 0.3, 0.7]),
-            p_429: pick(rng, &[0.0, 0.05, 0.2]),
-            retry_after_secs: [None, Some(1), Some(3), Some(120)][rng.usize(..4)],
-            p_broken: pick(rng, &[0.0, 0.05, 0.15]),
-            p_slow: pick(rng, &[0.0, 0.1, 0.3]),
-            p_stall: pick(rng, &[0.0, 0.0, 0.02]),
-            idle_timeout: [
+            p_503: choices.pick(&[0.0, 0.1, 0.3, 0.7]),
+            p_429: choices.pick(&[0.0, 0.05, 0.2]),
+            retry_after_secs: choices.pick(&[None, Some(1), Some(3), Some(120)]),
+            p_broken: choices.pick(&[0.0, 0.05, 0.15]),
+            p_slow: choices.pick(&[0.0, 0.1, 0.3]),
+            p_stall: choices.pick(&[0.0, 0.0, 0.02]),
+            idle_timeout: choices.pick(&[
                 None,
                 Some(Duration::from_millis(50)),
                 Some(Duration::from_secs(2)),
-            ][rng.usize(..3)],
-            outage: rng.bool().then(|| {
-                let start = Duration::from_millis(rng.u64(0..10_000));
-                (start, start + Duration::from_millis(rng.u64(1_000..40_000)))
+            ]),
+            outage: choices.chance(0.5).then(|| {
+                let start = Duration::from_millis(choices.in_range(0..10_000));
+                (
+                    start,
+                    start + Duration::from_millis(choices.in_range(1_000..40_000)),
+                )
             }),
-            outage_kind: [
+            outage_kind: choices.pick(&[
                 OutageKind::Refuse,
                 OutageKind::Stall,
                 OutageKind::ResetOnAccept,
-            ][rng.usize(..3)],
-            rtt: [
+            ]),
+            rtt: choices.pick(&[
                 Duration::from_millis(1),
                 Duration::from_millis(20),
                 Duration::from_millis(80),
-            ][rng.usize(..3)],
-            // Drawn last, so the draws above stay what they were for each seed.
-            retry_budget: if rng.u8(..4) == 0 {
+            ]),
+            retry_budget: if choices.chance(0.25) {
                 RetryBudgetConfig {
                     ttl: Duration::from_secs(10),
                     min_retries_per_sec: 1,
@@ -128,11 +135,11 @@ impl FaultMix {
             } else {
                 RetryBudgetConfig::default()
             },
-            p_cancel: pick(rng, &[0.1, 0.1, 0.4]),
+            p_cancel: choices.pick(&[0.1, 0.1, 0.4]),
             pool_max_connections: MAX_CONNECTIONS,
             pool_timeout: Duration::from_secs(5),
         }
-        .with_small_pool_if(rng.u8(..4) == 0)
+        .with_small_pool_if(choices.chance(0.25))
     }
 
     fn with_small_pool_if(self, small: bool) -> FaultMix {
@@ -177,21 +184,55 @@ pub struct SwarmReport {
     pub trace_hash: u64,
     /// Every call's outcome, in call order, for determinism checks.
     pub outcomes: Vec<String>,
+    /// The choices the run made: replaying it ([`run_tape`]) makes the same run.
+    pub tape: Tape,
 }
 
 impl SwarmReport {
-    /// Panics with the seed, its fault mix, the violations and the replay command.
+    /// How the run failed, for telling one failure from another: its first
+    /// violation with the numbers taken out (ids and counts vary as a run
+    /// shrinks). `None` if the run is clean.
+    pub fn failure(&self) -> Option<String> {
+        let first = self.violations.first()?;
+        Some(first.chars().filter(|c| !c.is_ascii_digit()).collect())
+    }
+
+    /// Panics with the seed, its fault mix, the violations and the replay
+    /// command; the run is first shrunk, and the shrunk tape saved, with the
+    /// command that replays it.
     pub fn assert_clean(&self) {
-        if !self.violations.is_empty() {
-            panic!(
-                "seed {} broke invariants:\n  {}\nfault mix: {:?}\nreplay with: {}={} cargo test -p breakwater-testkit --test soak",
-                self.seed,
-                self.violations.join("\n  "),
-                self.faults,
-                crate::SEED_VAR,
-                self.seed
-            );
+        if self.violations.is_empty() {
+            return;
         }
+        let shrunk = match shrink_failure(self, 1_000) {
+            Some(shrunk) => {
+                let path = std::env::temp_dir().join(format!("breakwater-seed-{}.tape", self.seed));
+                let saved = match shrunk.tape.save(&path) {
+                    Ok(()) => format!(
+                        "replay the shrunk run with: {}={} cargo test -p breakwater-testkit --test soak",
+                        crate::TAPE_VAR,
+                        path.display()
+                    ),
+                    Err(e) => format!("the shrunk tape could not be saved: {e}"),
+                };
+                format!(
+                    "shrunk in {} runs to {} bytes ({:?}), fault mix {:?}\n{saved}",
+                    shrunk.runs,
+                    shrunk.tape.len(),
+                    shrunk.tape,
+                    FaultMix::draw(&mut Choices::replaying(shrunk.tape.stream("faults"))),
+                )
+            }
+            None => "it did not fail again when replayed from its tape".to_owned(),
+        };
+        panic!(
+            "seed {} broke invariants:\n  {}\nfault mix: {:?}\nreplay with: {}={} cargo test -p breakwater-testkit --test soak\n{shrunk}",
+            self.seed,
+            self.violations.join("\n  "),
+            self.faults,
+            crate::SEED_VAR,
+            self.seed
+        );
     }
 }
 
@@ -219,7 +260,24 @@ const MAX_CONNECTIONS: usize = 50;
 
 /// Runs the mixed-fault scenario for `seed` and checks its invariants.
 pub fn run_seed(seed: u64) -> SwarmReport {
-    run(seed, false).0
+    run(Sim::shuffled(seed, false)).0
+}
+
+/// Runs the mixed-fault scenario with its choices read from `tape` (the
+/// calmest ones where it runs out), and checks its invariants. A report's
+/// own tape replays its run exactly.
+pub fn run_tape(tape: &Tape) -> SwarmReport {
+    run(Sim::shuffled_from_tape(tape.clone(), false)).0
+}
+
+/// Shrinks a failing run: the smallest tape found, within `max_runs` runs,
+/// on which the scenario still fails the same way ([`SwarmReport::failure`]).
+/// `None` if the report is clean or its tape does not fail again.
+pub fn shrink_failure(report: &SwarmReport, max_runs: usize) -> Option<Shrunk> {
+    crate::shrink(report.tape.clone(), max_runs, |tape| {
+        let report = run_tape(tape);
+        (report.failure(), report.tape)
+    })
 }
 
 /// Where two runs of one seed first went different ways.
@@ -239,13 +297,13 @@ pub struct Divergence {
 /// at which the two runs differ (with its step and virtual time). With
 /// `BREAKWATER_DUMP_TRACE` set, the last 60 events of the first run are printed.
 pub fn check_determinism(seed: u64) -> Result<(), Divergence> {
-    let (_, first) = run(seed, true);
+    let (_, first) = run(Sim::shuffled(seed, true));
     if std::env::var("BREAKWATER_DUMP_TRACE").is_ok() {
         for line in first.iter().rev().take(60).rev() {
             eprintln!("{line}");
         }
     }
-    let (_, second) = run(seed, true);
+    let (_, second) = run(Sim::shuffled(seed, true));
     match first_divergence(&first, &second) {
         None => Ok(()),
         Some(step) => Err(Divergence {
@@ -266,9 +324,9 @@ fn first_divergence(first: &[String], second: &[String]) -> Option<usize> {
     }
 }
 
-fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
-    let mut sim = Sim::shuffled(seed, keep_lines);
-    let faults = FaultMix::draw(&mut sim.rng("faults"));
+fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
+    let seed = sim.seed();
+    let faults = FaultMix::draw(&mut sim.choices("faults"));
     sim.set_default_link(Link::rtt(faults.rtt));
     let healthy = Arc::new(Mutex::new(false));
     let mix = faults.clone();
@@ -278,41 +336,36 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
         if *heal.lock().unwrap() {
             return Reply::json(body);
         }
-        let roll = ctx.rng.f64();
+        let choices = &mut *ctx.choices;
+        let trouble = choices.weighted(&[mix.p_503, mix.p_429, mix.p_broken, mix.p_stall]);
         let mut reply = Reply::json(body.clone());
-        if ctx.rng.f64() < mix.p_slow {
+        if choices.chance(mix.p_slow) {
             // A long-tailed service time: mostly tens of milliseconds, sometimes seconds.
-            let ms = (-(1.0 - ctx.rng.f64()).ln() * 150.0) as u64;
+            let ms = (-(1.0 - choices.unit()).ln() * 150.0) as u64;
             reply = reply.delayed(Duration::from_millis(ms.min(15_000)));
         }
-        let mut edge = mix.p_503;
-        if roll < edge {
-            return Reply::new(503, "busy").delayed(reply.delay);
-        }
-        edge += mix.p_429;
-        if roll < edge {
-            let mut limited = Reply::new(429, "slow down");
-            if let Some(secs) = mix.retry_after_secs {
-                limited = limited.header("retry-after", &secs.to_string());
+        match trouble {
+            None => reply,
+            Some(0) => Reply::new(503, "busy").delayed(reply.delay),
+            Some(1) => {
+                let mut limited = Reply::new(429, "slow down");
+                if let Some(secs) = mix.retry_after_secs {
+                    limited = limited.header("retry-after", &secs.to_string());
+                }
+                limited
             }
-            return limited;
-        }
-        edge += mix.p_broken;
-        if roll < edge {
-            let fault = match ctx.rng.u8(..3) {
-                0 => Fault::ResetBeforeResponse,
-                1 => Fault::CloseBeforeResponse,
-                _ => Fault::ResetAfterBytes(ctx.rng.u64(1..40)),
-            };
-            return reply.fault(fault);
-        }
-        edge += mix.p_stall;
-        if roll < edge {
-            return reply
+            Some(2) => {
+                let fault = match choices.below(3) {
+                    0 => Fault::ResetBeforeResponse,
+                    1 => Fault::CloseBeforeResponse,
+                    _ => Fault::ResetAfterBytes(choices.in_range(1..40)),
+                };
+                reply.fault(fault)
+            }
+            Some(_) => reply
                 .chunks(vec![body.clone().into(), "padding".into()])
-                .fault(Fault::StallMidBody);
+                .fault(Fault::StallMidBody),
         }
-        reply
     });
     server.set_config(ServerConfig {
         idle_timeout: faults.idle_timeout,
@@ -426,17 +479,18 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
     }
 
     // The workload.
-    let mut workload = sim.rng("workload");
+    let mut workload = sim.choices("workload");
     let mut tasks = Vec::new();
     for n in 0..CALLS {
-        let kind = match workload.u8(..10) {
+        let kind = match workload.below(10) {
             0..=5 => Kind::Get,
             6..=7 => Kind::Post,
             _ => Kind::KeyedPost,
         };
-        let start = Duration::from_millis(workload.u64(0..20_000));
-        let cancel_after = (workload.f64() < faults.p_cancel)
-            .then(|| Duration::from_millis(workload.u64(0..3_000)));
+        let start = Duration::from_millis(workload.in_range(0..20_000));
+        let cancel_after = workload
+            .chance(faults.p_cancel)
+            .then(|| Duration::from_millis(workload.in_range(0..3_000)));
         tasks.push((n, kind, start, cancel_after));
     }
     let finished = Arc::new(Mutex::new(0usize));
@@ -696,6 +750,7 @@ fn run(seed: u64, keep_lines: bool) -> (SwarmReport, Vec<String>) {
         calls: CALLS + LIVENESS_CALLS,
         trace_hash: sim.trace().hash(),
         outcomes,
+        tape: sim.tape(),
     };
     (report, sim.trace().lines())
 }

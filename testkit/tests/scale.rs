@@ -13,7 +13,7 @@ use breakwater_testkit::{Reply, Sim};
 fn ten_thousand_calls_with_backoffs_take_no_real_time() {
     let mut sim = Sim::new(10_000);
     sim.server("https://api.test", |_, ctx| {
-        if ctx.rng.f64() < 0.2 {
+        if ctx.choices.chance(0.2) {
             Reply::new(503, "busy")
         } else {
             Reply::json("{}")

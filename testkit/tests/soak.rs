@@ -1,16 +1,25 @@
 //! The soak: hundreds of seeds of the mixed-fault scenario, each checked
 //! against every invariant; and the determinism check.
 //!
-//! `BREAKWATER_SEED=<n>` replays one seed; `BREAKWATER_SOAK_SEEDS=<count>`
-//! runs a longer sweep (the README's 10,000-seed soak).
+//! `BREAKWATER_SEED=<n>` replays one seed; `BREAKWATER_TAPE=<file>` replays
+//! a (shrunk) tape; `BREAKWATER_SOAK_SEEDS=<count>` runs a longer sweep (the
+//! README's 10,000-seed soak).
 
 use std::collections::BTreeMap;
 
-use breakwater_testkit::swarm::{check_determinism, run_seed};
-use breakwater_testkit::SEED_VAR;
+use breakwater_testkit::swarm::{check_determinism, run_seed, run_tape, FaultMix};
+use breakwater_testkit::{Choices, Tape, SEED_VAR, TAPE_VAR};
 
 #[test]
 fn soak_mixed_faults_across_seeds() {
+    if let Some(path) = std::env::var_os(TAPE_VAR) {
+        let tape = Tape::load(path.as_ref()).expect("a tape file");
+        println!("soak: tape {}", path.to_string_lossy());
+        let report = run_tape(&tape);
+        println!("fault mix: {:?}", report.faults);
+        report.assert_clean();
+        return;
+    }
     let seeds: Vec<u64> = match std::env::var(SEED_VAR).ok().and_then(|s| s.parse().ok()) {
         Some(seed) => vec![seed],
         None => {
@@ -100,4 +109,48 @@ fn the_same_seed_replays_the_same_run() {
     }
     // And different seeds make different runs.
     assert_ne!(run_seed(1).trace_hash, run_seed(2).trace_hash);
+}
+
+#[test]
+fn a_run_replayed_from_its_tape_is_the_same_run() {
+    for seed in [5, 77, 2024] {
+        let seeded = run_seed(seed);
+        let replayed = run_tape(&seeded.tape);
+        assert_eq!(seeded.trace_hash, replayed.trace_hash, "seed {seed}");
+        assert_eq!(seeded.outcomes, replayed.outcomes, "seed {seed}");
+        assert_eq!(seeded.faults, replayed.faults, "seed {seed}");
+        assert_eq!(replayed.tape, seeded.tape, "seed {seed}");
+        // Every component's choices are on it.
+        let streams: Vec<&str> = seeded.tape.streams().map(|(name, _)| name).collect();
+        assert_eq!(
+            streams,
+            [
+                "client",
+                "faults",
+                "scheduler",
+                "server api.test:443",
+                "workload"
+            ],
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_tape_is_the_calmest_run() {
+    let calm = run_tape(&Tape::default());
+    assert_eq!(
+        calm.faults,
+        FaultMix::draw(&mut Choices::replaying(Vec::new()))
+    );
+    assert_eq!(calm.faults.p_503, 0.0);
+    assert_eq!(calm.faults.outage, None);
+    assert!(calm.violations.is_empty(), "{:?}", calm.violations);
+    assert!(
+        calm.outcomes.iter().all(|o| o == "Get status 200"),
+        "{:?}",
+        calm.outcomes
+    );
+    // Every call drew "GET, at 0 ms, not cancelled": nothing was recorded but zeros.
+    assert!(calm.tape.is_empty(), "{:?}", calm.tape.to_text());
 }
