@@ -5,14 +5,18 @@
 //! it is given, and panics on the first broken promise. Concurrency comes from
 //! joining futures on the calling task, so no scenario needs a spawner. Retry
 //! backoff is squeezed to a few milliseconds; the only real wait longer than
-//! ~50 ms is the one `Retry-After: 1` the server asks for.
+//! ~50 ms is the one `Retry-After: 1` the server asks for. A scenario that
+//! needs time to pass on the client's side (a breaker's open interval, a
+//! token's lifetime) moves the client's clock forward instead of sleeping
+//! ([`jumping`]), and one that waits for the server blocks on the server's
+//! own signal ([`TestServer::wait_until_open`]), never on a timer.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::Poll;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::{Duration, SystemTime};
 
 use breakwater::auth::{TokenFetchError, TokenResponse};
 use breakwater::core::backoff::BackoffPolicy;
@@ -20,7 +24,10 @@ use breakwater::core::breaker::{BreakerConfig, BreakerStateKind};
 use breakwater::core::call::EngineConfig;
 use breakwater::core::h1::DecodeError;
 use breakwater::core::pool::PoolConfig;
-use breakwater::runtime::{CertificateErrorKind, Runtime};
+use breakwater::core::Instant;
+use breakwater::runtime::{
+    BoxFuture, BoxTransport, CertificateErrorKind, ConnectError, ConnectTarget, Runtime,
+};
 use breakwater::{Client, ClientBuilder, Error, ErrorKind};
 use bytes::Bytes;
 use futures_lite::StreamExt;
@@ -53,8 +60,108 @@ fn builder(rt: &Arc<dyn Runtime>, url: String) -> ClientBuilder {
     Client::builder(rt.clone(), url).configure(fast)
 }
 
-async fn sleep(rt: &Arc<dyn Runtime>, duration: Duration) {
-    rt.sleep_until(rt.now() + duration).await;
+/// `rt` with a clock the test moves forward with [`Jumps::advance`]: its
+/// `now` is `rt`'s plus every jump so far, and a sleep ends when that clock
+/// reaches the deadline, woken early by a jump past it.
+fn jumping(rt: Arc<dyn Runtime>) -> (Arc<dyn Runtime>, Jumps) {
+    let jumps = Jumps::default();
+    let runtime = JumpingClock {
+        inner: rt,
+        jumps: jumps.clone(),
+    };
+    (Arc::new(runtime), jumps)
+}
+
+/// The jumps of a [`jumping`] clock.
+#[derive(Clone, Default)]
+struct Jumps(Arc<Mutex<JumpState>>);
+
+#[derive(Default)]
+struct JumpState {
+    ahead: Duration,
+    sleepers: Vec<Waker>,
+}
+
+impl Jumps {
+    /// Moves the clock forward by `by`, at once.
+    fn advance(&self, by: Duration) {
+        let sleepers = {
+            let mut state = self.0.lock().unwrap();
+            state.ahead += by;
+            std::mem::take(&mut state.sleepers)
+        };
+        sleepers.into_iter().for_each(Waker::wake);
+    }
+
+    fn ahead(&self) -> Duration {
+        self.0.lock().unwrap().ahead
+    }
+}
+
+struct JumpingClock {
+    inner: Arc<dyn Runtime>,
+    jumps: Jumps,
+}
+
+impl Runtime for JumpingClock {
+    fn connect(
+        &self,
+        target: ConnectTarget,
+    ) -> BoxFuture<'static, Result<BoxTransport, ConnectError>> {
+        self.inner.connect(target)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        let (inner, jumps) = (self.inner.clone(), self.jumps.clone());
+        Box::pin(async move {
+            loop {
+                let ahead = jumps.ahead();
+                let on_inner_clock = deadline.saturating_sub(ahead);
+                if inner.now() >= on_inner_clock {
+                    return;
+                }
+                let jumped = std::future::poll_fn(|cx| {
+                    let mut state = jumps.0.lock().unwrap();
+                    if state.ahead != ahead {
+                        return Poll::Ready(());
+                    }
+                    if !state.sleepers.iter().any(|w| w.will_wake(cx.waker())) {
+                        state.sleepers.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                });
+                futures_lite::future::or(inner.sleep_until(on_inner_clock), jumped).await;
+            }
+        })
+    }
+
+    fn now(&self) -> Instant {
+        self.inner.now() + self.jumps.ahead()
+    }
+
+    fn wall_clock(&self) -> SystemTime {
+        self.inner.wall_clock() + self.jumps.ahead()
+    }
+
+    fn random_seed(&self) -> u64 {
+        self.inner.random_seed()
+    }
+}
+
+/// Pending once, having woken itself: the task goes round its executor, and
+/// the runtime's reactor gets its turn (tokio's and async-io's `block_on`
+/// both poll for I/O events before polling a woken future again).
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }
 
 /// `future`, unless `duration` passes first on the runtime's clock.
@@ -69,17 +176,6 @@ async fn timeout<T>(
         None
     })
     .await
-}
-
-/// Polls `condition` every 2 ms until it holds; panics after 5 s.
-async fn eventually(rt: &Arc<dyn Runtime>, what: &str, condition: impl Fn() -> bool) {
-    for _ in 0..2500 {
-        if condition() {
-            return;
-        }
-        sleep(rt, ms(2)).await;
-    }
-    panic!("gave up waiting for: {what}");
 }
 
 /// Runs all `futures` concurrently on the calling task; outputs in input order.
@@ -443,22 +539,26 @@ pub async fn post_without_key_not_resent_after_reset(rt: Arc<dyn Runtime>) {
 // ---------------------------------------------------------------------------
 // 3. Stale keep-alive
 
-/// A server that closes a connection after 20 ms idle, answering "fresh",
-/// and a client for it.
-fn idle_closing_server(rt: &Arc<dyn Runtime>) -> (TestServer, Client) {
-    let options = Options {
-        idle_close_after: Some(ms(20)),
-        ..Options::default()
-    };
-    let server = TestServer::start_with(options, |_| respond(200, "fresh"));
+/// A server answering "fresh", and a client for it.
+fn fresh_server(rt: &Arc<dyn Runtime>) -> (TestServer, Client) {
+    let server = TestServer::start(|_| respond(200, "fresh"));
     let client = builder(rt, server.url("/")).build().unwrap();
     (server, client)
+}
+
+/// The server closes the client's idle connection, as its idle timeout
+/// would; returns once the server has closed it, having let the client's
+/// runtime turn its reactor once since.
+async fn server_closes_the_idle_connection(server: &TestServer) {
+    server.close_idle_connections();
+    server.wait_until_open("the server to close the idle connection", |open| open == 0);
+    yield_once().await;
 }
 
 /// A server that closes idle connections sooner than the client would
 /// causes no error: the stale connection is replaced.
 pub async fn stale_keep_alive_is_replaced(rt: Arc<dyn Runtime>) {
-    let (server, client) = idle_closing_server(&rt);
+    let (server, client) = fresh_server(&rt);
     for round in 1..=3 {
         let response = client.get("data").send().await.unwrap();
         assert!(
@@ -468,10 +568,7 @@ pub async fn stale_keep_alive_is_replaced(rt: Arc<dyn Runtime>) {
         assert_eq!(response.text().await.unwrap(), "fresh");
         // The client keeps the connection idle; the server closes its end.
         assert_eq!(client.stats().pool.idle, 1);
-        eventually(&rt, "the server to close the idle connection", || {
-            server.open() == 0
-        })
-        .await;
+        server_closes_the_idle_connection(&server).await;
     }
     get_ok(&client, "data", "fresh").await;
     assert_eq!(server.hits(), 4);
@@ -483,14 +580,11 @@ pub async fn stale_keep_alive_is_replaced(rt: Arc<dyn Runtime>) {
 /// so a connection the server closed while it sat idle must be noticed
 /// before the POST is written to it, not after.
 pub async fn stale_keep_alive_is_noticed_before_a_post(rt: Arc<dyn Runtime>) {
-    let (server, client) = idle_closing_server(&rt);
+    let (server, client) = fresh_server(&rt);
     for round in 1..=3 {
         get_ok(&client, "data", "fresh").await;
         assert_eq!(client.stats().pool.idle, 1);
-        eventually(&rt, "the server to close the idle connection", || {
-            server.open() == 0
-        })
-        .await;
+        server_closes_the_idle_connection(&server).await;
         let response = client.post("orders").body("{}").send().await;
         let response = response.unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert!(!response.timings().reused, "round {round}");
@@ -500,14 +594,14 @@ pub async fn stale_keep_alive_is_noticed_before_a_post(rt: Arc<dyn Runtime>) {
     assert_at_rest(&client);
 }
 
-/// The same, when the close reaches the client's socket while its task keeps
-/// the executor busy, so its own runtime's reactor has not run since: the
+/// The same, when the close reaches the client's socket while its task
+/// blocks its thread, so its own runtime's reactor has not run since: the
 /// check must look at the socket, not at readiness a reactor last reported.
 /// Deterministic on tokio's single-threaded test runtime; on smol, async-io's
 /// own thread may run the reactor meanwhile, so there it shows less.
 pub async fn stale_keep_alive_is_noticed_with_no_reactor_turn_since(rt: Arc<dyn Runtime>) {
-    let (server, client) = idle_closing_server(&rt);
-    post_after_a_busy_wait_for_the_idle_close(&server, &client, "fresh").await;
+    let (server, client) = fresh_server(&rt);
+    post_after_an_idle_close_with_no_reactor_turn(&server, &client, "fresh").await;
 }
 
 /// The same over TLS, where the check looks past the TLS layer to the socket.
@@ -515,33 +609,26 @@ pub async fn stale_tls_keep_alive_is_noticed_with_no_reactor_turn_since(rt: Arc<
     let pki = Pki::new();
     let options = Options {
         tls: Some(Arc::new(tls_server_config(&pki.leaf("localhost"), None))),
-        idle_close_after: Some(ms(20)),
     };
     let server = TestServer::start_with(options, |_| respond(200, "secure"));
     let client = builder(&rt, server.url("/"))
         .tls(localhost_ca(&pki))
         .build()
         .unwrap();
-    post_after_a_busy_wait_for_the_idle_close(&server, &client, "secure").await;
+    post_after_an_idle_close_with_no_reactor_turn(&server, &client, "secure").await;
 }
 
-/// One GET, a busy wait (no await) until the server has closed the idle
-/// connection, then a POST without a key, which must reach the server once.
-async fn post_after_a_busy_wait_for_the_idle_close(
+/// One GET; the server closes the idle connection while the client's thread
+/// blocks (no await, so its runtime's reactor does not run); then a POST
+/// without a key, which must reach the server once.
+async fn post_after_an_idle_close_with_no_reactor_turn(
     server: &TestServer,
     client: &Client,
     body: &str,
 ) {
     get_ok(client, "data", body).await;
-    let mut spins = 0u64;
-    while server.open() != 0 {
-        spins += 1;
-        assert!(
-            spins < 50_000_000,
-            "the server never closed the idle connection"
-        );
-        std::thread::yield_now();
-    }
+    server.close_idle_connections();
+    server.wait_until_open("the server to close the idle connection", |open| open == 0);
     let response = client.post("orders").body("{}").send().await.unwrap();
     assert!(!response.timings().reused);
     assert_eq!(response.text().await.unwrap(), body);
@@ -590,6 +677,7 @@ pub async fn stale_keep_alive_race_is_retried(rt: Arc<dyn Runtime>) {
 /// through, and their success closes the breaker.
 pub async fn breaker_opens_probes_and_closes(rt: Arc<dyn Runtime>) {
     const PROBES: usize = 2;
+    let (rt, clock) = jumping(rt);
     let server = TestServer::start(|seen| match seen.hit {
         1..=5 => respond(503, "down"),
         // Slow enough that every concurrent call sees the probes in flight.
@@ -600,7 +688,7 @@ pub async fn breaker_opens_probes_and_closes(rt: Arc<dyn Runtime>) {
             c.with_breaker(
                 BreakerConfig::default()
                     .with_consecutive_failures(Some(5))
-                    .with_open_interval(ms(40))
+                    .with_open_interval(Duration::from_secs(30))
                     .with_half_open_probes(PROBES as u32),
             )
         })
@@ -617,10 +705,10 @@ pub async fn breaker_opens_probes_and_closes(rt: Arc<dyn Runtime>) {
     assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{err}");
     assert_eq!(server.hits(), 5, "a call went through an open breaker");
     let retry_after = err.retry_after().expect("circuit-open says when to retry");
-    assert!(retry_after <= ms(40), "{retry_after:?}");
+    assert!(retry_after <= Duration::from_secs(30), "{retry_after:?}");
     println!("{err}");
 
-    sleep(&rt, retry_after + ms(2)).await;
+    clock.advance(retry_after + ms(1));
     let calls = (0..6).map(|_| client.get("svc").attempts(1).send());
     let results = join_all(calls.collect()).await;
     let passed = results.iter().filter(|r| r.is_ok()).count();
@@ -641,22 +729,21 @@ pub async fn breaker_opens_probes_and_closes(rt: Arc<dyn Runtime>) {
 // ---------------------------------------------------------------------------
 // 5. Token refresh
 
-/// A token source that counts its fetches and answers `t1`, `t2`, … after a
-/// short delay; `lifetime(n)` is the n-th token's lifetime.
+/// A token source that counts its fetches and answers `t1`, `t2`, … on its
+/// second poll (so that calls made together find the fetch in flight);
+/// `lifetime(n)` is the n-th token's lifetime.
 fn counting_source(
-    rt: &Arc<dyn Runtime>,
     fetches: &Arc<AtomicUsize>,
     lifetime: fn(usize) -> Duration,
 ) -> impl Fn() -> Pin<Box<dyn Future<Output = Result<TokenResponse, TokenFetchError>> + Send>>
        + Send
        + Sync
        + 'static {
-    let (rt, fetches) = (rt.clone(), fetches.clone());
+    let fetches = fetches.clone();
     move || {
         let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
-        let rt = rt.clone();
         Box::pin(async move {
-            sleep(&rt, ms(5)).await;
+            yield_once().await;
             Ok(TokenResponse::new(
                 format!("t{n}").into(),
                 Some(lifetime(n)),
@@ -667,24 +754,19 @@ fn counting_source(
 
 /// 50 concurrent calls with an expired token cause exactly one token fetch.
 pub async fn token_single_flight(rt: Arc<dyn Runtime>) {
+    let (rt, clock) = jumping(rt);
     let server = TestServer::start(|_| respond(200, "ok"));
     let fetches = Arc::new(AtomicUsize::new(0));
-    // The first token lives 40 ms; the next one long enough for the test.
-    let lifetime = |n| {
-        if n == 1 {
-            ms(40)
-        } else {
-            Duration::from_secs(600)
-        }
-    };
+    // The first token lives 10 minutes; the next one an hour.
+    let lifetime = |n| Duration::from_secs(if n == 1 { 600 } else { 3600 });
     let client = builder(&rt, server.url("/"))
-        .token_source(counting_source(&rt, &fetches, lifetime))
+        .token_source(counting_source(&fetches, lifetime))
         .max_concurrency(50)
         .build()
         .unwrap();
     get_ok(&client, "me", "ok").await;
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
-    sleep(&rt, ms(45)).await; // the first token has expired
+    clock.advance(Duration::from_secs(601)); // the first token has expired
 
     let calls = (0..50).map(|_| get_ok(&client, "me", "ok"));
     join_all(calls.collect()).await;
@@ -712,7 +794,7 @@ pub async fn token_refreshed_after_401(rt: Arc<dyn Runtime>) {
     });
     let fetches = Arc::new(AtomicUsize::new(0));
     let client = builder(&rt, server.url("/"))
-        .token_source(counting_source(&rt, &fetches, |_| Duration::from_secs(600)))
+        .token_source(counting_source(&fetches, |_| Duration::from_secs(600)))
         .build()
         .unwrap();
     get_ok(&client, "me", "ok").await;
@@ -787,10 +869,11 @@ pub async fn cancellation_leaks_nothing(rt: Arc<dyn Runtime>) {
         stats.pool.idle,
         server.accepted()
     );
-    eventually(&rt, "the server to see only the idle pool open", || {
-        server.open() == client.stats().pool.idle
-    })
-    .await;
+    // The client closes what it drops at once; the server's thread sees it.
+    let idle = client.stats().pool.idle;
+    server.wait_until_open("the server to see only the idle pool open", |open| {
+        open == idle
+    });
 
     with_workers(20, 100, |_| get_ok(&client, "/", "ok")).await;
     let stats = client.stats();
@@ -845,7 +928,6 @@ pub async fn cancelled_body_read_closes_connection(rt: Arc<dyn Runtime>) {
 fn https_server(identity: &Identity, client_ca_pem: Option<&str>) -> TestServer {
     let options = Options {
         tls: Some(Arc::new(tls_server_config(identity, client_ca_pem))),
-        ..Options::default()
     };
     TestServer::start_with(options, |_| respond(200, "secure"))
 }
@@ -1195,7 +1277,7 @@ pub async fn credentials_stay_with_base_origin(rt: Arc<dyn Runtime>) {
 
     let fetches = Arc::new(AtomicUsize::new(0));
     let client = builder(&rt, base.url("/"))
-        .token_source(counting_source(&rt, &fetches, |_| Duration::from_secs(600)))
+        .token_source(counting_source(&fetches, |_| Duration::from_secs(600)))
         .build()
         .unwrap();
     get_ok(&client, &other.url("/t"), "other").await;

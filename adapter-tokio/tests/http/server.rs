@@ -6,6 +6,9 @@
 //!   counts the connections it accepts, the connections open right now (and
 //!   their peak), and the requests it serves, and records every request.
 //!   Handlers answer with full or streamed bodies, optionally after a delay.
+//!   A test can tell it to close its idle keep-alive connections, and wait,
+//!   blocking, until its open connections satisfy a condition: no timer and
+//!   no polling stands in for either.
 //! - [`RawServer`]: a hostile peer on a bare TCP socket that answers each
 //!   request with canned bytes, for what hyper would never send.
 
@@ -14,7 +17,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,7 +62,9 @@ pub struct TestServer {
     pub accepted: Arc<AtomicUsize>,
     pub hits: Arc<AtomicUsize>,
     /// Connections open right now, as the server sees them.
-    pub open: Arc<AtomicUsize>,
+    open: Arc<OpenConnections>,
+    /// Tells every connection to close once it is idle.
+    close_idle: tokio::sync::watch::Sender<u64>,
     /// The most connections that were ever open at once.
     pub peak_open: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -68,11 +73,35 @@ pub struct TestServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The count of open connections, with a signal for each change.
+#[derive(Default)]
+struct OpenConnections {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl OpenConnections {
+    /// Counts one more; returns the new count.
+    fn opened(&self) -> usize {
+        let mut count = self.count.lock().unwrap();
+        *count += 1;
+        self.changed.notify_all();
+        *count
+    }
+
+    fn closed(&self) {
+        *self.count.lock().unwrap() -= 1;
+        self.changed.notify_all();
+    }
+
+    fn now(&self) -> usize {
+        *self.count.lock().unwrap()
+    }
+}
+
 /// Server options.
 #[derive(Clone, Default)]
 pub struct Options {
-    /// Close idle keep-alive connections after this long (shorter than the client's).
-    pub idle_close_after: Option<Duration>,
     /// Serve HTTPS with this configuration.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
@@ -110,11 +139,11 @@ where
 }
 
 /// Decrements a gauge when dropped, however the connection's task ends.
-struct OpenGuard(Arc<AtomicUsize>);
+struct OpenGuard(Arc<OpenConnections>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.closed();
     }
 }
 
@@ -130,8 +159,9 @@ impl TestServer {
         let handler: Arc<Handler> = Arc::new(handler);
         let accepted = Arc::new(AtomicUsize::new(0));
         let hits = Arc::new(AtomicUsize::new(0));
-        let open = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(OpenConnections::default());
         let peak_open = Arc::new(AtomicUsize::new(0));
+        let (close_idle, close_idle_rx) = tokio::sync::watch::channel(0u64);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let tls = options.tls.is_some();
         let (acc, hit, opn, peak, sn) = (
@@ -145,22 +175,24 @@ impl TestServer {
             let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
             while let Ok((stream, _)) = listener.accept().await {
                 acc.fetch_add(1, Ordering::SeqCst);
-                let now_open = opn.fetch_add(1, Ordering::SeqCst) + 1;
+                let now_open = opn.opened();
                 peak.fetch_max(now_open, Ordering::SeqCst);
                 let guard = OpenGuard(opn.clone());
                 let (handler, hit, sn, acceptor) =
                     (handler.clone(), hit.clone(), sn.clone(), acceptor.clone());
-                let idle = options.idle_close_after;
+                // Only a close asked for after this connection was accepted.
+                let mut close_idle = close_idle_rx.clone();
+                close_idle.borrow_and_update();
                 tokio::spawn(async move {
                     let _guard = guard;
                     match acceptor {
                         // A refused handshake is the point of several tests: drop it.
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                serve_http(stream, idle, handler, hit, sn).await;
+                                serve_http(stream, close_idle, handler, hit, sn).await;
                             }
                         }
-                        None => serve_http(stream, idle, handler, hit, sn).await,
+                        None => serve_http(stream, close_idle, handler, hit, sn).await,
                     }
                 });
             }
@@ -170,6 +202,7 @@ impl TestServer {
             accepted,
             hits,
             open,
+            close_idle,
             peak_open,
             seen,
             tls,
@@ -196,7 +229,26 @@ impl TestServer {
     }
 
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
+        self.open.now()
+    }
+
+    /// Closes every keep-alive connection that is idle now, and each busy
+    /// one once its response is sent.
+    pub fn close_idle_connections(&self) {
+        self.close_idle.send_modify(|n| *n += 1);
+    }
+
+    /// Blocks the calling thread (its runtime does not run meanwhile) until
+    /// the open-connection count satisfies `condition`, checked again at each
+    /// change of the count. Panics after 10 s.
+    pub fn wait_until_open(&self, what: &str, condition: impl Fn(usize) -> bool) {
+        let limit = std::time::Instant::now() + Duration::from_secs(10);
+        let mut count = self.open.count.lock().unwrap();
+        while !condition(*count) {
+            let left = limit.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "gave up waiting for: {what}");
+            count = self.open.changed.wait_timeout(count, left).unwrap().0;
+        }
     }
 
     pub fn peak_open(&self) -> usize {
@@ -210,7 +262,7 @@ impl TestServer {
 
 async fn serve_http<I>(
     io: I,
-    idle_close_after: Option<Duration>,
+    mut close_idle: tokio::sync::watch::Receiver<u64>,
     handler: Arc<Handler>,
     hit: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -245,13 +297,15 @@ async fn serve_http<I>(
     let io = hyper_util::rt::TokioIo::new(io);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.keep_alive(true);
-    if let Some(idle) = idle_close_after {
-        // hyper starts this timer whenever it waits for a request head, so
-        // on a keep-alive connection it is an idle timeout.
-        builder.timer(hyper_util::rt::TokioTimer::new());
-        builder.header_read_timeout(idle);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = close_idle.changed() => {}
     }
-    let _ = builder.serve_connection(io, service).await;
+    // An idle connection ends at once; a busy one after its response.
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }
 
 impl Drop for TestServer {
