@@ -145,8 +145,9 @@ pub struct ClientBuilder {
     default_headers: HeaderMap,
     credentials: Result<Credentials, Error>,
     engine: EngineConfig,
-    /// `None` until the caller gives settings: the defaults are loaded on
-    /// first use, so a plain-http client never reads the certificate store.
+    /// `None` until the caller gives settings. `build` then loads the
+    /// defaults only for an https base URL; otherwise they wait for the
+    /// first https call, so a plain-http client never reads the certificate store.
     tls: Option<TlsOptions>,
     body_timeout: Option<Duration>,
     seed: Option<u64>,
@@ -433,8 +434,10 @@ impl ClientBuilder {
         // Settings the caller gave are checked now; so are the defaults when
         // the base URL is https, since the first call will need them anyway.
         let tls = OnceLock::new();
-        if self.tls.is_some() || base_origin.scheme() == breakwater_core::Scheme::Https {
-            let config = self.tls.clone().unwrap_or_default().build().map_err(|e| {
+        let tls_given = self.tls.is_some();
+        let tls_options = self.tls.unwrap_or_default();
+        if tls_given || base_origin.scheme() == breakwater_core::Scheme::Https {
+            let config = tls_options.build().map_err(|e| {
                 Error::new(ErrorKind::Builder)
                     .with_message("invalid TLS settings")
                     .with_source(e)
@@ -453,7 +456,7 @@ impl ClientBuilder {
                 base_origin,
                 default_headers: self.default_headers,
                 credentials,
-                tls_options: self.tls.unwrap_or_default(),
+                tls_options,
                 tls,
                 body_timeout,
                 hooks: self.hooks,
@@ -778,7 +781,11 @@ impl Inner {
         self.tls
             .get_or_init(|| self.tls_options.build())
             .clone()
-            .map_err(|e| Error::new(ErrorKind::Builder).with_source(e))
+            .map_err(|e| {
+                Error::new(ErrorKind::Tls)
+                    .with_message("the default TLS settings could not be loaded")
+                    .with_source(e)
+            })
     }
 }
 
@@ -786,7 +793,7 @@ impl Shared {
     /// Applies the engine's events: wakes waiting calls, hands back
     /// connections to close (dropped by the caller, outside the lock), logs
     /// breaker transitions.
-    pub(crate) fn drain_events(&mut self) -> Drained {
+    fn drain_events(&mut self) -> Drained {
         let mut drained = Drained::default();
         while let Some(event) = self.engine.poll_event() {
             match event {

@@ -10,11 +10,14 @@
 //! A tape need not come from a seed. Where a stream's bytes run out every
 //! choice is the calmest one: no fault, the first option, the low end of a
 //! range. So a failing run can be shrunk by cutting its tape and lowering its
-//! bytes ([`crate::swarm::shrink`]), and any byte string — a fuzzer's input,
-//! say ([`Tape::uniform`]) — can drive a run.
+//! bytes ([`shrink`]; [`crate::swarm::shrink_failure`] for the swarm), and
+//! any byte string — a fuzzer's input, say ([`Tape::uniform`]) — can drive a
+//! run.
 //!
-//! Each choice reads a fixed number of bytes, big-endian, so that lowering
-//! bytes lowers the value: `below(n)` reads just enough bytes for `n - 1`.
+//! Each choice reads a fixed number of bytes, big-endian (`below(n)` just
+//! enough for `n - 1`), and takes them modulo its range. A recorded tape
+//! holds values already in range, so there lowering a byte lowers the
+//! value, which is what the shrinker relies on.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -119,8 +122,9 @@ impl Choices {
         self.below(1 << 32) as f64 / (1u64 << 32) as f64
     }
 
-    /// Which of several events with probabilities `weights` happens, if any
-    /// (their sum at most 1); none is the calmest.
+    /// Which of several events with probabilities `weights` happens, if any;
+    /// none is the calmest. Where the weights add up to more than 1, the
+    /// later ones are cut short (the first ones keep theirs).
     pub fn weighted(&mut self, weights: &[f64]) -> Option<usize> {
         let drawn = self.unit();
         // Counted down from 1, so that a low draw is no event at all.
@@ -185,9 +189,9 @@ impl Tape {
     /// A tape whose every stream reads `bytes`: one byte string (a fuzzer's
     /// input) driving every component.
     pub fn uniform(bytes: &[u8]) -> Tape {
-        Tape {
-            streams: BTreeMap::from([(String::new(), bytes.to_vec())]),
-        }
+        let mut tape = Tape::default();
+        tape.set_stream("", bytes.to_vec());
+        tape
     }
 
     /// The bytes of the stream `name`; a uniform tape's bytes for any name.
@@ -261,14 +265,16 @@ impl Tape {
                 continue;
             }
             let (hex, name) = line.split_once(' ').unwrap_or((line, ""));
-            if hex.len() % 2 != 0 {
-                return Err(TapeError { line: number + 1 });
-            }
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .map_err(|_| TapeError { line: number + 1 })?;
+            let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+            let bytes = hex
+                .as_bytes()
+                .chunks(2)
+                .map(|pair| match pair {
+                    &[high, low] => Some(digit(high)? << 4 | digit(low)?),
+                    _ => None,
+                })
+                .collect::<Option<Vec<u8>>>()
+                .ok_or(TapeError { line: number + 1 })?;
             tape.set_stream(name, bytes);
         }
         Ok(tape)
@@ -536,25 +542,21 @@ mod tests {
                 recorded,
             )
         };
-        let seed = (0..)
-            .find(|&seed| {
-                let mut choices = Choices::seeded(seed);
-                let mut tape = Tape::default();
-                for _ in 0..50 {
-                    choices.chance(0.3);
-                    choices.in_range(0..1_000);
-                }
-                tape.set_stream("workload", choices.recorded());
-                scenario(&tape).0.is_some()
-            })
+        // A seeded run's choices, as its tape; the first seed that fails.
+        let seeded_tape = |seed| {
+            let mut choices = Choices::seeded(seed);
+            for _ in 0..50 {
+                choices.chance(0.3);
+                choices.in_range(0..1_000);
+            }
+            let mut tape = Tape::default();
+            tape.set_stream("workload", choices.recorded());
+            tape
+        };
+        let failing = (0..)
+            .map(seeded_tape)
+            .find(|tape| scenario(tape).0.is_some())
             .unwrap();
-        let mut choices = Choices::seeded(seed);
-        for _ in 0..50 {
-            choices.chance(0.3);
-            choices.in_range(0..1_000);
-        }
-        let mut failing = Tape::default();
-        failing.set_stream("workload", choices.recorded());
         let shrunk = shrink(failing.clone(), 2_000, scenario).expect("it fails");
         assert_eq!(shrunk.failure, "cancelledlate");
         // One call's two choices are left: cancelled (at the calmest value that
@@ -580,6 +582,12 @@ mod tests {
         assert_eq!(text, "01ab faults\n000009 server api.test:443\n");
         assert_eq!(Tape::from_text(&text), Ok(tape));
         assert_eq!(Tape::from_text("0g x\n"), Err(TapeError { line: 1 }));
-        assert_eq!(Tape::uniform(&[3]).stream("anything"), &[3]);
+        assert_eq!(Tape::from_text("01 x\n0é0 y\n"), Err(TapeError { line: 2 }));
+        assert_eq!(Tape::from_text("+1+2 x\n"), Err(TapeError { line: 1 }));
+        assert_eq!(Tape::from_text("012 x\n"), Err(TapeError { line: 1 }));
+        let uniform = Tape::uniform(&[3, 0]);
+        assert_eq!(uniform.stream("anything"), &[3]);
+        assert_eq!(Tape::from_text(&uniform.to_text()), Ok(uniform));
+        assert!(Tape::uniform(&[0; 100]).is_empty());
     }
 }

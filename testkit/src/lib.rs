@@ -84,16 +84,24 @@ enum Entropy {
 type Recordings = Arc<Mutex<Vec<(String, Arc<Mutex<Vec<u8>>>)>>>;
 
 impl Entropy {
-    /// The stream of `component`, entered in `recordings`.
+    /// The stream of `component`, entered in `recordings`. A name asked for
+    /// again gets a stream of its own (`name#2`, ...), so that each stream's
+    /// record replays exactly the choices it made.
     fn stream(&self, component: &str, recordings: &Recordings) -> Choices {
-        let choices = match self {
-            Entropy::Seed(seed) => Choices::seeded(stream_seed(*seed, component)),
-            Entropy::Tape(tape) => Choices::replaying(tape.stream(component)),
+        let mut recordings = recordings.lock().unwrap();
+        let earlier = recordings
+            .iter()
+            .filter(|(name, _)| name.split('#').next() == Some(component))
+            .count();
+        let name = match earlier {
+            0 => component.to_owned(),
+            n => format!("{component}#{}", n + 1),
         };
-        recordings
-            .lock()
-            .unwrap()
-            .push((component.to_owned(), choices.record_handle()));
+        let choices = match self {
+            Entropy::Seed(seed) => Choices::seeded(stream_seed(*seed, &name)),
+            Entropy::Tape(tape) => Choices::replaying(tape.stream(&name)),
+        };
+        recordings.push((name, choices.record_handle()));
         choices
     }
 }
@@ -228,9 +236,15 @@ impl Sim {
         self.seed
     }
 
+    /// Whether this simulation's choices are read from a tape, not drawn from its seed.
+    pub fn replays_a_tape(&self) -> bool {
+        matches!(self.entropy, Entropy::Tape(_))
+    }
+
     /// The random stream of `component`: drawn from the seed's stream of
     /// that name, or read from the tape's. Its choices go on this run's
-    /// [`tape`](Self::tape) either way.
+    /// [`tape`](Self::tape) either way. Asked for again, a name gives a new
+    /// stream (`component#2`), not the same choices twice.
     pub fn choices(&self, component: &str) -> Choices {
         self.entropy.stream(component, &self.recordings)
     }
@@ -240,11 +254,7 @@ impl Sim {
     pub fn tape(&self) -> Tape {
         let mut tape = Tape::default();
         for (name, record) in self.recordings.lock().unwrap().iter() {
-            let bytes = record.lock().unwrap().clone();
-            // A stream asked for twice reads the same choices twice: keep the longer record.
-            if bytes.len() >= tape.stream(name).len() {
-                tape.set_stream(name, bytes);
-            }
+            tape.set_stream(name, record.lock().unwrap().clone());
         }
         tape
     }

@@ -170,8 +170,8 @@ pub enum OutageKind {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct SwarmReport {
-    /// The seed.
-    pub seed: u64,
+    /// The seed, or `None` for a run replayed from a tape.
+    pub seed: Option<u64>,
     /// The faults it chose.
     pub faults: FaultMix,
     /// Broken invariants (empty when the run is clean).
@@ -204,9 +204,27 @@ impl SwarmReport {
         if self.violations.is_empty() {
             return;
         }
+        let (run, replay) = match self.seed {
+            Some(seed) => (
+                format!("seed {seed}"),
+                format!("{}={seed}", crate::SEED_VAR),
+            ),
+            None => (
+                "the tape".to_owned(),
+                format!("{}=<the tape's file>", crate::TAPE_VAR),
+            ),
+        };
         let shrunk = match shrink_failure(self, 1_000) {
             Some(shrunk) => {
-                let path = std::env::temp_dir().join(format!("breakwater-seed-{}.tape", self.seed));
+                // Named after what it came from, so no run overwrites another's.
+                let name = match self.seed {
+                    Some(seed) => format!("breakwater-seed-{seed}.tape"),
+                    None => format!(
+                        "breakwater-tape-{:016x}.tape",
+                        crate::stream_seed(0, &self.tape.to_text())
+                    ),
+                };
+                let path = std::env::temp_dir().join(name);
                 let saved = match shrunk.tape.save(&path) {
                     Ok(()) => format!(
                         "replay the shrunk run with: {}={} cargo test -p breakwater-testkit --test soak",
@@ -226,12 +244,9 @@ impl SwarmReport {
             None => "it did not fail again when replayed from its tape".to_owned(),
         };
         panic!(
-            "seed {} broke invariants:\n  {}\nfault mix: {:?}\nreplay with: {}={} cargo test -p breakwater-testkit --test soak\n{shrunk}",
-            self.seed,
+            "{run} broke invariants:\n  {}\nfault mix: {:?}\nreplay with: {replay} cargo test -p breakwater-testkit --test soak\n{shrunk}",
             self.violations.join("\n  "),
             self.faults,
-            crate::SEED_VAR,
-            self.seed
         );
     }
 }
@@ -325,7 +340,7 @@ fn first_divergence(first: &[String], second: &[String]) -> Option<usize> {
 }
 
 fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
-    let seed = sim.seed();
+    let seed = (!sim.replays_a_tape()).then(|| sim.seed());
     let faults = FaultMix::draw(&mut sim.choices("faults"));
     sim.set_default_link(Link::rtt(faults.rtt));
     let healthy = Arc::new(Mutex::new(false));

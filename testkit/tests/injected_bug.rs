@@ -24,7 +24,7 @@ fn a_leak_on_cancel_is_caught_by_the_invariants() {
         panic!("300 seeds ran with a connection leak and no invariant noticed");
     };
     println!(
-        "leak caught by seed {}: {:?}",
+        "leak caught by seed {:?}: {:?}",
         failing.seed, failing.violations
     );
     assert!(failing

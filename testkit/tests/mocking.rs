@@ -175,3 +175,21 @@ fn pooling_saves_two_round_trips_per_request() {
         "unpooled {unpooled:?} vs {expected_unpooled:?}"
     );
 }
+
+/// Two parts of a test that ask for the same stream name get a stream each,
+/// and the run's tape replays both.
+#[test]
+fn a_stream_asked_for_twice_is_a_second_stream_on_the_tape() {
+    let draw = |sim: &Sim| {
+        let (mut first, mut second) = (sim.choices("worker"), sim.choices("worker"));
+        let first: Vec<u64> = (0..4).map(|_| first.below(1_000)).collect();
+        let second: Vec<u64> = (0..4).map(|_| second.u64()).collect();
+        (first, second)
+    };
+    let sim = Sim::with_seed(40);
+    let drawn = draw(&sim);
+    let tape = sim.tape();
+    let names: Vec<&str> = tape.streams().map(|(name, _)| name).collect();
+    assert_eq!(names, ["worker", "worker#2"]);
+    assert_eq!(draw(&Sim::from_tape(tape)), drawn);
+}

@@ -94,7 +94,7 @@ impl OpenConnections {
         self.changed.notify_all();
     }
 
-    fn now(&self) -> usize {
+    fn count(&self) -> usize {
         *self.count.lock().unwrap()
     }
 }
@@ -229,7 +229,7 @@ impl TestServer {
     }
 
     pub fn open(&self) -> usize {
-        self.open.now()
+        self.open.count()
     }
 
     /// Closes every keep-alive connection that is idle now, and each busy
