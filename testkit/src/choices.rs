@@ -484,6 +484,35 @@ mod tests {
         }
     }
 
+    /// One draw of each kind, chosen by `kind`, with `param` shaping its range.
+    fn draw_by(choices: &mut Choices, kind: u8, param: u64) -> u64 {
+        match kind % 6 {
+            0 => choices.below(param),
+            1 => choices.in_range(param / 2..param),
+            2 => u64::from(choices.chance((param % 101) as f64 / 100.0)),
+            3 => choices.weighted(&[0.25, 0.5]).map_or(7, |i| i as u64),
+            4 => choices.u64(),
+            _ => choices.index((param % 300) as usize) as u64,
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes a tape holds (a fuzzer's, a shrinker's cut), the
+        /// recording of a run replays that run, and records itself.
+        #[test]
+        fn any_tape_replays_through_its_recording(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            draws in proptest::collection::vec((0u8..6, 0u64..100_000), 0..40),
+        ) {
+            let mut first = Choices::replaying(bytes);
+            let values: Vec<u64> = draws.iter().map(|&(k, p)| draw_by(&mut first, k, p)).collect();
+            let mut again = Choices::replaying(first.recorded());
+            let replayed: Vec<u64> = draws.iter().map(|&(k, p)| draw_by(&mut again, k, p)).collect();
+            proptest::prop_assert_eq!(&replayed, &values);
+            proptest::prop_assert_eq!(again.recorded(), first.recorded());
+        }
+    }
+
     #[test]
     fn an_exhausted_tape_makes_the_calmest_choices() {
         let mut calm = Choices::replaying(Vec::new());

@@ -154,3 +154,18 @@ fn an_empty_tape_is_the_calmest_run() {
     // Every call drew "GET, at 0 ms, not cancelled": nothing was recorded but zeros.
     assert!(calm.tape.is_empty(), "{:?}", calm.tape.to_text());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Any byte string drives a run (every stream reads it), as a fuzzer's
+    /// input would, and every invariant still holds.
+    #[test]
+    fn any_byte_string_drives_a_clean_run(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+    ) {
+        let report = run_tape(&Tape::uniform(&bytes));
+        proptest::prop_assert!(report.violations.is_empty(), "{:?}", report.violations);
+        proptest::prop_assert_eq!(report.seed, None);
+    }
+}
