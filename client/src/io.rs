@@ -158,7 +158,10 @@ pub(crate) enum ExchangeError {
     /// The TLS layer failed (an alert from the peer, a bad record).
     Tls(io::Error),
     Protocol(DecodeError),
+    /// No response head (or body bytes) within the attempt's time.
     TimedOut,
+    /// The request was still being written when the call's deadline came.
+    WriteOutlastedCall,
     /// The caller's request-body stream failed.
     Body(io::Error),
 }
@@ -313,7 +316,7 @@ impl ConnectionState {
                     outcome: AttemptOutcome::AttemptTimedOut {
                         elapsed: elapsed(runtime),
                     },
-                    detail: ExchangeError::TimedOut,
+                    detail: ExchangeError::WriteOutlastedCall,
                 }
             }
             Some((Err(err), _)) if err.get_ref().is_some_and(|e| e.is::<BodySourceError>()) => {

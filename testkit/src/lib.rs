@@ -60,7 +60,7 @@ pub use choices::{shrink, Choices, Shrunk, Tape, TapeError};
 pub use executor::Stuck;
 pub use mock::{Mock, RouteHandle};
 pub use net::Link;
-pub use server::{Context, Fault, Reply, Request, ServerConfig, ServerHandle};
+pub use server::{Context, Fault, Reply, Request, RequestBodies, ServerConfig, ServerHandle};
 pub use trace::{stream_seed, Trace};
 
 use executor::{Executor, Handle};

@@ -6,6 +6,13 @@
 //! latency plus the time the link's bandwidth needs for it). Segments are
 //! delivered in order; a close is an end-of-stream segment, a fault can be a
 //! reset segment. Nothing touches a socket.
+//!
+//! A link may have a window, as TCP's buffers give one: the bytes a writer
+//! may have sent that its peer has not read yet. A writer that fills it
+//! waits until the peer reads (and the news travels back), so a slow link
+//! or a peer that stops reading holds a large upload back, as it would on a
+//! socket; and a writer whose peer reset the connection fails, as `send`
+//! does after a reset arrives.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
@@ -28,14 +35,34 @@ pub struct Link {
     pub latency: Duration,
     /// Bytes per second, or `None` for unlimited.
     pub bandwidth: Option<u64>,
+    /// The most bytes a writer may have sent that its peer has not yet
+    /// read, or `None` for unlimited.
+    pub window: Option<u64>,
 }
 
 impl Link {
-    /// A link with this round-trip time and unlimited bandwidth.
+    /// A link with this round-trip time, unlimited bandwidth and no window.
     pub fn rtt(rtt: Duration) -> Self {
         Link {
             latency: rtt / 2,
             bandwidth: None,
+            window: None,
+        }
+    }
+
+    /// This link, carrying at most `bytes_per_sec`.
+    pub fn with_bandwidth(self, bytes_per_sec: u64) -> Self {
+        Link {
+            bandwidth: Some(bytes_per_sec),
+            ..self
+        }
+    }
+
+    /// This link, with a window of `bytes` (unread bytes a writer may have outstanding).
+    pub fn with_window(self, bytes: u64) -> Self {
+        Link {
+            window: Some(bytes),
+            ..self
         }
     }
 }
@@ -59,8 +86,14 @@ struct PipeState {
     last_delivery: Instant,
     reader: Option<Waker>,
     timer: Option<(Instant, u64)>,
-    /// The reading side has gone away: writes fail.
+    /// The reading side has gone away: writes are lost.
     reader_closed: bool,
+    /// The reading side reset the connection; the writer learns of it then.
+    reset_reaches_writer: Option<Instant>,
+    /// Bytes sent that the reading side has not read yet.
+    unread: u64,
+    /// A writer waiting for the window to open (or a reset to arrive).
+    writer: Option<Waker>,
 }
 
 /// One direction of a connection.
@@ -157,11 +190,34 @@ impl SimStream {
         self.reset_after_written = Some(self.written + bytes);
     }
 
-    /// Resets the connection now: the peer's next read fails.
+    /// Resets the connection now: the peer's next read fails, and so does
+    /// its next write once the reset reaches it.
     pub(crate) fn reset(&mut self) {
         if !self.closed {
             self.closed = true;
             self.outbound.send(&self.handle, Segment::Reset);
+            self.reset_the_writer();
+        }
+    }
+
+    /// Tells the peer's writes, once the news arrives, that this end reset.
+    fn reset_the_writer(&self) {
+        let arrives = self.handle.now() + self.inbound.link.latency;
+        let mut inbound = self.inbound.state.lock().unwrap();
+        inbound.reset_reaches_writer.get_or_insert(arrives);
+        if let Some(writer) = inbound.writer.take() {
+            self.handle.wake_at(arrives, writer);
+        }
+    }
+
+    /// Counts `n` bytes as read: the window opens by as much, which the
+    /// writer hears of one latency later.
+    fn consumed(&self, n: usize) {
+        let mut state = self.inbound.state.lock().unwrap();
+        state.unread = state.unread.saturating_sub(n as u64);
+        if let Some(writer) = state.writer.take() {
+            self.handle
+                .wake_at(self.handle.now() + self.inbound.link.latency, writer);
         }
     }
 }
@@ -179,6 +235,7 @@ impl AsyncRead for SimStream {
             if !partial.is_empty() {
                 this.partial = Some(partial);
             }
+            this.consumed(n);
             return Poll::Ready(Ok(n));
         }
         let now = this.handle.now();
@@ -209,6 +266,7 @@ impl AsyncRead for SimStream {
                 if !bytes.is_empty() {
                     this.partial = Some(bytes);
                 }
+                this.consumed(n);
                 Poll::Ready(Ok(n))
             }
             Segment::Eof => {
@@ -237,16 +295,40 @@ impl AsyncRead for SimStream {
 impl AsyncWrite for SimStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        // Like TCP, a write to a peer that has closed succeeds locally; the
-        // bytes are lost and the writer learns of the close on its next read.
+        let now = this.handle.now();
         let mut n = buf.len();
+        {
+            let mut outbound = this.outbound.state.lock().unwrap();
+            if outbound.reader_closed && outbound.reset_reaches_writer.is_none() {
+                // Like TCP, a write to a peer that has closed succeeds
+                // locally and the bytes are lost; the peer answers them with
+                // a reset, which fails the writes after it.
+                outbound.reset_reaches_writer = Some(now + this.outbound.link.latency * 2);
+            }
+            if outbound.reset_reaches_writer.is_some_and(|at| at <= now) {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            if let Some(window) = this.outbound.link.window {
+                let room = window.saturating_sub(outbound.unread);
+                if room == 0 && !buf.is_empty() {
+                    match outbound.reset_reaches_writer {
+                        Some(at) => {
+                            this.handle.wake_at(at, cx.waker().clone());
+                        }
+                        None => outbound.writer = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+                n = n.min(room as usize);
+            }
+        }
         if let Some(limit) = this.reset_after_written {
             let room = limit.saturating_sub(this.written) as usize;
             if room == 0 {
@@ -256,7 +338,13 @@ impl AsyncWrite for SimStream {
             n = n.min(room);
         }
         this.written += n as u64;
-        if !this.outbound.state.lock().unwrap().reader_closed {
+        let delivered = {
+            // Bytes a closed peer never reads still fill the window.
+            let mut outbound = this.outbound.state.lock().unwrap();
+            outbound.unread += n as u64;
+            !outbound.reader_closed
+        };
+        if delivered {
             this.outbound.send(
                 &this.handle,
                 Segment::Data(Bytes::copy_from_slice(&buf[..n])),
@@ -287,7 +375,13 @@ impl AsyncWrite for SimStream {
 
 impl Drop for SimStream {
     fn drop(&mut self) {
-        if !self.closed {
+        let unread = self.inbound.state.lock().unwrap().unread > 0 || self.partial.is_some();
+        if unread {
+            // Closing with bytes unread resets the connection, as TCP does:
+            // the peer's reads and, once the reset arrives, its writes fail.
+            self.reset();
+            self.reset_the_writer();
+        } else if !self.closed {
             self.closed = true;
             self.outbound.send(&self.handle, Segment::Eof);
         }
@@ -295,6 +389,13 @@ impl Drop for SimStream {
         inbound.reader_closed = true;
         if let Some(key) = inbound.timer.take() {
             self.handle.cancel_timer(key);
+        }
+        // After a clean close a waiting writer goes on, its bytes lost,
+        // until the reset they draw reaches it.
+        if !unread {
+            if let Some(writer) = inbound.writer.take() {
+                writer.wake();
+            }
         }
         drop(inbound);
         if let Some((live, id)) = self.live.take() {

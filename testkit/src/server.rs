@@ -148,6 +148,22 @@ pub struct ServerConfig {
     pub stall_connections: bool,
     /// Accept, then reset each new connection before reading any request.
     pub reset_connections: bool,
+    /// What becomes of a request's body once its head is read.
+    pub request_bodies: RequestBodies,
+}
+
+/// What a server does with request bodies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestBodies {
+    /// Read them, and answer.
+    #[default]
+    Read,
+    /// Stop reading after the head, for good (a hung upstream): an upload
+    /// fills the link's window, then waits.
+    StopAfterHead,
+    /// Reset the connection after the head (an upstream refusing uploads).
+    ResetAfterHead,
 }
 
 impl Default for ServerConfig {
@@ -157,6 +173,7 @@ impl Default for ServerConfig {
             refuse_connections: false,
             stall_connections: false,
             reset_connections: false,
+            request_bodies: RequestBodies::Read,
         }
     }
 }
@@ -250,12 +267,19 @@ pub(crate) async fn serve(
     } = ids;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        let idle_timeout = server.config.lock().unwrap().idle_timeout;
-        let request =
-            match read_request(&handle, &mut stream, &mut buf, idle_timeout, connection).await {
-                Some(request) => request,
-                None => break,
-            };
+        let config = *server.config.lock().unwrap();
+        let (idle_timeout, bodies) = (config.idle_timeout, config.request_bodies);
+        let request = read_request(
+            &handle,
+            &mut stream,
+            &mut buf,
+            idle_timeout,
+            bodies,
+            connection,
+        );
+        let Some(request) = request.await else {
+            break;
+        };
         let hits = server.hits.fetch_add(1, Ordering::SeqCst);
         server.requests.lock().unwrap().push(request.clone());
         let reply = {
@@ -342,6 +366,7 @@ async fn read_request(
     stream: &mut SimStream,
     buf: &mut BytesMut,
     idle_timeout: Option<Duration>,
+    bodies: RequestBodies,
     connection: u64,
 ) -> Option<Request> {
     let idle_deadline = idle_timeout.map(|t| handle.now() + t);
@@ -366,14 +391,24 @@ async fn read_request(
             let chunked = headers
                 .get(http::header::TRANSFER_ENCODING)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+            let length: usize = headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
+            if chunked || length > 0 {
+                match bodies {
+                    RequestBodies::Read => {}
+                    RequestBodies::StopAfterHead => futures_lite::future::pending().await,
+                    RequestBodies::ResetAfterHead => {
+                        stream.reset();
+                        return None;
+                    }
+                }
+            }
             let body = if chunked {
                 let _ = buf.split_to(head_len);
                 read_chunked_body(stream, buf).await?
             } else {
-                let length: usize = headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                    .unwrap_or(0);
                 while buf.len() < head_len + length {
                     if !fill(stream, buf).await {
                         return None;

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use breakwater::core::Instant;
 use breakwater::runtime::{BoxFuture, BoxTransport, ConnectError, ConnectTarget, Runtime};
 use breakwater::{ErrorKind, TimeoutPhase};
-use breakwater_testkit::{Fault, Reply, Sim};
+use breakwater_testkit::{Fault, Link, Reply, RequestBodies, ServerConfig, Sim};
 use common::fetch;
 use http::Method;
 
@@ -233,4 +233,113 @@ fn the_head_wait_after_a_long_upload_gets_its_own_attempt_timeout() {
     assert_eq!(status.unwrap(), 200);
     assert!(took > 15 * SECOND && took < 20 * SECOND, "{took:?}");
     assert_eq!(&upload.requests()[0].body[..], b"piecepiecepiece");
+}
+
+/// A link with a window paces a large upload as a socket would: writing
+/// takes the transfer time, and the wait for the head starts after it. So a
+/// 10 s upload succeeds under a 5 s attempt timeout (with writes that never
+/// waited, the head wait would have started at once and timed out).
+#[test]
+fn a_slow_link_paces_a_large_upload_and_the_head_wait_follows_it() {
+    let mut sim = Sim::new(77);
+    sim.set_default_link(
+        Link::rtt(Duration::from_millis(10))
+            .with_bandwidth(100 * 1024)
+            .with_window(64 * 1024),
+    );
+    let api = sim.mock("http://api.test");
+    let upload = api
+        .route(Method::POST, "/blob")
+        .respond(Reply::new(201, "stored"));
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .attempt_timeout(5 * SECOND)
+        .timeout(60 * SECOND)
+        .build()
+        .unwrap();
+    let started = sim.now();
+    // 1 MiB at 100 KiB/s: ten seconds on the wire.
+    let body = vec![b'x'; 1 << 20];
+    let status = sim.run(async move {
+        client
+            .post("blob")
+            .body(body)
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    assert_eq!(status.unwrap(), 201);
+    let arrived = upload.requests()[0].received_at - started;
+    assert!(
+        arrived >= 10 * SECOND && arrived < 11 * SECOND,
+        "{arrived:?}"
+    );
+    assert_eq!(upload.calls(), 1);
+}
+
+/// An upstream that reads a request's head and then nothing more: the
+/// upload fills the window and waits, and the call's deadline ends it, not
+/// the attempt timeout (which only starts once the request is written).
+#[test]
+fn an_upload_to_an_upstream_that_stopped_reading_ends_at_the_call_deadline() {
+    let mut sim = Sim::new(78);
+    sim.set_default_link(Link::rtt(Duration::from_millis(10)).with_window(64 * 1024));
+    let server = sim.server("http://api.test", |_, _| Reply::json("{}"));
+    server.set_config(ServerConfig {
+        request_bodies: RequestBodies::StopAfterHead,
+        ..ServerConfig::default()
+    });
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .attempt_timeout(5 * SECOND)
+        .timeout(20 * SECOND)
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let (kind, took) = sim.run(async move {
+        let started = runtime.now();
+        let result = client.post("orders").body(vec![0u8; 1 << 20]).send().await;
+        (result.err().map(|e| e.kind()), runtime.now() - started)
+    });
+    assert_eq!(kind, Some(ErrorKind::Timeout(TimeoutPhase::Total)));
+    assert_eq!(took, 20 * SECOND);
+    assert_eq!(server.hits(), 0);
+}
+
+/// An upstream that resets the connection while the client is still
+/// uploading: the client's next write fails once the reset arrives, as a
+/// socket's does, instead of waiting on a window no one will open. A POST
+/// without a key is not sent again; a PUT is.
+#[test]
+fn a_reset_mid_upload_fails_the_write_and_resends_only_what_is_safe() {
+    let mut sim = Sim::new(79);
+    sim.set_default_link(Link::rtt(Duration::from_millis(10)).with_window(64 * 1024));
+    let server = sim.server("http://api.test", |_, _| Reply::json("{}"));
+    server.set_config(ServerConfig {
+        request_bodies: RequestBodies::ResetAfterHead,
+        ..ServerConfig::default()
+    });
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .timeout(60 * SECOND)
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let outcomes = sim.run(async move {
+        let mut outcomes = Vec::new();
+        for method in [Method::POST, Method::PUT] {
+            let started = runtime.now();
+            let err = client
+                .request(method, "orders")
+                .body(vec![0u8; 1 << 20])
+                .send()
+                .await
+                .unwrap_err();
+            outcomes.push((err.kind(), err.attempts(), runtime.now() - started));
+        }
+        outcomes
+    });
+    let (post, put) = (outcomes[0], outcomes[1]);
+    assert_eq!((post.0, post.1), (ErrorKind::Protocol, 1), "{post:?}");
+    assert!(post.2 < SECOND, "{post:?}");
+    assert_eq!(put.0, ErrorKind::Protocol, "{put:?}");
+    assert!(put.1 > 1, "the PUT was not sent again: {put:?}");
+    assert_eq!(server.hits(), 0);
 }
