@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use breakwater::core::breaker::BreakerStateKind;
+use breakwater::core::breaker::{BreakerConfig, BreakerStateKind};
 use breakwater::core::pool::PoolConfig;
 use breakwater::core::retry::RetryBudgetConfig;
 use breakwater::core::Instant;
@@ -91,6 +91,9 @@ pub struct FaultMix {
     pub pool_max_connections: usize,
     /// How long a caller waits for a connection or a permit (default 5 s).
     pub pool_timeout: Duration,
+    /// How long the breaker stays open: the default 30 s, or 2 s, so that
+    /// it goes half-open while the workload still runs.
+    pub breaker_open_interval: Duration,
 }
 
 impl FaultMix {
@@ -138,8 +141,20 @@ impl FaultMix {
             p_cancel: choices.pick(&[0.1, 0.1, 0.4]),
             pool_max_connections: MAX_CONNECTIONS,
             pool_timeout: Duration::from_secs(5),
+            breaker_open_interval: BreakerConfig::default().open_interval,
         }
         .with_small_pool_if(choices.chance(0.25))
+        .with_short_breaker_if(choices.chance(0.25))
+    }
+
+    fn with_short_breaker_if(self, short: bool) -> FaultMix {
+        if !short {
+            return self;
+        }
+        FaultMix {
+            breaker_open_interval: Duration::from_secs(2),
+            ..self
+        }
     }
 
     fn with_small_pool_if(self, small: bool) -> FaultMix {
@@ -403,11 +418,16 @@ fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
         })
         .max_concurrency(MAX_CONCURRENCY)
         .configure(|config| {
-            config.with_budget(faults.retry_budget).with_pool(
-                PoolConfig::default()
-                    .with_max_connections(faults.pool_max_connections)
-                    .with_pool_timeout(faults.pool_timeout),
-            )
+            config
+                .with_budget(faults.retry_budget)
+                .with_pool(
+                    PoolConfig::default()
+                        .with_max_connections(faults.pool_max_connections)
+                        .with_pool_timeout(faults.pool_timeout),
+                )
+                .with_breaker(
+                    BreakerConfig::default().with_open_interval(faults.breaker_open_interval),
+                )
         })
         .timeout(TOTAL_TIMEOUT)
         .body_timeout(BODY_TIMEOUT)

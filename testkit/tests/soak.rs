@@ -74,6 +74,7 @@ fn soak_mixed_faults_across_seeds() {
             "rate limited error",
             "retry budget exhausted",
             "pool exhausted error",
+            "call cancelled while half-open",
         ] {
             assert!(
                 reached.contains_key(probe),
