@@ -7,12 +7,17 @@
 //! delivered in order; a close is an end-of-stream segment, a fault can be a
 //! reset segment. Nothing touches a socket.
 //!
-//! A link may have a window, as TCP's buffers give one: the bytes a writer
-//! may have sent that its peer has not read yet. A writer that fills it
-//! waits until the peer reads (and the news travels back), so a slow link
-//! or a peer that stops reading holds a large upload back, as it would on a
-//! socket; and a writer whose peer reset the connection fails, as `send`
-//! does after a reset arrives.
+//! A link carries one segment at a time at its bandwidth. It may also have
+//! a window, as TCP's buffers give one: the bytes a writer may have sent
+//! that its peer has not read yet (as far as the writer has heard, one
+//! latency after each read). A writer that fills it waits, so a slow link or
+//! a peer that stops reading holds a large upload back, as it would on a
+//! socket.
+//!
+//! Closing follows TCP too. A peer that closes with bytes it has received
+//! and not read resets the connection; bytes that reach a closed peer draw
+//! a reset back; and once a reset reaches a writer, its writes fail, as
+//! `send` does.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
@@ -28,8 +33,10 @@ use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::executor::Handle;
 
-/// The speed of a simulated link.
+/// The speed of a simulated link. Build one with [`Link::rtt`] and the
+/// `with_` methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Link {
     /// One-way latency (half the round trip).
     pub latency: Duration,
@@ -59,7 +66,11 @@ impl Link {
     }
 
     /// This link, with a window of `bytes` (unread bytes a writer may have outstanding).
+    ///
+    /// # Panics
+    /// If `bytes` is 0: no writer could send anything.
     pub fn with_window(self, bytes: u64) -> Self {
+        assert!(bytes > 0, "a window of 0 bytes lets nothing through");
         Link {
             window: Some(bytes),
             ..self
@@ -82,18 +93,34 @@ enum Segment {
 #[derive(Default)]
 struct PipeState {
     segments: VecDeque<(Instant, Segment)>,
-    /// When the last segment is delivered; later ones never overtake it.
-    last_delivery: Instant,
+    /// When the link has finished putting queued segments on the wire.
+    busy_until: Instant,
     reader: Option<Waker>,
     timer: Option<(Instant, u64)>,
-    /// The reading side has gone away: writes are lost.
+    /// The reading side has gone away: bytes sent are lost.
     reader_closed: bool,
-    /// The reading side reset the connection; the writer learns of it then.
+    /// When a reset reaches the writer (the reader reset, closed with bytes
+    /// unread, or was sent bytes after it closed); from then on writes fail.
     reset_reaches_writer: Option<Instant>,
-    /// Bytes sent that the reading side has not read yet.
+    /// Bytes sent that, as far as the writer has heard, are not read yet.
     unread: u64,
+    /// Reads the writer has not heard of yet: when it will, and how many bytes.
+    credits: VecDeque<(Instant, u64)>,
     /// A writer waiting for the window to open (or a reset to arrive).
     writer: Option<Waker>,
+}
+
+impl PipeState {
+    /// Applies the reads the writer has heard of by `now`.
+    fn hear_of_reads(&mut self, now: Instant) {
+        while let Some(&(at, bytes)) = self.credits.front() {
+            if at > now {
+                break;
+            }
+            self.unread = self.unread.saturating_sub(bytes);
+            self.credits.pop_front();
+        }
+    }
 }
 
 /// One direction of a connection.
@@ -120,8 +147,10 @@ impl Pipe {
             }
             _ => Duration::ZERO,
         };
-        let at = (now + self.link.latency + transfer).max(state.last_delivery);
-        state.last_delivery = at;
+        // Segments share the link: each goes on the wire after the last.
+        let on_wire = now.max(state.busy_until) + transfer;
+        state.busy_until = on_wire;
+        let at = on_wire + self.link.latency;
         state.segments.push_back((at, segment));
         if let Some(waker) = state.reader.take() {
             // Wake the reader when the bytes arrive, not before.
@@ -137,7 +166,10 @@ pub(crate) struct SimStream {
     outbound: Pipe,
     /// Bytes of a segment not yet read.
     partial: Option<Bytes>,
-    closed: bool,
+    /// This end has sent its end-of-stream: it writes no more.
+    fin_sent: bool,
+    /// This end has reset the connection.
+    reset_sent: bool,
     info: TransportInfo,
     /// Fault: after this many bytes written, the stream resets instead.
     reset_after_written: Option<u64>,
@@ -171,7 +203,8 @@ impl SimStream {
             inbound,
             outbound,
             partial: None,
-            closed: false,
+            fin_sent: false,
+            reset_sent: false,
             info,
             reset_after_written: None,
             written: 0,
@@ -190,34 +223,37 @@ impl SimStream {
         self.reset_after_written = Some(self.written + bytes);
     }
 
-    /// Resets the connection now: the peer's next read fails, and so does
-    /// its next write once the reset reaches it.
+    /// Resets the connection now (after an end-of-stream too): the peer's
+    /// next read fails, unless it reads that end first, and so do its writes
+    /// once the reset reaches it.
     pub(crate) fn reset(&mut self) {
-        if !self.closed {
-            self.closed = true;
+        if !self.reset_sent {
+            self.reset_sent = true;
             self.outbound.send(&self.handle, Segment::Reset);
-            self.reset_the_writer();
+            self.reset_the_writer(self.handle.now() + self.inbound.link.latency);
         }
     }
 
-    /// Tells the peer's writes, once the news arrives, that this end reset.
-    fn reset_the_writer(&self) {
-        let arrives = self.handle.now() + self.inbound.link.latency;
+    /// Fails the peer's writes from `at`, when a reset reaches it.
+    fn reset_the_writer(&self, at: Instant) {
         let mut inbound = self.inbound.state.lock().unwrap();
-        inbound.reset_reaches_writer.get_or_insert(arrives);
+        let at = *inbound.reset_reaches_writer.get_or_insert(at);
         if let Some(writer) = inbound.writer.take() {
-            self.handle.wake_at(arrives, writer);
+            self.handle.wake_at(at, writer);
         }
     }
 
-    /// Counts `n` bytes as read: the window opens by as much, which the
-    /// writer hears of one latency later.
+    /// Counts `n` bytes as read: the window opens by as much once the
+    /// writer hears of it, one latency later.
     fn consumed(&self, n: usize) {
+        if self.inbound.link.window.is_none() {
+            return;
+        }
+        let heard = self.handle.now() + self.inbound.link.latency;
         let mut state = self.inbound.state.lock().unwrap();
-        state.unread = state.unread.saturating_sub(n as u64);
+        state.credits.push_back((heard, n as u64));
         if let Some(writer) = state.writer.take() {
-            self.handle
-                .wake_at(self.handle.now() + self.inbound.link.latency, writer);
+            self.handle.wake_at(heard, writer);
         }
     }
 }
@@ -299,7 +335,7 @@ impl AsyncWrite for SimStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.closed {
+        if this.fin_sent || this.reset_sent {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let now = this.handle.now();
@@ -310,15 +346,24 @@ impl AsyncWrite for SimStream {
                 // Like TCP, a write to a peer that has closed succeeds
                 // locally and the bytes are lost; the peer answers them with
                 // a reset, which fails the writes after it.
-                outbound.reset_reaches_writer = Some(now + this.outbound.link.latency * 2);
+                let latency = this.outbound.link.latency;
+                outbound.reset_reaches_writer = Some(now.max(outbound.busy_until) + latency * 2);
             }
             if outbound.reset_reaches_writer.is_some_and(|at| at <= now) {
                 return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
             }
             if let Some(window) = this.outbound.link.window {
+                outbound.hear_of_reads(now);
                 let room = window.saturating_sub(outbound.unread);
                 if room == 0 && !buf.is_empty() {
-                    match outbound.reset_reaches_writer {
+                    // Woken when the next read is heard of or a reset
+                    // arrives, or, if neither is on its way, by the reader.
+                    let next_read = outbound.credits.front().map(|&(at, _)| at);
+                    match next_read
+                        .into_iter()
+                        .chain(outbound.reset_reaches_writer)
+                        .min()
+                    {
                         Some(at) => {
                             this.handle.wake_at(at, cx.waker().clone());
                         }
@@ -365,8 +410,8 @@ impl AsyncWrite for SimStream {
 
     fn poll_close(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if !this.closed {
-            this.closed = true;
+        if !this.fin_sent && !this.reset_sent {
+            this.fin_sent = true;
             this.outbound.send(&this.handle, Segment::Eof);
         }
         Poll::Ready(Ok(()))
@@ -375,27 +420,40 @@ impl AsyncWrite for SimStream {
 
 impl Drop for SimStream {
     fn drop(&mut self) {
-        let unread = self.inbound.state.lock().unwrap().unread > 0 || self.partial.is_some();
-        if unread {
-            // Closing with bytes unread resets the connection, as TCP does:
-            // the peer's reads and, once the reset arrives, its writes fail.
+        let now = self.handle.now();
+        let (received_unread, first_in_flight) = {
+            let inbound = self.inbound.state.lock().unwrap();
+            let data = inbound
+                .segments
+                .iter()
+                .filter(|(_, segment)| matches!(segment, Segment::Data(_)));
+            let received = self.partial.is_some() || data.clone().any(|&(at, _)| at <= now);
+            let in_flight = data.map(|&(at, _)| at).filter(|&at| at > now).min();
+            (received, in_flight)
+        };
+        if received_unread {
+            // Closing with bytes received and not read resets the
+            // connection, as TCP does.
             self.reset();
-            self.reset_the_writer();
-        } else if !self.closed {
-            self.closed = true;
-            self.outbound.send(&self.handle, Segment::Eof);
+        } else {
+            if !self.fin_sent && !self.reset_sent {
+                self.fin_sent = true;
+                self.outbound.send(&self.handle, Segment::Eof);
+            }
+            if let Some(arrives) = first_in_flight {
+                // Bytes still on their way draw a reset when they arrive.
+                self.reset_the_writer(arrives + self.inbound.link.latency);
+            }
         }
         let mut inbound = self.inbound.state.lock().unwrap();
         inbound.reader_closed = true;
         if let Some(key) = inbound.timer.take() {
             self.handle.cancel_timer(key);
         }
-        // After a clean close a waiting writer goes on, its bytes lost,
-        // until the reset they draw reaches it.
-        if !unread {
-            if let Some(writer) = inbound.writer.take() {
-                writer.wake();
-            }
+        // A writer waiting on the window goes on: what it sends from now on
+        // is lost, and draws a reset that fails its later writes.
+        if let Some(writer) = inbound.writer.take() {
+            writer.wake();
         }
         drop(inbound);
         if let Some((live, id)) = self.live.take() {
