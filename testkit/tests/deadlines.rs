@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use breakwater::core::Instant;
 use breakwater::runtime::{BoxFuture, BoxTransport, ConnectError, ConnectTarget, Runtime};
 use breakwater::{ErrorKind, TimeoutPhase};
-use breakwater_testkit::{Fault, Link, Reply, RequestBodies, ServerConfig, Sim};
+use breakwater_testkit::{Fault, Link, Reply, RequestBodies, ServerConfig, ServerHandle, Sim};
 use common::fetch;
 use http::Method;
 
@@ -276,18 +276,28 @@ fn a_slow_link_paces_a_large_upload_and_the_head_wait_follows_it() {
     assert_eq!(upload.calls(), 1);
 }
 
+/// The round trip of the upload scenarios below.
+const UPLOAD_RTT: Duration = Duration::from_millis(10);
+
+/// A simulation whose link has a 64 KiB window and whose upstream treats
+/// request bodies as `bodies` says.
+fn upstream_for_uploads(seed: u64, bodies: RequestBodies) -> (Sim, ServerHandle) {
+    let mut sim = Sim::new(seed);
+    sim.set_default_link(Link::rtt(UPLOAD_RTT).with_window(64 * 1024));
+    let server = sim.server("http://api.test", |_, _| Reply::json("{}"));
+    server.set_config(ServerConfig {
+        request_bodies: bodies,
+        ..ServerConfig::default()
+    });
+    (sim, server)
+}
+
 /// An upstream that reads a request's head and then nothing more: the
 /// upload fills the window and waits, and the call's deadline ends it, not
 /// the attempt timeout (which only starts once the request is written).
 #[test]
 fn an_upload_to_an_upstream_that_stopped_reading_ends_at_the_call_deadline() {
-    let mut sim = Sim::new(78);
-    sim.set_default_link(Link::rtt(Duration::from_millis(10)).with_window(64 * 1024));
-    let server = sim.server("http://api.test", |_, _| Reply::json("{}"));
-    server.set_config(ServerConfig {
-        request_bodies: RequestBodies::StopAfterHead,
-        ..ServerConfig::default()
-    });
+    let (mut sim, server) = upstream_for_uploads(78, RequestBodies::StopAfterHead);
     let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
         .attempt_timeout(5 * SECOND)
         .timeout(20 * SECOND)
@@ -310,14 +320,7 @@ fn an_upload_to_an_upstream_that_stopped_reading_ends_at_the_call_deadline() {
 /// without a key is not sent again; a PUT is.
 #[test]
 fn a_reset_mid_upload_fails_the_write_and_resends_only_what_is_safe() {
-    const RTT: Duration = Duration::from_millis(10);
-    let mut sim = Sim::new(79);
-    sim.set_default_link(Link::rtt(RTT).with_window(64 * 1024));
-    let server = sim.server("http://api.test", |_, _| Reply::json("{}"));
-    server.set_config(ServerConfig {
-        request_bodies: RequestBodies::ResetAfterHead,
-        ..ServerConfig::default()
-    });
+    let (mut sim, server) = upstream_for_uploads(79, RequestBodies::ResetAfterHead);
     let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
         .timeout(60 * SECOND)
         .build()
@@ -341,7 +344,7 @@ fn a_reset_mid_upload_fails_the_write_and_resends_only_what_is_safe() {
     assert_eq!((post.0, post.1), (ErrorKind::Protocol, 1), "{post:?}");
     // A round trip to connect, then the head reaches the server and the
     // reset comes back: the second round trip.
-    assert_eq!(post.2, 2 * RTT, "{post:?}");
+    assert_eq!(post.2, 2 * UPLOAD_RTT, "{post:?}");
     assert_eq!(put.0, ErrorKind::Protocol, "{put:?}");
     assert!(put.1 > 1, "the PUT was not sent again: {put:?}");
     assert_eq!(server.accepted(), 1 + u64::from(put.1));

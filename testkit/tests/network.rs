@@ -4,25 +4,30 @@
 
 use std::time::Duration;
 
-use breakwater_testkit::{Link, Reply, Sim};
+use breakwater_testkit::{Link, Reply, RouteHandle, Sim};
 use bytes::Bytes;
 use http::Method;
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// A simulation on `link`, an upstream taking POSTs to `path`, and a client.
+fn upload_over(seed: u64, link: Link, path: &str) -> (Sim, RouteHandle, breakwater::Client) {
+    let mut sim = Sim::new(seed);
+    sim.set_default_link(link);
+    let api = sim.mock("http://api.test");
+    let route = api.route(Method::POST, path).respond(Reply::new(204, ""));
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .build()
+        .unwrap();
+    (sim, route, client)
+}
+
 /// A body sent in ten pieces at once still takes the link's bandwidth to
 /// cross: pieces queue for the wire instead of travelling side by side.
 #[test]
 fn pieces_written_at_once_share_the_link_s_bandwidth() {
-    let mut sim = Sim::new(80);
-    sim.set_default_link(Link::rtt(Duration::from_millis(2)).with_bandwidth(100 * 1024));
-    let api = sim.mock("http://api.test");
-    let route = api
-        .route(Method::POST, "/pieces")
-        .respond(Reply::new(204, ""));
-    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
-        .build()
-        .unwrap();
+    let link = Link::rtt(Duration::from_millis(2)).with_bandwidth(100 * 1024);
+    let (mut sim, route, client) = upload_over(80, link, "/pieces");
     let started = sim.now();
     sim.run(async move {
         let pieces = (0..10).map(|_| Ok(Bytes::from(vec![b'x'; 10 * 1024])));
@@ -46,15 +51,8 @@ fn pieces_written_at_once_share_the_link_s_bandwidth() {
 #[test]
 fn a_window_lets_one_window_of_bytes_through_per_round_trip() {
     const RTT: Duration = Duration::from_millis(100);
-    let mut sim = Sim::new(81);
-    sim.set_default_link(Link::rtt(RTT).with_window(16 * 1024));
-    let api = sim.mock("http://api.test");
-    let route = api
-        .route(Method::POST, "/upload")
-        .respond(Reply::new(204, ""));
-    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
-        .build()
-        .unwrap();
+    let (mut sim, route, client) =
+        upload_over(81, Link::rtt(RTT).with_window(16 * 1024), "/upload");
     let started = sim.now();
     sim.run(async move {
         let body = vec![b'x'; 160 * 1024];
