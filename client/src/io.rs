@@ -327,6 +327,9 @@ impl ConnectionState {
                 };
             }
             Some((Err(err), written_any)) => {
+                #[cfg(feature = "fault-injection")]
+                let written_any =
+                    written_any && !crate::fault_injection::broken_uploads_look_unsent();
                 let outcome = if written_any {
                     AttemptOutcome::ExchangeFailed
                 } else {

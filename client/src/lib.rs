@@ -66,6 +66,19 @@ pub mod fault_injection {
         FORGET_CANCELLED_CALLS.load(Ordering::Relaxed)
     }
 
+    static BROKEN_UPLOADS_LOOK_UNSENT: AtomicBool = AtomicBool::new(false);
+
+    /// When on, a write that fails after bytes of the request have left is
+    /// reported as if nothing had been sent, so a POST without a key is sent
+    /// again though the server may have acted on it.
+    pub fn set_broken_uploads_look_unsent(on: bool) {
+        BROKEN_UPLOADS_LOOK_UNSENT.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn broken_uploads_look_unsent() -> bool {
+        BROKEN_UPLOADS_LOOK_UNSENT.load(Ordering::Relaxed)
+    }
+
     static KEEP_CANCELLED_SOCKETS: AtomicBool = AtomicBool::new(false);
 
     /// When on, a call dropped while it holds a connection gives the

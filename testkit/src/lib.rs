@@ -316,6 +316,7 @@ impl Sim {
             handler: Mutex::new(Box::new(handler)),
             config: Mutex::new(ServerConfig::default()),
             requests: Mutex::new(Vec::new()),
+            heads: Mutex::new(Vec::new()),
             accepted: AtomicU64::new(0),
             open: Mutex::new(Default::default()),
             hits: AtomicUsize::new(0),

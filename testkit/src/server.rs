@@ -164,6 +164,12 @@ pub enum RequestBodies {
     StopAfterHead,
     /// Reset the connection after the head (an upstream refusing uploads).
     ResetAfterHead,
+    /// Reset after the head of this share of requests with a body, drawn
+    /// from the server's stream (an upstream that drops some uploads).
+    SometimesResetAfterHead {
+        /// The share, in percent.
+        percent: u8,
+    },
 }
 
 impl Default for ServerConfig {
@@ -185,6 +191,8 @@ pub(crate) struct ServerState {
     pub(crate) config: Mutex<ServerConfig>,
     pub(crate) choices: Mutex<crate::Choices>,
     pub(crate) requests: Mutex<Vec<Request>>,
+    /// Every head read, whether or not its body followed.
+    pub(crate) heads: Mutex<Vec<Request>>,
     pub(crate) accepted: AtomicU64,
     /// The network-wide ids of the connections this server has not closed.
     pub(crate) open: Mutex<BTreeSet<u64>>,
@@ -234,6 +242,13 @@ impl ServerHandle {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// Every request head read, in order, whether or not its body followed
+    /// (their bodies are empty): what reached the server of requests that
+    /// broke off mid-upload too.
+    pub fn heads(&self) -> Vec<Request> {
+        self.state.heads.lock().unwrap().clone()
+    }
+
     /// Replaces the handler.
     pub fn set_handler(
         &self,
@@ -269,14 +284,14 @@ pub(crate) async fn serve(
     loop {
         let config = *server.config.lock().unwrap();
         let (idle_timeout, bodies) = (config.idle_timeout, config.request_bodies);
-        let request = read_request(
-            &handle,
-            &mut stream,
-            &mut buf,
+        let reading = Reading {
             idle_timeout,
             bodies,
             connection,
-        );
+            heads: &server.heads,
+            choices: &server.choices,
+        };
+        let request = read_request(&handle, &mut stream, &mut buf, reading);
         let Some(request) = request.await else {
             break;
         };
@@ -360,15 +375,32 @@ pub(crate) struct ConnectionIds {
     pub(crate) per_server: u64,
 }
 
+/// How a request is read off a connection.
+struct Reading<'a> {
+    idle_timeout: Option<Duration>,
+    bodies: RequestBodies,
+    /// The connection's number, per server.
+    connection: u64,
+    /// Where each head read is recorded.
+    heads: &'a Mutex<Vec<Request>>,
+    /// The server's random stream.
+    choices: &'a Mutex<crate::Choices>,
+}
+
 /// Reads one request; `None` when the connection closed, broke, idled out or sent garbage.
 async fn read_request(
     handle: &Handle,
     stream: &mut SimStream,
     buf: &mut BytesMut,
-    idle_timeout: Option<Duration>,
-    bodies: RequestBodies,
-    connection: u64,
+    reading: Reading<'_>,
 ) -> Option<Request> {
+    let Reading {
+        idle_timeout,
+        bodies,
+        connection,
+        heads,
+        choices,
+    } = reading;
     let idle_deadline = idle_timeout.map(|t| handle.now() + t);
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -395,14 +427,27 @@ async fn read_request(
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(0);
+            heads.lock().unwrap().push(Request {
+                method: method.clone(),
+                target: target.clone(),
+                headers: headers.clone(),
+                body: Bytes::new(),
+                connection,
+                received_at: handle.now(),
+            });
             if chunked || length > 0 {
-                match bodies {
-                    RequestBodies::Read => {}
+                let reset = match bodies {
+                    RequestBodies::Read => false,
                     RequestBodies::StopAfterHead => futures_lite::future::pending().await,
-                    RequestBodies::ResetAfterHead => {
-                        stream.reset();
-                        return None;
+                    RequestBodies::ResetAfterHead => true,
+                    RequestBodies::SometimesResetAfterHead { percent } => {
+                        let share = f64::from(percent) / 100.0;
+                        choices.lock().unwrap().chance(share)
                     }
+                };
+                if reset {
+                    stream.reset();
+                    return None;
                 }
             }
             let body = if chunked {
