@@ -2,10 +2,12 @@
 //! the simulated servers.
 //!
 //! Every connection is two one-way pipes. A write becomes a segment that the
-//! other side may read once the clock reaches its delivery time (one-way
-//! latency plus the time the link's bandwidth needs for it). Segments are
-//! delivered in order; a close is an end-of-stream segment, a fault can be a
-//! reset segment. Nothing touches a socket.
+//! other side may read once the clock reaches its delivery time: one-way
+//! latency after the link has put it on the wire, behind the segments queued
+//! before it, at the link's bandwidth. Segments are delivered in order; a
+//! close is an end-of-stream segment, a fault can be a reset segment (which
+//! also waits behind queued data, where TCP would drop it). Nothing touches
+//! a socket.
 //!
 //! A link carries one segment at a time at its bandwidth. It may also have
 //! a window, as TCP's buffers give one: the bytes a writer may have sent
@@ -43,7 +45,7 @@ pub struct Link {
     /// Bytes per second, or `None` for unlimited.
     pub bandwidth: Option<u64>,
     /// The most bytes a writer may have sent that its peer has not yet
-    /// read, or `None` for unlimited.
+    /// read, as far as the writer has heard, or `None` for unlimited.
     pub window: Option<u64>,
 }
 
@@ -108,6 +110,9 @@ struct PipeState {
     credits: VecDeque<(Instant, u64)>,
     /// A writer waiting for the window to open (or a reset to arrive).
     writer: Option<Waker>,
+    /// The timer a waiting writer set for the next read it will hear of,
+    /// or for the reset.
+    writer_timer: Option<(Instant, u64)>,
 }
 
 impl PipeState {
@@ -246,7 +251,7 @@ impl SimStream {
     /// Counts `n` bytes as read: the window opens by as much once the
     /// writer hears of it, one latency later.
     fn consumed(&self, n: usize) {
-        if self.inbound.link.window.is_none() {
+        if self.inbound.link.window.is_none() || n == 0 {
             return;
         }
         let heard = self.handle.now() + self.inbound.link.latency;
@@ -338,6 +343,10 @@ impl AsyncWrite for SimStream {
         if this.fin_sent || this.reset_sent {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
+        if buf.is_empty() {
+            // An empty segment would read as the end of the stream.
+            return Poll::Ready(Ok(0));
+        }
         let now = this.handle.now();
         let mut n = buf.len();
         {
@@ -355,17 +364,21 @@ impl AsyncWrite for SimStream {
             if let Some(window) = this.outbound.link.window {
                 outbound.hear_of_reads(now);
                 let room = window.saturating_sub(outbound.unread);
-                if room == 0 && !buf.is_empty() {
+                if room == 0 {
                     // Woken when the next read is heard of or a reset
                     // arrives, or, if neither is on its way, by the reader.
                     let next_read = outbound.credits.front().map(|&(at, _)| at);
+                    if let Some(key) = outbound.writer_timer.take() {
+                        this.handle.cancel_timer(key);
+                    }
                     match next_read
                         .into_iter()
                         .chain(outbound.reset_reaches_writer)
                         .min()
                     {
                         Some(at) => {
-                            this.handle.wake_at(at, cx.waker().clone());
+                            let timer = this.handle.wake_at(at, cx.waker().clone());
+                            outbound.writer_timer = Some(timer);
                         }
                         None => outbound.writer = Some(cx.waker().clone()),
                     }
@@ -386,7 +399,9 @@ impl AsyncWrite for SimStream {
         let delivered = {
             // Bytes a closed peer never reads still fill the window.
             let mut outbound = this.outbound.state.lock().unwrap();
-            outbound.unread += n as u64;
+            if this.outbound.link.window.is_some() {
+                outbound.unread += n as u64;
+            }
             !outbound.reader_closed
         };
         if delivered {

@@ -3,7 +3,9 @@
 //! Each seed picks its own fault mix — rates of 503s, 429s with
 //! `Retry-After`, resets and closes mid-exchange, slow replies, stalled
 //! bodies, keep-alive closes racing reuse, an outage window, the link's
-//! round trip — then runs a workload of GETs, unkeyed POSTs and keyed POSTs
+//! round trip, and sometimes a window with long uploads, some reset by the
+//! server right after their head — then runs a workload of GETs, unkeyed
+//! POSTs and keyed POSTs
 //! (some cancelled at random points) through one client, heals every fault,
 //! and checks the invariants that must hold whatever happened:
 //!
@@ -55,6 +57,7 @@ pub const PROBES: &[&str] = &[
     "retry budget exhausted",
     "stale connection replaced",
     "timeout error",
+    "upload reset after its head",
 ];
 
 /// The faults one seed chose.
@@ -760,6 +763,10 @@ fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
         if keys.len() > 1 {
             probes.lock().unwrap().insert("request retried");
         }
+    }
+
+    if server.heads().len() > server.requests().len() {
+        probes.lock().unwrap().insert("upload reset after its head");
     }
 
     // 5. Deadlines.

@@ -312,6 +312,13 @@ fn an_upload_to_an_upstream_that_stopped_reading_ends_at_the_call_deadline() {
     assert_eq!(kind, Some(ErrorKind::Timeout(TimeoutPhase::Total)));
     assert_eq!(took, 20 * SECOND);
     assert_eq!(server.accepted(), 1, "a POST without a key was sent again");
+    let heads = server.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert_eq!(
+        (heads[0].method.as_str(), heads[0].target.as_str()),
+        ("POST", "/orders")
+    );
+    assert!(server.requests().is_empty(), "its body never arrived");
 }
 
 /// An upstream that resets the connection while the client is still

@@ -74,6 +74,7 @@ fn soak_mixed_faults_across_seeds() {
             "rate limited error",
             "retry budget exhausted",
             "pool exhausted error",
+            "upload reset after its head",
         ] {
             assert!(
                 reached.contains_key(probe),
