@@ -6,20 +6,19 @@
 //!
 //! (Its own test binary, because the switch is process-wide.)
 
-use breakwater::fault_injection::set_forget_cancelled_calls;
+mod common;
+
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
-use breakwater_testkit::swarm::{run_seed, run_tape};
+use breakwater::fault_injection::set_forget_cancelled_calls;
+use breakwater_testkit::swarm::run_tape;
 use breakwater_testkit::{Tape, TAPE_VAR};
 
 #[test]
 fn a_leak_on_cancel_is_caught_by_the_invariants() {
     set_forget_cancelled_calls(true);
-    let caught = (1..=300u64)
-        .map(run_seed)
-        .find(|report| !report.violations.is_empty());
-    let Some(failing) = caught else {
+    let Some(failing) = common::first_failing_swarm_run() else {
         set_forget_cancelled_calls(false);
         panic!("300 seeds ran with a connection leak and no invariant noticed");
     };

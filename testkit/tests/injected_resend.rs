@@ -8,14 +8,12 @@
 //! (Its own test binary, because the switch is process-wide.)
 
 use breakwater::fault_injection::set_broken_uploads_look_unsent;
-use breakwater_testkit::swarm::run_seed;
+mod common;
 
 #[test]
 fn a_resent_unkeyed_post_is_caught_by_the_invariants() {
     set_broken_uploads_look_unsent(true);
-    let caught = (1..=300u64)
-        .map(run_seed)
-        .find(|report| !report.violations.is_empty());
+    let caught = common::first_failing_swarm_run();
     set_broken_uploads_look_unsent(false);
     let report = caught.expect("300 seeds ran with unkeyed POSTs resent and no invariant noticed");
     println!("caught by seed {:?}: {:?}", report.seed, report.violations);

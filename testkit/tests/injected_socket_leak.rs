@@ -6,19 +6,19 @@
 //! (Its own test binary, because the switch is process-wide.)
 
 use breakwater::fault_injection::set_keep_cancelled_sockets;
-use breakwater_testkit::swarm::run_seed;
+mod common;
 
 #[test]
 fn a_socket_kept_by_a_cancelled_call_is_caught_by_the_invariants() {
     set_keep_cancelled_sockets(true);
-    let caught = (1..=300u64).find_map(|seed| {
-        let report = run_seed(seed);
-        (!report.violations.is_empty()).then_some((seed, report.violations))
-    });
+    let caught = common::first_failing_swarm_run();
     set_keep_cancelled_sockets(false);
-    let (seed, violations) =
-        caught.expect("300 seeds ran with a socket leak and no invariant noticed");
-    println!("socket leak caught by seed {seed}: {violations:?}");
+    let report = caught.expect("300 seeds ran with a socket leak and no invariant noticed");
+    let violations = report.violations;
+    println!(
+        "socket leak caught by seed {:?}: {violations:?}",
+        report.seed
+    );
     assert!(
         violations.iter().any(|v| v.contains("client holds")),
         "{violations:?}"
