@@ -1126,9 +1126,15 @@ async fn run(
                 now = runtime.now();
                 timings.reused = reused;
                 match exchange {
-                    Exchange::Head(response_head) => {
+                    Exchange::Head {
+                        head: response_head,
+                        written_at,
+                    } => {
                         let elapsed = now.saturating_duration_since(sent_at);
                         timings.first_byte = Some(elapsed);
+                        // The upstream's latency, for the core's estimate:
+                        // from the end of the upload, which may have been long.
+                        let latency = now.saturating_duration_since(written_at);
                         for hook in &client.inner.hooks.on_response {
                             hook(&ResponseInfo {
                                 method: &request.method,
@@ -1146,14 +1152,14 @@ async fn run(
                         let headers = &response_head.headers;
                         let _ = guard.report_at(now, |call, now, engine| match read_whole {
                             Some(reusable) => call.handle_response_read(
-                                now, engine, status, elapsed, headers, wall, reusable,
+                                now, engine, status, latency, headers, wall, reusable,
                             ),
                             None => call.handle_attempt_outcome(
                                 now,
                                 engine,
                                 breakwater_core::outcome::AttemptOutcome::Response {
                                     status,
-                                    elapsed,
+                                    elapsed: latency,
                                 },
                                 headers,
                                 wall,

@@ -143,7 +143,12 @@ pub(crate) struct AttemptTimes<'a> {
 /// What happened to one attempt on the wire, in the terms the core classifies.
 pub(crate) enum Exchange {
     /// A response head arrived.
-    Head(breakwater_core::h1::ResponseHead),
+    Head {
+        head: breakwater_core::h1::ResponseHead,
+        /// When the request had been written: the wait for the head
+        /// started then (the upstream's latency, not the upload's).
+        written_at: Instant,
+    },
     /// The attempt failed; `outcome` is what the core is told, `detail` what the user is told.
     Failed {
         outcome: AttemptOutcome,
@@ -247,7 +252,6 @@ impl ConnectionState {
         let AttemptTimes { started, plan } = times;
         self.requests += 1;
         self.decoder.reset(request);
-        let elapsed = |runtime: &Arc<dyn Runtime>| runtime.now().saturating_duration_since(started);
 
         // A reused connection may have been closed by the server while idle.
         if reused && !self.looks_alive() {
@@ -312,12 +316,12 @@ impl ConnectionState {
         self.write_buf = head;
         match outcome {
             None => {
+                // The upload took the time, not the upstream's answer: a
+                // failed exchange, which gives the latency estimate no sample.
                 return Exchange::Failed {
-                    outcome: AttemptOutcome::AttemptTimedOut {
-                        elapsed: elapsed(runtime),
-                    },
+                    outcome: AttemptOutcome::ExchangeFailed,
                     detail: ExchangeError::WriteOutlastedCall,
-                }
+                };
             }
             Some((Err(err), _)) if err.get_ref().is_some_and(|e| e.is::<BodySourceError>()) => {
                 // Not the upstream's fault: no breaker effect, no retry.
@@ -348,7 +352,9 @@ impl ConnectionState {
         let read_head = async {
             loop {
                 match self.decode_buffered() {
-                    Ok(Some(ResponseEvent::Head(head))) => return Exchange::Head(head),
+                    Ok(Some(ResponseEvent::Head(head))) => {
+                        return Exchange::Head { head, written_at }
+                    }
                     // The decoder always yields the head first; were it ever not
                     // to, the connection is not to be trusted, not a reason to panic.
                     Ok(Some(_)) => {
@@ -407,7 +413,7 @@ impl ConnectionState {
             Some(exchange) => exchange,
             None => Exchange::Failed {
                 outcome: AttemptOutcome::AttemptTimedOut {
-                    elapsed: elapsed(runtime),
+                    elapsed: runtime.now().saturating_duration_since(written_at),
                 },
                 detail: ExchangeError::TimedOut,
             },

@@ -356,3 +356,48 @@ fn a_reset_mid_upload_fails_the_write_and_resends_only_what_is_safe() {
     assert!(put.1 > 1, "the PUT was not sent again: {put:?}");
     assert_eq!(server.accepted(), 1 + u64::from(put.1));
 }
+
+/// The latency estimate behind the adaptive backoff floor is the upstream's:
+/// it counts the wait for the head from the end of the upload, not the
+/// upload itself. Twelve 256 KiB uploads over a 1 MiB/s link take a quarter
+/// of a second each; the server answers at once.
+#[test]
+fn the_latency_estimate_leaves_out_the_upload() {
+    let mut sim = Sim::new(82);
+    sim.set_default_link(
+        Link::rtt(UPLOAD_RTT)
+            .with_bandwidth(1024 * 1024)
+            .with_window(64 * 1024),
+    );
+    let api = sim.mock("http://api.test");
+    api.route(Method::POST, "/blob")
+        .respond(Reply::new(201, "stored"));
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .build()
+        .unwrap();
+    let observer = client.clone();
+    let runtime = sim.runtime();
+    let took = sim.run(async move {
+        let started = runtime.now();
+        for _ in 0..12 {
+            let body = vec![b'x'; 256 * 1024];
+            let status = client
+                .post("blob")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 201);
+        }
+        runtime.now() - started
+    });
+    assert!(took >= 3 * SECOND, "{took:?}");
+    let p95 = observer.stats().origins[0].p95.expect("twelve samples");
+    println!("p95 of the upstream's latency: {p95:?}");
+    // The last window's worth (64 KiB, 62.5 ms on the wire) and a round trip.
+    assert!(
+        p95 > UPLOAD_RTT && p95 < Duration::from_millis(100),
+        "p95 {p95:?}"
+    );
+}
