@@ -29,7 +29,9 @@ async fn tls_custom_ca_on_multi_thread_runtime() {
 }
 
 /// Under tokio's paused clock `now()` and `sleep_until` move together: a
-/// 30-second sleep completes at once and the clock reads 30 s later.
+/// 30-second sleep completes at once and the clock reads 30 s later. No
+/// real time passes (`start_paused`); that is what users testing their own
+/// code on tokio's paused clock rely on.
 #[tokio::test(start_paused = true)]
 async fn sleep_follows_the_tokio_clock() {
     common::sleep_reaches_deadline(runtime(), Duration::from_secs(30)).await;

@@ -108,7 +108,6 @@ impl Entropy {
 
 /// A simulation: executor, virtual clock, network, servers, seed and trace.
 pub struct Sim {
-    seed: u64,
     entropy: Entropy,
     recordings: Recordings,
     executor: Executor,
@@ -120,7 +119,7 @@ pub struct Sim {
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sim")
-            .field("seed", &self.seed)
+            .field("seed", &self.seed())
             .field("now", &self.now())
             .finish_non_exhaustive()
     }
@@ -218,10 +217,6 @@ impl Sim {
             connects: AtomicUsize::new(0),
         });
         Sim {
-            seed: match entropy {
-                Entropy::Seed(seed) => seed,
-                Entropy::Tape(_) => 0,
-            },
             entropy,
             recordings,
             executor,
@@ -233,7 +228,10 @@ impl Sim {
 
     /// The seed this simulation runs on (0 when it replays a tape).
     pub fn seed(&self) -> u64 {
-        self.seed
+        match self.entropy {
+            Entropy::Seed(seed) => seed,
+            Entropy::Tape(_) => 0,
+        }
     }
 
     /// Whether this simulation's choices are read from a tape, not drawn from its seed.
