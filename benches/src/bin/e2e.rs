@@ -8,7 +8,9 @@
 //!
 //! Options: `--quick` (a tenth of the requests, 1 round, 1 s of wrk),
 //! `--rounds N`, `--clients a,b`, `--workloads x,y`, `--no-wrk`,
-//! `--json FILE` (every run's raw figures).
+//! `--json FILE` (every run's raw figures), `--instructions` (instead of
+//! the timed rounds, each client's user-space instructions per request,
+//! counted by valgrind; see `e2e/instructions.rs`).
 //!
 //! The parent process starts the server (this binary with `--server`, pinned
 //! to core 0 with `taskset`), then, round after round, one child process per
@@ -21,6 +23,8 @@
 mod alloc;
 #[path = "e2e/clients.rs"]
 mod clients;
+#[path = "e2e/instructions.rs"]
+mod instructions;
 #[path = "e2e/report.rs"]
 mod report;
 #[path = "e2e/server.rs"]
@@ -61,7 +65,8 @@ fn main() {
         let port = value("--port")
             .and_then(|p| p.parse().ok())
             .expect("--port N");
-        clients::run(&client, workload, port, quick);
+        let requests = value("--requests").map(|n| n.parse().expect("--requests N"));
+        clients::run(&client, workload, port, quick, requests);
         return;
     }
 
@@ -106,6 +111,17 @@ fn main() {
 
     let mut server = Server::start(server_pin);
     let port = server.port;
+    if flag("--instructions") {
+        if !instructions::available() {
+            println!("valgrind is not installed (apt-get install valgrind): nothing to count.");
+            server.stop();
+            return;
+        }
+        let table = instructions::run(port, &clients, &workloads, client_pin);
+        server.stop();
+        print!("{table}");
+        return;
+    }
     eprintln!(
         "server on 127.0.0.1:{port}{}; {rounds} round(s), {}",
         if pinned {

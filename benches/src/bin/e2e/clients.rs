@@ -280,10 +280,12 @@ fn opened(target: &Target) -> Option<u64> {
 }
 
 /// Runs one client on one workload and prints its [`RunResult`] as a JSON line.
-pub fn run(client: &str, workload: Workload, port: u16, quick: bool) {
+/// Runs one client on one workload and prints its [`RunResult`] as a JSON
+/// line. `requests` replaces the workload's measured count when given.
+pub fn run(client: &str, workload: Workload, port: u16, quick: bool, requests: Option<usize>) {
     let base = format!("http://127.0.0.1:{port}");
     let url = format!("{base}{}", workload.path());
-    let requests = workload.requests(quick);
+    let requests = requests.unwrap_or(workload.requests(quick));
     let warmup = workload.warmup(quick);
     let conc = workload.concurrency();
 

@@ -1,0 +1,126 @@
+//! User-space instructions per request, counted by valgrind (`--instructions`).
+//!
+//! CPU time on loopback is mostly the kernel's, and the kernel's share is the
+//! same for every client that makes the same system calls; getrusage's split
+//! between user and system time is also sampled at the scheduler tick, so
+//! two runs of one client differ by more than the clients differ. An
+//! instruction count is exact and leaves the kernel out: it is the work each
+//! client itself does for a request.
+//!
+//! Each client child runs twice under `valgrind --tool=cachegrind`, once with
+//! N measured requests and once with 2N, after the same warm-up. The
+//! difference over N is the cost of one request, with start-up, the runtime's
+//! construction and the warm-up cancelled out.
+
+use std::fmt::Write;
+use std::process::{Command, Stdio};
+
+use crate::workload::Workload;
+
+/// Whether valgrind can be run.
+pub fn available() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Instructions one client child executes in user space for `requests`
+/// measured requests (plus its warm-up and start-up).
+fn count(client: &str, w: Workload, port: u16, requests: usize, pin: Option<&str>) -> Option<u64> {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut command = match pin {
+        Some(core) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", core, "valgrind"]);
+            c
+        }
+        None => Command::new("valgrind"),
+    };
+    command
+        .args([
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+        ])
+        .arg(&exe)
+        .args(["--client", client, "--workload", w.name(), "--port"])
+        .arg(port.to_string())
+        .args(["--quick", "--requests"])
+        .arg(requests.to_string());
+    let output = command.output().expect("run valgrind");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let refs = stderr
+        .lines()
+        .find_map(|line| line.split_once("I   refs:").or(line.split_once("I refs:")))
+        .and_then(|(_, n)| n.trim().replace(',', "").parse().ok());
+    if !output.status.success() || refs.is_none() {
+        eprintln!(
+            "{client} on {} under valgrind failed ({}): {stderr}",
+            w.name(),
+            output.status
+        );
+        return None;
+    }
+    refs
+}
+
+/// Instructions per request: the difference between N and 2N requests.
+fn per_request(client: &str, w: Workload, port: u16, pin: Option<&str>) -> Option<f64> {
+    let n = w.requests(true);
+    let once = count(client, w, port, n, pin)?;
+    let twice = count(client, w, port, 2 * n, pin)?;
+    Some(twice.saturating_sub(once) as f64 / n as f64)
+}
+
+/// Counts every client on every workload and renders the table.
+pub fn run(port: u16, clients: &[String], workloads: &[Workload], pin: Option<&str>) -> String {
+    let mut counts: Vec<(Workload, &str, Option<f64>)> = Vec::new();
+    for &w in workloads {
+        for client in clients {
+            let per = per_request(client, w, port, pin);
+            eprintln!(
+                "{:>11} {:>16}: {} instructions/request",
+                w.name(),
+                client,
+                per.map_or("–".to_string(), |p| format!("{p:.0}"))
+            );
+            counts.push((w, client, per));
+        }
+    }
+    let find = |w: Workload, c: &str| {
+        counts
+            .iter()
+            .find(|(cw, cc, _)| *cw == w && *cc == c)
+            .and_then(|(_, _, p)| *p)
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## User-space instructions per request (valgrind)\n\n\
+         (instructions for 2N requests − for N) ÷ N, N = the --quick count; \
+         the kernel's work is not counted.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| workload | client | instructions/request | ÷ reqwest | ÷ hyper-util |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+    for &(w, c, per) in &counts {
+        let ratio = |other: &str| match (per, find(w, other)) {
+            (Some(a), Some(b)) if b > 0.0 && c != other => format!("{:.2}", a / b),
+            _ => "–".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {c} | {} | {} | {} |",
+            w.name(),
+            per.map_or("–".to_string(), |p| format!("{p:.0}")),
+            ratio("reqwest"),
+            ratio("hyper-util"),
+        );
+    }
+    out
+}
