@@ -1147,7 +1147,7 @@ async fn run(
                         }
                         let wall = runtime.wall_clock();
                         let status = response_head.status;
-                        let pre = conn.prefetch();
+                        let pre = conn.prefetch(response_head.body_length);
                         let read_whole = pre.end.as_ref().map(|end| end.is_reusable());
                         let headers = &response_head.headers;
                         let _ = guard.report_at(now, |call, now, engine| match read_whole {

@@ -420,12 +420,20 @@ impl ConnectionState {
         }
     }
 
-    /// Decodes whatever of the body already sits in the read buffer, without
+    /// Decodes the body if it already sits whole in the read buffer, without
     /// any I/O. Small bodies usually arrive with their head; reading them at
     /// once lets the connection go back to the pool even when the response
     /// is retried or never read by the caller.
-    pub(crate) fn prefetch(&mut self) -> Prefetched {
+    ///
+    /// The start of a longer body of announced length stays in the buffer,
+    /// undecoded: [`Response::bytes`](crate::Response::bytes) reads the rest
+    /// in after it and takes the body as one piece. Split off here, that
+    /// start would have to be joined to the rest by copying the whole body.
+    pub(crate) fn prefetch(&mut self, body_length: Option<u64>) -> Prefetched {
         let mut prefetched = Prefetched::default();
+        if body_length.is_some_and(|length| (self.read_buf.len() as u64) < length) {
+            return prefetched;
+        }
         while !self.read_buf.is_empty() || self.decoder.head_received() && !self.decoder.is_done() {
             match self.decode_buffered() {
                 Ok(Some(ResponseEvent::Body(piece))) => prefetched.pieces.push(piece),
