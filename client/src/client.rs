@@ -1351,7 +1351,13 @@ fn call_error(
             }
             err
         }
-        CallErrorKind::DeadlineExceeded => Error::new(ErrorKind::Timeout(TimeoutPhase::Total)),
+        // The deadline is what ended the call; what the last attempt ran into
+        // says why it had not succeeded by then.
+        CallErrorKind::DeadlineExceeded => match last_failure {
+            Some(last) if last.kind() == ErrorKind::Timeout(TimeoutPhase::Total) => last,
+            Some(last) => Error::new(ErrorKind::Timeout(TimeoutPhase::Total)).with_source(last),
+            None => Error::new(ErrorKind::Timeout(TimeoutPhase::Total)),
+        },
         // A call the driver ended itself (its request body stream failed) says why.
         CallErrorKind::Cancelled => last_failure
             .unwrap_or_else(|| Error::new(ErrorKind::Closed).with_message("call cancelled")),

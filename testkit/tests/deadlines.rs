@@ -116,6 +116,28 @@ fn a_kept_timer_that_fires_early_is_armed_again_for_the_real_deadline() {
     );
 }
 
+/// A call whose attempts each time out until its deadline comes ends as a
+/// deadline error, and that error carries what the last attempt ran into.
+#[test]
+fn a_deadline_after_failed_attempts_carries_the_last_failure() {
+    let mut sim = Sim::new(74);
+    let client = fast_and_slow(&mut sim);
+    let err = sim.run(async move {
+        client
+            .get("slow")
+            .timeout(15 * SECOND)
+            .send()
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Total), "{err}");
+    assert!(err.attempts() > 1, "{err}");
+    let last = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref::<breakwater::Error>())
+        .unwrap_or_else(|| panic!("no last failure behind {err}"));
+    assert_eq!(last.kind(), ErrorKind::Timeout(TimeoutPhase::Response));
+}
+
 #[test]
 fn a_deadline_earlier_than_the_kept_timer_is_honoured() {
     let mut sim = Sim::new(73);
@@ -319,6 +341,31 @@ fn an_upload_to_an_upstream_that_stopped_reading_ends_at_the_call_deadline() {
         ("POST", "/orders")
     );
     assert!(server.requests().is_empty(), "its body never arrived");
+}
+
+/// The same stalled upload with a method that may be retried: the core ends
+/// the call at its deadline, and the error still says the request was being
+/// sent, not only that time ran out.
+#[test]
+fn a_retried_upload_cut_by_the_deadline_says_it_was_still_sending() {
+    let (mut sim, _server) = upstream_for_uploads(80, RequestBodies::StopAfterHead);
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .timeout(20 * SECOND)
+        .build()
+        .unwrap();
+    let err = sim.run(async move {
+        client
+            .put("orders")
+            .body(vec![0u8; 1 << 20])
+            .send()
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Total), "{err}");
+    assert!(
+        err.to_string().contains("still being sent"),
+        "the error does not say the upload was cut: {err}"
+    );
 }
 
 /// An upstream that resets the connection while the client is still
