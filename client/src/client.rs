@@ -1033,8 +1033,10 @@ async fn run(
                 last_failure = failure.map(|e| e.with_origin(request.origin.clone()));
             }
             Step::Send(plan) => {
-                // Whatever an earlier attempt received or measured is not this one's.
+                // Whatever an earlier attempt received, failed with or measured
+                // is not this one's.
                 head = None;
+                last_failure = None;
                 if plan.reused {
                     (timings.dns, timings.connect, timings.tls_handshake) = (None, None, None);
                 }
@@ -1353,11 +1355,20 @@ fn call_error(
         }
         // The deadline is what ended the call; what the last attempt ran into
         // says why it had not succeeded by then.
-        CallErrorKind::DeadlineExceeded => match last_failure {
-            Some(last) if last.kind() == ErrorKind::Timeout(TimeoutPhase::Total) => last,
-            Some(last) => Error::new(ErrorKind::Timeout(TimeoutPhase::Total)).with_source(last),
-            None => Error::new(ErrorKind::Timeout(TimeoutPhase::Total)),
-        },
+        // The last attempt ended in a response (a 503 whose retry would start
+        // too late) or a failure; either way the caller learns which.
+        CallErrorKind::DeadlineExceeded => {
+            let err = match last_failure {
+                Some(last) if last.kind() == ErrorKind::Timeout(TimeoutPhase::Total) => last,
+                Some(last) => Error::new(ErrorKind::Timeout(TimeoutPhase::Total))
+                    .with_source(last.into_cause()),
+                None => Error::new(ErrorKind::Timeout(TimeoutPhase::Total)),
+            };
+            match head {
+                Some(head) => err.with_status(head.status, None),
+                None => err,
+            }
+        }
         // A call the driver ended itself (its request body stream failed) says why.
         CallErrorKind::Cancelled => last_failure
             .unwrap_or_else(|| Error::new(ErrorKind::Closed).with_message("call cancelled")),

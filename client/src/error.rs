@@ -115,6 +115,12 @@ impl Error {
         self
     }
 
+    /// This error as the cause of another that names the origin already.
+    pub(crate) fn into_cause(mut self) -> Self {
+        self.inner.origin = None;
+        self
+    }
+
     pub(crate) fn with_attempts(mut self, attempts: u32) -> Self {
         self.inner.attempts = attempts;
         self
@@ -189,6 +195,9 @@ impl Error {
 
     /// The certificate problem, when [`is_certificate`](Self::is_certificate).
     pub fn certificate_error(&self) -> Option<crate::runtime::CertificateErrorKind> {
+        if !self.is_certificate() {
+            return None;
+        }
         self.source_chain().find_map(|e| {
             match e.downcast_ref::<crate::runtime::ConnectError>()?.kind() {
                 crate::runtime::ConnectErrorKind::Certificate(kind) => Some(kind),

@@ -138,6 +138,53 @@ fn a_deadline_after_failed_attempts_carries_the_last_failure() {
     assert_eq!(last.kind(), ErrorKind::Timeout(TimeoutPhase::Response));
 }
 
+/// The failure a deadline error carries is the last attempt's own: here the
+/// first attempt times out, the second, on another pooled connection, gets
+/// a 503, and the deadline comes before a third. The error names the 503,
+/// not the first attempt's timeout.
+#[test]
+fn a_deadline_error_names_the_last_attempt_not_an_earlier_one() {
+    let mut sim = Sim::new(75);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/warm")
+        .respond(Reply::json("{}").delayed(Duration::from_millis(100)));
+    api.route(Method::GET, "/flaky").respond_seq([
+        Reply::json("{}").delayed(3600 * SECOND),
+        Reply::new(503, "busy").delayed(Duration::from_millis(500)),
+    ]);
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .attempt_timeout(SECOND)
+        .build()
+        .unwrap();
+    let err = sim.run(async move {
+        // Two calls at once leave two idle connections in the pool.
+        let (a, b) =
+            futures_lite::future::zip(client.get("warm").send(), client.get("warm").send()).await;
+        let _ = (a.unwrap().bytes().await, b.unwrap().bytes().await);
+        client
+            .get("flaky")
+            .timeout(3 * SECOND)
+            .send()
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(
+        sim.connects(),
+        2,
+        "the second attempt did not reuse a connection"
+    );
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Total), "{err}");
+    assert_eq!(
+        err.status(),
+        Some(http::StatusCode::SERVICE_UNAVAILABLE),
+        "{err}"
+    );
+    assert!(
+        std::error::Error::source(&err).is_none(),
+        "an earlier attempt's failure is reported: {err}"
+    );
+}
+
 #[test]
 fn a_deadline_earlier_than_the_kept_timer_is_honoured() {
     let mut sim = Sim::new(73);
