@@ -448,6 +448,23 @@ impl ConnectionState {
         prefetched
     }
 
+    /// Makes room for `additional` more bytes in the read buffer; true if
+    /// that grew it past its usual size.
+    pub(crate) fn grow_read_buf(&mut self, additional: usize) -> bool {
+        self.read_buf.reserve(additional);
+        self.read_buf.capacity() > READ_CHUNK
+    }
+
+    /// Replaces a read buffer grown for one large body with one of the usual
+    /// size. Splitting the body off leaves the buffer a view of the body's
+    /// allocation, so the allocation would live as long as the connection,
+    /// and once the caller dropped the body the buffer would take it over.
+    pub(crate) fn shrink_read_buf(&mut self) {
+        let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(self.read_buf.len()));
+        fresh.extend_from_slice(&self.read_buf);
+        self.read_buf = fresh;
+    }
+
     /// Whether the peer has closed the connection (a read returned 0).
     pub(crate) fn eof_seen(&self) -> bool {
         self.eof

@@ -77,6 +77,9 @@ struct BodyReader {
     trailers: Option<HeaderMap>,
     received: u64,
     expected: Option<u64>,
+    /// The read buffer was grown to hold the whole body: it is given back
+    /// when the body ends, so that an idle connection does not keep it.
+    grown_for_body: bool,
 }
 
 impl Response {
@@ -94,6 +97,7 @@ impl Response {
             trailers: None,
             received: 0,
             expected: head.body_length,
+            grown_for_body: false,
         };
         if let Some(end) = prefetched.end {
             // The whole body is in memory: the connection can go back now.
@@ -471,7 +475,9 @@ impl BodyReader {
         let Some(conn) = guard.call.connection_mut() else {
             return Ok(());
         };
-        conn.read_buf.reserve(remaining);
+        // The buffer may already hold the start of the body.
+        let missing = remaining.saturating_sub(conn.read_buf.len());
+        self.grown_for_body = conn.grow_read_buf(missing);
         while conn.read_buf.len() < remaining && !conn.eof_seen() {
             let deadline = runtime.now() + body_timeout;
             match conn.fill_by(&runtime, deadline).await {
@@ -490,6 +496,11 @@ impl BodyReader {
     /// Tells the core how the body ended and lets the call go.
     fn finish(&mut self, end: BodyEnd) {
         if let Some(mut guard) = self.guard.take() {
+            if std::mem::take(&mut self.grown_for_body) {
+                if let Some(conn) = guard.call.connection_mut() {
+                    conn.shrink_read_buf();
+                }
+            }
             let _ = guard.report(|call, now, engine| call.handle_body_finished(now, engine, end));
         }
     }
