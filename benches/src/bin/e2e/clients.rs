@@ -279,7 +279,6 @@ fn opened(target: &Target) -> Option<u64> {
     }
 }
 
-/// Runs one client on one workload and prints its [`RunResult`] as a JSON line.
 /// Runs one client on one workload and prints its [`RunResult`] as a JSON
 /// line. `requests` replaces the workload's measured count when given.
 pub fn run(client: &str, workload: Workload, port: u16, quick: bool, requests: Option<usize>) {
