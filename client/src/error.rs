@@ -83,7 +83,11 @@ pub enum TimeoutPhase {
     Response,
     /// Waiting for the next piece of the body.
     Body,
-    /// The call's total deadline.
+    /// The call's total deadline. When an attempt was under way or had
+    /// failed, the error says what the last attempt ran into: its
+    /// [`status`](Error::status) if a response arrived (a 503 whose retry
+    /// would have started too late), or its failure as the
+    /// [`source`](std::error::Error::source), itself a [`breakwater::Error`](Error).
     Total,
 }
 
