@@ -5,7 +5,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use breakwater_testkit::{Reply, Sim};
+use common::fetch;
 use http::Method;
+
+mod common;
 
 /// The system allocator, counting the bytes currently allocated.
 struct LiveBytes;
@@ -52,24 +55,13 @@ fn a_pooled_connection_does_not_keep_a_large_body_buffer() {
         .build()
         .unwrap();
     let (before, after) = sim.run(async move {
-        let small = |client: &breakwater::Client| {
-            let call = client.get("small").send();
-            async move { call.await.unwrap().bytes().await.unwrap() }
-        };
-        small(&client).await;
+        fetch(&client, "small").await;
         let before = LIVE.load(Ordering::Relaxed);
-        let body = client
-            .get("big")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = fetch(&client, "big").await;
         assert_eq!(body.len(), 4 * MIB);
         drop(body);
         // The next call on the same connection reads into its buffer again.
-        small(&client).await;
+        fetch(&client, "small").await;
         (before, LIVE.load(Ordering::Relaxed))
     });
     assert_eq!(sim.connects(), 1, "the calls did not share a connection");

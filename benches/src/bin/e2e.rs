@@ -86,7 +86,7 @@ fn main() {
         })
         .unwrap_or_else(|| Workload::ALL.to_vec());
     let use_wrk = !flag("--no-wrk") && {
-        let found = wrk::available();
+        let found = can_run("wrk");
         if !found {
             println!("wrk is not installed: skipping the wrk ceiling (apt-get install wrk).");
         }
@@ -112,7 +112,7 @@ fn main() {
     let mut server = Server::start(server_pin);
     let port = server.port;
     if flag("--instructions") {
-        if !instructions::available() {
+        if !can_run("valgrind") {
             println!("valgrind is not installed (apt-get install valgrind): nothing to count.");
             server.stop();
             return;
@@ -193,6 +193,16 @@ fn main() {
         "{}",
         report::render(&runs, &workload_names, &clients, rounds, quick, pinned)
     );
+}
+
+/// Whether `program` can be started (wrk, valgrind).
+fn can_run(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 /// Runs one client child and parses its JSON line.

@@ -18,19 +18,9 @@
 //! timed run.
 
 use std::fmt::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::workload::Workload;
-
-/// Whether valgrind can be run.
-pub fn available() -> bool {
-    Command::new("valgrind")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// Instructions one client child executes in user space for `requests`
 /// measured requests (plus its warm-up and start-up).

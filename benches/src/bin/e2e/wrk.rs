@@ -8,16 +8,6 @@ use std::process::{Command, Stdio};
 use crate::clients::RunResult;
 use crate::workload::{Workload, ECHO_LEN};
 
-/// Whether `wrk` can be run.
-pub fn available() -> bool {
-    Command::new("wrk")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 fn script() -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("breakwater-e2e-post-{}.lua", std::process::id()));
     let lua = format!(
