@@ -3,8 +3,10 @@
 //! Each seed picks its own fault mix — rates of 503s, 429s with
 //! `Retry-After`, resets and closes mid-exchange, slow replies, stalled
 //! bodies, keep-alive closes racing reuse, an outage window, the link's
-//! round trip, and sometimes a window with long uploads, some reset by the
-//! server right after their head — then runs a workload of GETs, unkeyed
+//! round trip, sometimes a window with long uploads, some reset by the
+//! server right after their head, sometimes responses longer than the
+//! client's read buffer, cut by those resets and stalls mid-body — then runs
+//! a workload of GETs, unkeyed
 //! POSTs and keyed POSTs
 //! (some cancelled at random points) through one client, heals every fault,
 //! and checks the invariants that must hold whatever happened:
@@ -17,7 +19,8 @@
 //! 4. every keyed POST carried one key on all its attempts, and no two calls shared one;
 //! 5. every call ended (success or typed error) by its deadline, plus the body timeout;
 //! 6. no call reached the server more often than its attempts allow;
-//! 7. liveness: once faults heal, every new call succeeds.
+//! 7. liveness: once faults heal, every new call succeeds;
+//! 8. every 200's body is, byte for byte, the one the server sent.
 //!
 //! Probes record which rare branches the run reached (breaker opened, a 429
 //! honoured, rate limited, pool exhausted, a call cancelled in flight...), so
@@ -58,6 +61,7 @@ pub const PROBES: &[&str] = &[
     "stale connection replaced",
     "timeout error",
     "upload reset after its head",
+    "long body read",
 ];
 
 /// The faults one seed chose.
@@ -100,6 +104,10 @@ pub struct FaultMix {
     /// windows long, so uploads wait on the server, and the server resets
     /// one upload in ten after reading its head.
     pub window: Option<u64>,
+    /// Bytes the server adds to every response body: 0, or more than the
+    /// client's 16 KiB read buffer, so that a body is gathered from several
+    /// reads and a reset or a stall can fall in its middle.
+    pub response_padding: usize,
 }
 
 impl FaultMix {
@@ -149,10 +157,20 @@ impl FaultMix {
             pool_timeout: Duration::from_secs(5),
             breaker_open_interval: BreakerConfig::default().open_interval,
             window: None,
+            response_padding: 0,
         }
         .with_small_pool_if(choices.chance(0.25))
         .with_short_breaker_if(choices.chance(0.25))
         .with_window_if(choices.chance(0.25))
+        // Drawn last, so that the draws before it are what they were.
+        .with_long_responses_if(choices.chance(0.25))
+    }
+
+    fn with_long_responses_if(self, long: bool) -> FaultMix {
+        FaultMix {
+            response_padding: if long { LONG_RESPONSE_PADDING } else { 0 },
+            ..self
+        }
     }
 
     fn with_window_if(self, windowed: bool) -> FaultMix {
@@ -304,6 +322,20 @@ const MAX_CONCURRENCY: usize = 20;
 const MAX_CONNECTIONS: usize = 50;
 /// The window of a seed that draws one; POST bodies are then four times as long.
 const UPLOAD_WINDOW: u64 = 8 * 1024;
+/// Three times the client's read buffer.
+const LONG_RESPONSE_PADDING: usize = 48 * 1024;
+
+/// The body the swarm's server sends for a request with this body.
+fn echo(request_body: &str, padding: usize) -> String {
+    if padding == 0 {
+        format!("{{\"echo\":{request_body:?}}}")
+    } else {
+        format!(
+            "{{\"echo\":{request_body:?},\"pad\":\"{}\"}}",
+            "x".repeat(padding)
+        )
+    }
+}
 
 /// Runs the mixed-fault scenario for `seed` and checks its invariants.
 pub fn run_seed(seed: u64) -> SwarmReport {
@@ -385,7 +417,10 @@ fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
     let mix = faults.clone();
     let heal = healthy.clone();
     let server = sim.server("https://api.test", move |request, ctx| {
-        let body = format!("{{\"echo\":{:?}}}", String::from_utf8_lossy(&request.body));
+        let body = echo(
+            &String::from_utf8_lossy(&request.body),
+            mix.response_padding,
+        );
         if *heal.lock().unwrap() {
             return Reply::json(body);
         }
@@ -411,10 +446,15 @@ fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
                 let fault = match choices.below(3) {
                     0 => Fault::ResetBeforeResponse,
                     1 => Fault::CloseBeforeResponse,
-                    _ => Fault::ResetAfterBytes(choices.in_range(1..40)),
+                    // Within the head, or anywhere in a long body.
+                    _ => Fault::ResetAfterBytes(
+                        choices.in_range(1..40 + mix.response_padding as u64),
+                    ),
                 };
                 reply.fault(fault)
             }
+            // A long body stalls halfway through its announced length.
+            Some(_) if mix.response_padding > 0 => reply.fault(Fault::StallMidBody),
             Some(_) => reply
                 .chunks(vec![body.clone().into(), "padding".into()])
                 .fault(Fault::StallMidBody),
@@ -557,13 +597,15 @@ fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
     }
     let finished = Arc::new(Mutex::new(0usize));
     for (n, kind, start, cancel_after) in tasks {
-        let (client, runtime, records, probes, finished) = (
+        let (client, runtime, records, probes, violations, finished) = (
             client.clone(),
             sim.runtime(),
             records.clone(),
             probes.clone(),
+            violations.clone(),
             finished.clone(),
         );
+        let response_padding = faults.response_padding;
         sim.spawn(async move {
             runtime.sleep_until(Instant::ZERO + start).await;
             let started = runtime.now();
@@ -589,8 +631,8 @@ fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
                 };
                 let response = request.send().await?;
                 let status = response.status();
-                response.bytes().await?;
-                Ok::<_, breakwater::Error>(status)
+                let received = response.bytes().await?;
+                Ok::<_, breakwater::Error>((status, received))
             };
             let outcome = match cancel_after {
                 Some(after) => {
@@ -621,7 +663,23 @@ fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
                     probes.lock().unwrap().insert("call cancelled");
                     "cancelled".to_owned()
                 }
-                Some(Ok(status)) => format!("status {}", status.as_u16()),
+                Some(Ok((status, received))) => {
+                    if *status == 200 {
+                        let sent =
+                            echo(if kind == Kind::Get { "" } else { &body }, response_padding);
+                        if received[..] != *sent.as_bytes() {
+                            violations.lock().unwrap().push(format!(
+                                "call {n}: a 200's body is not the one sent ({} bytes, {} sent)",
+                                received.len(),
+                                sent.len()
+                            ));
+                        }
+                        if received.len() > 16 * 1024 {
+                            probes.lock().unwrap().insert("long body read");
+                        }
+                    }
+                    format!("status {}", status.as_u16())
+                }
                 Some(Err(err)) => {
                     let probe = match err.kind() {
                         ErrorKind::CircuitOpen => "circuit open error",

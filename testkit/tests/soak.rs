@@ -75,6 +75,7 @@ fn soak_mixed_faults_across_seeds() {
             "retry budget exhausted",
             "pool exhausted error",
             "upload reset after its head",
+            "long body read",
         ] {
             assert!(
                 reached.contains_key(probe),
