@@ -1007,6 +1007,8 @@ async fn run(
                 connect_deadline,
             } => {
                 let _ = origin;
+                // A new attempt: an earlier one's response is not its outcome.
+                head = None;
                 let connect_started = now;
                 let connected = connect(&client, &request.origin, connect_deadline).await;
                 now = runtime.now();

@@ -496,7 +496,10 @@ impl BodyReader {
     /// Tells the core how the body ended and lets the call go.
     fn finish(&mut self, end: BodyEnd) {
         if let Some(mut guard) = self.guard.take() {
-            if std::mem::take(&mut self.grown_for_body) {
+            // Only a connection that goes back to the pool needs its buffer
+            // back to size; any other is about to be closed.
+            let kept = matches!(end, BodyEnd::Complete { reusable: true });
+            if std::mem::take(&mut self.grown_for_body) && kept {
                 if let Some(conn) = guard.call.connection_mut() {
                     conn.shrink_read_buf();
                 }

@@ -185,6 +185,46 @@ fn a_deadline_error_names_the_last_attempt_not_an_earlier_one() {
     );
 }
 
+/// A new connection starts a new attempt: a 503 on the first attempt, then
+/// a connect that never completes until the deadline, ends with the
+/// connect's failure and no status, not the 503's status beside it.
+#[test]
+fn a_deadline_error_does_not_mix_two_attempts() {
+    let mut sim = Sim::new(76);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/flaky")
+        .respond(Reply::new(503, "busy").header("connection", "close"));
+    let server = api.server();
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    sim.spawn(async move {
+        // After the first answer, before the retry connects.
+        runtime
+            .sleep_until(Instant::ZERO + Duration::from_millis(20))
+            .await;
+        server.set_config(ServerConfig {
+            stall_connections: true,
+            ..server.config()
+        });
+    });
+    let err = sim.run(async move {
+        client
+            .get("flaky")
+            .timeout(3 * SECOND)
+            .send()
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Total), "{err}");
+    assert_eq!(err.status(), None, "an earlier attempt's status: {err}");
+    let last = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref::<breakwater::Error>())
+        .unwrap_or_else(|| panic!("no last failure behind {err}"));
+    assert_eq!(last.kind(), ErrorKind::Timeout(TimeoutPhase::Connect));
+}
+
 #[test]
 fn a_deadline_earlier_than_the_kept_timer_is_honoured() {
     let mut sim = Sim::new(73);
