@@ -104,9 +104,9 @@ pub struct FaultMix {
     /// windows long, so uploads wait on the server, and the server resets
     /// one upload in ten after reading its head.
     pub window: Option<u64>,
-    /// Bytes the server adds to every response body: 0, or more than the
-    /// client's 16 KiB read buffer, so that a body is gathered from several
-    /// reads and a reset or a stall can fall in its middle.
+    /// Bytes the server adds to the body of every echo (its 200s): 0, or
+    /// more than the client's 16 KiB read buffer, so that a body is gathered
+    /// from several reads and a reset or a stall can fall in its middle.
     pub response_padding: usize,
 }
 
@@ -827,13 +827,22 @@ fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
         probes.lock().unwrap().insert("upload reset after its head");
     }
 
-    // 5. Deadlines.
+    // 5. Deadlines. The body timeout runs from the last read, so a long body
+    // on a windowed link may spend a few round trips arriving before it
+    // stalls: one window's worth per round trip.
+    let transfer = match faults.window {
+        Some(window) if faults.response_padding > 0 => {
+            let longest = faults.response_padding as u64 + 8 * window;
+            faults.rtt * (longest.div_ceil(window) as u32 + 1)
+        }
+        _ => Duration::ZERO,
+    };
     for (n, record) in records.iter().enumerate() {
         match record.ended {
             None => violations.push(format!("call {n} never ended")),
             Some(ended) => {
                 let took = ended.saturating_duration_since(record.started);
-                if took > TOTAL_TIMEOUT + BODY_TIMEOUT + Duration::from_millis(1) {
+                if took > TOTAL_TIMEOUT + BODY_TIMEOUT + transfer + Duration::from_millis(1) {
                     violations.push(format!(
                         "call {n} ({:?}) took {took:?}: {}",
                         record.kind, record.outcome
