@@ -63,6 +63,22 @@ fn fast_and_slow(sim: &mut Sim) -> breakwater::Client {
         .unwrap()
 }
 
+/// A GET of `path` under a whole-call `timeout` that must fail.
+async fn failing_get(
+    client: &breakwater::Client,
+    path: &str,
+    timeout: Duration,
+) -> breakwater::Error {
+    client.get(path).timeout(timeout).send().await.unwrap_err()
+}
+
+/// The failure a deadline error carries from the call's last attempt.
+fn last_attempt_failure(err: &breakwater::Error) -> &breakwater::Error {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<breakwater::Error>())
+        .unwrap_or_else(|| panic!("no last failure behind {err}"))
+}
+
 #[test]
 fn a_run_of_requests_on_one_connection_arms_a_few_timers_not_one_each() {
     let mut sim = Sim::new(71);
@@ -122,20 +138,13 @@ fn a_kept_timer_that_fires_early_is_armed_again_for_the_real_deadline() {
 fn a_deadline_after_failed_attempts_carries_the_last_failure() {
     let mut sim = Sim::new(74);
     let client = fast_and_slow(&mut sim);
-    let err = sim.run(async move {
-        client
-            .get("slow")
-            .timeout(15 * SECOND)
-            .send()
-            .await
-            .unwrap_err()
-    });
+    let err = sim.run(async move { failing_get(&client, "slow", 15 * SECOND).await });
     assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Total), "{err}");
     assert!(err.attempts() > 1, "{err}");
-    let last = std::error::Error::source(&err)
-        .and_then(|source| source.downcast_ref::<breakwater::Error>())
-        .unwrap_or_else(|| panic!("no last failure behind {err}"));
-    assert_eq!(last.kind(), ErrorKind::Timeout(TimeoutPhase::Response));
+    assert_eq!(
+        last_attempt_failure(&err).kind(),
+        ErrorKind::Timeout(TimeoutPhase::Response)
+    );
 }
 
 /// The failure a deadline error carries is the last attempt's own: here the
@@ -209,20 +218,13 @@ fn a_deadline_error_does_not_mix_two_attempts() {
             ..server.config()
         });
     });
-    let err = sim.run(async move {
-        client
-            .get("flaky")
-            .timeout(3 * SECOND)
-            .send()
-            .await
-            .unwrap_err()
-    });
+    let err = sim.run(async move { failing_get(&client, "flaky", 3 * SECOND).await });
     assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Total), "{err}");
     assert_eq!(err.status(), None, "an earlier attempt's status: {err}");
-    let last = std::error::Error::source(&err)
-        .and_then(|source| source.downcast_ref::<breakwater::Error>())
-        .unwrap_or_else(|| panic!("no last failure behind {err}"));
-    assert_eq!(last.kind(), ErrorKind::Timeout(TimeoutPhase::Connect));
+    assert_eq!(
+        last_attempt_failure(&err).kind(),
+        ErrorKind::Timeout(TimeoutPhase::Connect)
+    );
 }
 
 #[test]
