@@ -446,6 +446,61 @@ fn hostile_responses_get_typed_errors_and_never_reuse() {
         ("chunk data longer than its size",
          b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n".to_vec(),
          Expect::Error(DecodeError::InvalidChunkDelimiter)),
+        // The chunk-size line follows RFC 9112's grammar and nothing else
+        // (docs/spec/http1-framing.md): these are the shapes a lax parser lets by.
+        ("spaces after the chunk size with no extension", chunked(b"25  \r\n"),
+         Expect::Error(DecodeError::InvalidChunkExtension)),
+        ("text after the chunk size with no semicolon", chunked(b"2 erfrferferf\r\nhi\r\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkExtension)),
+        ("a semicolon with no extension name", chunked(b"2;\r\nhi\r\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkExtension)),
+        ("an unbalanced quoted extension value",
+         chunked(b"5;a=\"abc\";b=\"def; ghi\r\nhello\r\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkExtension)),
+        ("whitespace after an extension value", chunked(b"2;a=b \r\nhi\r\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkExtension)),
+        ("an equals sign with no value", chunked(b"2;a=\r\nhi\r\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkExtension)),
+        ("an extension name that is not a token", chunked(b"2;a@b\r\nhi\r\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkExtension)),
+        ("a control byte in a quoted extension value", chunked(b"2;a=\"\x01\"\r\nhi\r\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkExtension)),
+        ("text straight after the hex digits", chunked(b"2x\r\nhi\r\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkSize)),
+        ("bare LF after chunk-size whitespace", chunked(b"2 \nhi\r\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkDelimiter)),
+        ("bare LF after a chunk extension", chunked(b"2;a=b\nhi\r\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkDelimiter)),
+        ("bare LF after chunk data", chunked(b"2\r\nhi\n0\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkDelimiter)),
+        ("bare LF ending the last chunk", chunked(b"0\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkDelimiter)),
+        ("bare LF as the blank line after the last chunk", chunked(b"0\r\n\n"),
+         Expect::Error(DecodeError::InvalidChunkDelimiter)),
+        // The same shapes inside the trailer section.
+        ("bare LF ending a trailer line", chunked(b"0\r\nx-t: 1\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkDelimiter)),
+        ("bare LF as the blank line after trailers", chunked(b"0\r\nx-t: 1\r\n\n"),
+         Expect::Error(DecodeError::InvalidChunkDelimiter)),
+        ("CR without LF in the trailers", chunked(b"0\r\nx-t: 1\rx-u: 2\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidChunkDelimiter)),
+        ("a trailer line with no colon", chunked(b"0\r\nerfrferferf\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidTrailers)),
+        ("spaces before a trailer's colon", chunked(b"0\r\nx-t  : 1\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidTrailers)),
+        ("a trailer line that is a bare semicolon", chunked(b"0\r\n;\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidTrailers)),
+        ("a trailer line with an unbalanced quote and no colon",
+         chunked(b"0\r\na=\"abc\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidTrailers)),
+        ("a trailer with an empty name", chunked(b"0\r\n: 1\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidTrailers)),
+        ("a folded trailer line", chunked(b"0\r\nx-t: 1\r\n folded\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidTrailers)),
+        ("a NUL in a trailer value", chunked(b"0\r\nx-t: a\x00b\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidTrailers)),
+        ("0xFF in a trailer name", chunked(b"0\r\nx-\xfft: 1\r\n\r\n"),
+         Expect::Error(DecodeError::InvalidTrailers)),
         ("chunk extension without bound", long_ext.into_bytes(),
          Expect::Error(DecodeError::ChunkLineTooLong { limit: 4096 })),
         ("trailer section without bound", big_trailers.into_bytes(),
@@ -519,6 +574,110 @@ fn hostile_responses_get_typed_errors_and_never_reuse() {
                 (_, other) => panic!("{name}: unexpected {other:?}"),
             }
         }
+    }
+}
+
+/// A chunked response whose body section is `body`, as it is on the wire.
+fn chunked(body: &[u8]) -> Vec<u8> {
+    let mut wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    wire.extend_from_slice(body);
+    wire
+}
+
+#[test]
+fn well_formed_chunk_extensions_still_decode() {
+    let forms: [(&str, &[u8]); 10] = [
+        ("a name alone", b"5;name\r\n"),
+        ("a token value", b"5;name=value\r\n"),
+        (
+            "a quoted value",
+            b"5;name=\"quoted value; with a semicolon\"\r\n",
+        ),
+        (
+            "an escaped quote in a quoted value",
+            b"5;name=\"a \\\"b\\\" c\"\r\n",
+        ),
+        ("an empty quoted value", b"5;name=\"\"\r\n"),
+        ("spaces around ; and =", b"5 ; name = value\r\n"),
+        ("tabs around ; and =", b"5\t;\tname\t=\t\"v\"\r\n"),
+        ("several extensions", b"5;a=1;b=\"2\";c ;d = e\r\n"),
+        ("space after a quoted value, then more", b"5;a=\"x\" ;b\r\n"),
+        ("obs-text in a quoted value", b"5;a=\"caf\xc3\xa9\"\r\n"),
+    ];
+    for (form, size_line) in forms {
+        let mut body = size_line.to_vec();
+        body.extend_from_slice(b"hello\r\n2;last\r\n!!\r\n0;end=\"\"\r\n\r\n");
+        let wire = chunked(&body);
+        let cuts: Vec<usize> = (1..wire.len()).collect();
+        for decoded in [
+            decode_whole(&wire, RequestContext::default()),
+            decode_in_pieces(
+                &wire,
+                &cuts,
+                RequestContext::default(),
+                DecoderConfig::default(),
+            ),
+        ] {
+            let decoded = decoded.unwrap_or_else(|err| panic!("{form}: {err}"));
+            assert_eq!(decoded.body, b"hello!!", "{form}");
+            assert!(decoded.end.is_reusable(), "{form}");
+        }
+    }
+}
+
+#[test]
+fn trailers_are_parsed_from_their_checked_lines() {
+    let wire = chunked(b"2\r\nhi\r\n0\r\nx-checksum: abc \r\nx-empty:\r\nx-obs: caf\xe9\r\n\r\n");
+    let cuts: Vec<usize> = (1..wire.len()).collect();
+    let decoded = decode_in_pieces(
+        &wire,
+        &cuts,
+        RequestContext::default(),
+        DecoderConfig::default(),
+    )
+    .unwrap();
+    assert!(decoded.end.is_reusable());
+    let trailers = decoded.end.trailers.expect("trailers");
+    assert_eq!(trailers.len(), 3);
+    assert_eq!(trailers["x-checksum"], "abc");
+    assert_eq!(trailers["x-empty"], "");
+    assert_eq!(trailers["x-obs"].as_bytes(), b"caf\xe9");
+}
+
+/// A malformed framing line fails as soon as its first bad byte arrives: a
+/// peer that sends one and then falls silent must not hold the call until a
+/// timeout, and the connection is never polled for more.
+#[test]
+fn malformed_chunked_framing_fails_at_the_first_bad_byte() {
+    let shapes: [(&[u8], DecodeError); 7] = [
+        (b"25  \r", DecodeError::InvalidChunkExtension),
+        (b"2 e", DecodeError::InvalidChunkExtension),
+        (b"2;\r", DecodeError::InvalidChunkExtension),
+        (
+            b"5;a=\"abc\";b=\"def; ghi\r",
+            DecodeError::InvalidChunkExtension,
+        ),
+        (b"0\r\nerfrferferf\r", DecodeError::InvalidTrailers),
+        (b"0\r\nx-t: a\x00", DecodeError::InvalidTrailers),
+        (b"0\r\nx-t: 1\n", DecodeError::InvalidChunkDelimiter),
+    ];
+    for (body, want) in shapes {
+        let mut decoder = ResponseDecoder::new(RequestContext::default());
+        let mut buf = BytesMut::from(&chunked(body)[..]);
+        let mut result = Ok(None);
+        for _ in 0..4 {
+            result = decoder.poll_event(&mut buf);
+            if !matches!(result, Ok(Some(_))) {
+                break;
+            }
+        }
+        assert_eq!(
+            result.err(),
+            Some(want.clone()),
+            "{:?} must fail without more bytes",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(decoder.poll_event(&mut buf).err(), Some(want), "sticky");
     }
 }
 
