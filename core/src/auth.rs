@@ -1,46 +1,48 @@
 //! Token cache for expiring credentials: refresh early, fetch once for many callers,
 //! replace the token a 401 proved bad.
 //!
-//! One [`TokenCache`] per credential (token endpoint + client id + scope set, spec §8.0
-//! item 0.3) decides, for every request that needs a bearer token, whether to use the
-//! cached token, to fetch a new one, or to wait for the fetch already running. It never
-//! fetches anything itself: the driver performs the token request (an OAuth 2.0 client
-//! credentials grant, or a user-supplied token source) and reports what happened. The
-//! rules are spec §8.6 of `research/anchors-resilience.md`, amended by issue 3; the
-//! invariants it keeps are §9.28–9.31a.
+//! One [`TokenCache`] per credential (token endpoint + client id + scope set) decides, for
+//! every request that needs a bearer token, whether to use the cached token, to fetch a new
+//! one, or to wait for the fetch already running. It never fetches anything itself: the
+//! driver performs the token request (an OAuth 2.0 client credentials grant, or a
+//! user-supplied token source) and reports what happened. The rules are specified in
+//! docs/spec/auth.md; the invariants it keeps are the token invariants of
+//! docs/spec/invariants.md (`token-single-flight`, `token-fetches-accounted`,
+//! `no-expired-token`, `one-auth-replay`, `no-refresh-thrash`).
 //!
 //! # A token's timeline
 //!
 //! A token request is *sent* at `t_sent`; the server answers with a lifetime `L`
 //! (`expires_in`). Times are measured from the sending instant on the caller's monotonic
 //! clock, which is conservative (the server starts counting later) and immune to
-//! wall-clock skew (§5, §8.6 item 6.2).
+//! wall-clock skew (docs/spec/auth.md#a-tokens-timeline).
 //!
 //! ```text
 //!   t_sent            refresh_at                expires_at      t_sent + L
 //!     |---- Fresh ------|-------- Stale ------------|-- unusable --|
 //!                       ^ one background refresh    ^ never handed out from here on
-//!   refresh_at = t_sent + L − min(refresh_before, L/2)      (issue 3: 60 s, at most half)
-//!   expires_at = t_sent + L − min(expiry_margin, L/4)       (§8.6 6.2: golang/oauth2's 10 s)
+//!   refresh_at = t_sent + L − min(refresh_before, L/2)      (60 s early, at most half)
+//!   expires_at = t_sent + L − min(expiry_margin, L/4)       (golang/oauth2's 10 s margin)
 //! ```
 //!
 //! So a one-hour token refreshes at 59 min and is usable until 59 min 50 s; a 30 s token
 //! refreshes 15 s in and is usable until 22.5 s. While `Stale`, callers proceed with the
-//! current token and at most one background refresh runs (§8.6 item 6.3). If that refresh
-//! fails, the stale token stays in use until `expires_at` (§8.6 item 6.4).
+//! current token and at most one background refresh runs (docs/spec/auth.md#single-flight).
+//! If that refresh fails, the stale token stays in use until `expires_at`
+//! (docs/spec/auth.md#fetch-failures).
 //!
 //! # Defaults ([`TokenCacheConfig`])
 //!
-//! | setting          | default | rule                                                        |
-//! |------------------|---------|-------------------------------------------------------------|
-//! | `refresh_before` | 60 s    | issue 3; capped at half the lifetime                        |
-//! | `expiry_margin`  | 10 s    | §8.6 6.2 (golang/oauth2 `defaultExpiryDelta`); capped at L/4 |
-//! | `max_token_age`  | 1 h     | §8.6 6.5: lifetime of a token without `expires_in`          |
-//! | `retry_cooldown` | 1 s     | ours: pause after a retryable fetch failure (see below)      |
+//! | setting          | default | rule                                                         |
+//! |------------------|---------|--------------------------------------------------------------|
+//! | `refresh_before` | 60 s    | as early as the httpx tutorial's client; at most half of L   |
+//! | `expiry_margin`  | 10 s    | golang/oauth2's `defaultExpiryDelta`; capped at L/4          |
+//! | `max_token_age`  | 1 h     | lifetime of a token without `expires_in`                     |
+//! | `retry_cooldown` | 1 s     | pause after a retryable fetch failure (see below)            |
 //!
-//! # Decisions where the spec is silent or was amended
+//! # Cases worth spelling out (docs/spec/auth.md#special-cases)
 //!
-//! * **No `expires_in`, or `expires_in` = 0** (§8.6 6.5, §9.31a): the lifetime is unknown.
+//! * **No `expires_in`, or `expires_in` = 0**: the lifetime is unknown.
 //!   There is no proactive refresh; the token is replaced after a 401 or once
 //!   `max_token_age` has passed since it was requested. golang/oauth2 treats
 //!   `expires_in <= 0` exactly like a missing value, so a zero never makes a token that is
@@ -50,26 +52,27 @@
 //!   [`AuthError::ExpiredOnArrival`].
 //! * **A token that arrives inside its refresh window** (slow fetch, short lifetime) has its
 //!   refresh point moved to halfway through its remaining usable life, so a fresh token is
-//!   never `Stale` on receipt (§9.31a) and each token causes at most one refresh.
+//!   never `Stale` on receipt (invariant `no-refresh-thrash`) and each token causes at most
+//!   one refresh.
 //! * **Retryable endpoint errors** (network, timeout, 5xx, 429, 408, `server_error`,
-//!   `temporarily_unavailable`, a malformed success body): the retries of *one* token
-//!   request (3 attempts, backoff, the token endpoint's own breaker, §8.6 6.4) belong to the
-//!   driver's ordinary call policy and happen inside one fetch. When the fetch finally fails,
-//!   every caller that waited for it gets [`AuthError::Unavailable`]; for `retry_cooldown`
-//!   afterwards a caller without a usable token fails at once with the same error and no
-//!   fetch starts; after that the next caller starts a new fetch (single flight as always).
-//!   So during an outage the endpoint sees at most one fetch per fetch duration plus
-//!   cooldown, and nothing is retried without a caller asking.
+//!   `temporarily_unavailable`, a malformed success body): the retries of *one* token request
+//!   (under the token client's own retry policy, backoff and breaker) belong to the driver and
+//!   happen inside one fetch. When the fetch finally fails, every caller that waited for it gets
+//!   [`AuthError::Unavailable`]; for `retry_cooldown` afterwards a caller without a usable token
+//!   fails at once with the same error and no fetch starts; after that the next caller starts a new
+//!   fetch (single flight as always). So during an outage the endpoint sees at most one fetch per
+//!   fetch duration plus cooldown, and nothing is retried without a caller asking.
 //! * **Terminal endpoint errors** (`invalid_request`, `invalid_client`, `invalid_grant`,
 //!   `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`, and statuses other
 //!   than 5xx/429/408): [`AuthError::Rejected`] reaches every waiter and every later caller
 //!   without a usable token; no fetch starts again until [`TokenCache::clear_failure`]
-//!   (new credentials). `invalid_request` is not in issue 3's list, but repeating a
-//!   malformed request cannot succeed (google-auth also refuses to retry it). A token that is
-//!   still usable keeps being used until its `expires_at` (§8.6 6.4), without refresh.
+//!   (new credentials). `invalid_request` is terminal too: repeating a malformed request
+//!   cannot succeed (google-auth also refuses to retry it). A token that is still usable keeps
+//!   being used until its `expires_at`, without refresh (docs/spec/auth.md#fetch-failures).
 //! * **A 401** for generation `g` ([`TokenCache::handle_unauthorized`]) discards the cached
 //!   token only if it is still `g`; the next lease then has a generation greater than `g`
-//!   (§8.6 6.6, §9.31). Replaying a request at most once is the call orchestrator's rule.
+//!   (docs/spec/auth.md#a-401, invariant `one-auth-replay`). Replaying a request at most once
+//!   is the call orchestrator's rule.
 //! * **Cancellation**: a fetch abandoned by the driver
 //!   ([`TokenCache::handle_fetch_cancelled`]) is neither a failure nor a token; its waiters
 //!   resume and one of them starts the next fetch.
@@ -377,7 +380,8 @@ impl TokenLease {
         &self.token
     }
 
-    /// The first instant at which the token must no longer be sent (§9.30).
+    /// The first instant at which the token must no longer be sent (invariant
+    /// `no-expired-token`).
     pub fn expires_at(&self) -> Instant {
         self.expires_at
     }
@@ -451,7 +455,7 @@ pub enum FetchCompletion {
     Failed(AuthError),
 }
 
-/// Where the cache stands for a given instant (§8.6 item 6.1).
+/// Where the cache stands for a given instant (docs/spec/auth.md#a-tokens-timeline).
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TokenState {
@@ -494,7 +498,7 @@ pub struct TokenCacheStats {
 // ---------------------------------------------------------------------------------------
 
 /// An RFC 6749 §5.2 `error` code from a token endpoint (plus the two retryable codes of
-/// §4.1.2.1 that some token endpoints also send).
+/// RFC 6749 §4.1.2.1 that some token endpoints also send).
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OAuthErrorCode {
@@ -563,7 +567,8 @@ impl OAuthErrorCode {
 
 /// Why a token request produced no token, as the driver reports it.
 ///
-/// [`TokenFetchError::is_retryable`] splits these per §8.6 item 6.4 and issue 3.
+/// [`TokenFetchError::is_retryable`] splits these into retryable and terminal
+/// (docs/spec/auth.md#fetch-failures).
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenFetchError {
@@ -616,7 +621,7 @@ impl TokenFetchError {
 
     /// Whether a later fetch may succeed: network errors, timeouts, 5xx, 429 and 408,
     /// `server_error`, `temporarily_unavailable` and malformed success bodies. Everything
-    /// else (the six §5.2 codes, other statuses) is terminal.
+    /// else (the six RFC 6749 §5.2 codes, other statuses) is terminal.
     pub fn is_retryable(&self) -> bool {
         match *self {
             TokenFetchError::OAuth { code, status } => match code {
@@ -1042,7 +1047,7 @@ impl TokenCache {
                 let refresh_at = end - self.config.refresh_before.min(lifetime / 2);
                 (refresh_at.min(expires_at), expires_at)
             }
-            // Lifetime unknown: no proactive refresh, replaced at max_token_age (§8.6 6.5).
+            // Lifetime unknown: no proactive refresh, replaced at max_token_age.
             None => {
                 let expires_at = sent_at + self.config.max_token_age;
                 (expires_at, expires_at)
@@ -1051,9 +1056,10 @@ impl TokenCache {
         if expires_at <= now {
             return None;
         }
-        // §9.31a: a token that arrives inside its refresh window would start a refresh at
-        // once, and a slow endpoint would then refresh back to back. Refresh halfway
-        // through its remaining usable life instead (the ceiling keeps it after `now`).
+        // No refresh thrash (invariant `no-refresh-thrash`): a token that arrives inside its
+        // refresh window would start a refresh at once, and a slow endpoint would then refresh
+        // back to back. Refresh halfway through its remaining usable life instead (the ceiling
+        // keeps it after `now`).
         let refresh_at = if refresh_at <= now {
             let remaining = expires_at - now;
             now + (remaining - remaining / 2)

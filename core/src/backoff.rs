@@ -8,7 +8,7 @@
 //! whether to retry at all, Retry-After parsing and the per-origin Retry-After gate belong to
 //! [`crate::retry`].
 //!
-//! # The default (issue 3, amending §8.4 items 4.1–4.3)
+//! # The default (docs/spec/backoff.md#the-default)
 //!
 //! For retry `n` (0-based: `n` retries happened before this one):
 //!
@@ -20,7 +20,8 @@
 //!
 //! with `min_floor` 0.5 s, `max_floor` 5 s, `base_floor` 1 s and `cap` 30 s. The jitter is added
 //! on top of the floor, never clamped to it, so no probability piles up on one instant
-//! (§9.19: a clamp such as `max(F, U(0, E))` would re-synchronise clients on the floor).
+//! (invariant `no-atom-at-floor`: a clamp such as `max(F, U(0, E))` would re-synchronise
+//! clients on the floor).
 //!
 //! # Other strategies ([`BackoffStrategy`])
 //!
@@ -33,21 +34,22 @@
 //! | [`FullJitter`](BackoffStrategy::FullJitter) | `U(0, min(cap, f·2^n))` |
 //! | [`EqualJitter`](BackoffStrategy::EqualJitter) | `t/2 + U(0, t − t/2)`, `t = min(cap, f·2^n)` |
 //! | [`DecorrelatedJitter`](BackoffStrategy::DecorrelatedJitter) | `U(f, min(cap, 3·previous))`, `previous` defaulting to `f` |
-//! | [`Envelope`](BackoffStrategy::Envelope) (§8.4) | `F + U(0, min(E_n, max_delay − F))` |
+//! | [`Envelope`](BackoffStrategy::Envelope) | `F + U(0, min(E_n, max_delay − F))` |
 //!
-//! The §8.4 envelope: `E_n = min(max_delay, envelope_base · 2^n)` with `envelope_base` 100 ms and
-//! `max_delay` 5 s (§8.4 writes `2^(n−1)` for a 1-based `n`; this is the same with the 0-based
-//! count); `F = min(p95, max_delay / 2)` when an estimate exists and adaptive flooring is on,
-//! else 0. Every strategy's result is finally capped at `cap`.
+//! The envelope: `E_n = min(max_delay, envelope_base · 2^n)` with `envelope_base` 100 ms and
+//! `max_delay` 5 s (`n` 0-based, as everywhere here); `F = min(p95, max_delay / 2)` when an
+//! estimate exists and adaptive flooring is on, else 0. Every strategy's result is finally
+//! capped at `cap` (docs/spec/backoff.md#other-strategies).
 //!
 //! # Retry-After and deadlines
 //!
-//! [`BackoffPolicy::apply_retry_after`] implements §8.4 item 4.4's band: the delay becomes
-//! `max(delay, U(RA, 1.5·RA))`, never earlier than the server asked and not capped by `cap` (the
-//! decision to give up on a too-long Retry-After is [`crate::retry`]'s). [`clip_to_deadline`]
-//! implements item 4.9: a delay that would break the deadline is shortened to the latest
-//! acceptable one, but never below the floor or the Retry-After; if that is impossible, there is
-//! no retry.
+//! [`BackoffPolicy::apply_retry_after`] applies the server's Retry-After as a band
+//! (docs/spec/backoff.md#retry-after): the delay becomes `max(delay, U(RA, 1.5·RA))`, never
+//! earlier than the server asked and not capped by `cap` (the decision to give up on a
+//! too-long Retry-After is [`crate::retry`]'s). [`clip_to_deadline`] fits a delay to the
+//! deadline (docs/spec/backoff.md#deadline-clipping): a delay that would break the deadline is
+//! shortened to the latest acceptable one, but never below the strategy's earliest delay or the
+//! Retry-After; if that is impossible, there is no retry.
 //!
 //! # Determinism and cost
 //!
@@ -79,7 +81,8 @@ use crate::time::duration_to_nanos;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum BackoffStrategy {
-    /// `min(floor · 2^n + U(0, floor), cap)`: issue 3's default.
+    /// `min(floor · 2^n + U(0, floor), cap)`: the default, the adaptive backoff of the httpx
+    /// tutorial the design started from.
     #[default]
     FlooredExponential,
     /// `U(0, min(cap, floor · 2^n))`: AWS "full jitter"; the delay may be zero.
@@ -89,7 +92,8 @@ pub enum BackoffStrategy {
     /// `U(floor, min(cap, 3 · previous))`: AWS "decorrelated jitter"; it ignores `n` and needs
     /// the previous delay (the floor when there was none).
     DecorrelatedJitter,
-    /// §8.4's envelope: `F + U(0, min(E_n, max_delay − F))`, `E_n = min(max_delay, base · 2^n)`.
+    /// A short capped envelope: `F + U(0, min(E_n, max_delay − F))`,
+    /// `E_n = min(max_delay, base · 2^n)`.
     Envelope,
 }
 
@@ -217,10 +221,10 @@ impl BackoffPolicy {
     /// The floor this policy derives from the origin's p95 (`None`: no estimate yet), never
     /// above `cap`.
     ///
-    /// For [`Envelope`](BackoffStrategy::Envelope) this is §8.4's `F`: `min(p95, max_delay / 2)`,
-    /// or zero without an estimate. For every other strategy it is issue 3's floor:
-    /// `clamp(p95, min_floor, max_floor)`, or `base_floor` without an estimate; it is also the
-    /// base of their exponential.
+    /// For [`Envelope`](BackoffStrategy::Envelope) this is the envelope's `F`:
+    /// `min(p95, max_delay / 2)`, or zero without an estimate. For every other strategy it is
+    /// the default floor, `clamp(p95, min_floor, max_floor)`, or `base_floor` without an
+    /// estimate; it is also the base of their exponential.
     pub fn floor(&self, p95: Option<Duration>) -> Duration {
         let estimate = p95.filter(|_| self.adaptive_floor);
         let floor = match (self.strategy, estimate) {
@@ -289,7 +293,8 @@ impl BackoffPolicy {
         Duration::from_nanos(nanos.min(cap))
     }
 
-    /// Honours a valid Retry-After `retry_after` (§8.4 item 4.4): `max(delay, U(RA, 1.5·RA))`.
+    /// Honours a valid Retry-After `retry_after` (docs/spec/backoff.md#retry-after):
+    /// `max(delay, U(RA, 1.5·RA))`.
     ///
     /// The band spreads clients that were all told the same instant; the result is never
     /// earlier than the server asked, and is not capped by `cap` (refusing a Retry-After that is
@@ -311,10 +316,10 @@ impl BackoffPolicy {
     }
 }
 
-/// Deadline clipping (§8.4 item 4.9): fits a drawn `delay` under `latest`, the longest delay the
-/// deadline rule allows, without going below `earliest`, the shortest acceptable one (the
-/// strategy's [`earliest_delay`](BackoffPolicy::earliest_delay), or the Retry-After when it
-/// applied, whichever is larger).
+/// Deadline clipping (docs/spec/backoff.md#deadline-clipping): fits a drawn `delay` under
+/// `latest`, the longest delay the deadline rule allows, without going below `earliest`, the
+/// shortest acceptable one (the strategy's [`earliest_delay`](BackoffPolicy::earliest_delay),
+/// or the Retry-After when it applied, whichever is larger).
 ///
 /// Returns `None` when no delay satisfies both (`earliest > latest`): there is no retry. A delay
 /// already in `[earliest, latest]` is returned unchanged; a longer one is shortened to `latest`,

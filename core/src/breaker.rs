@@ -2,9 +2,9 @@
 //!
 //! One [`Breaker`] guards one scope — an origin, or a per-origin profile. It is a pure state
 //! machine: every input carries `now`, randomness (for the optional jitter) comes from a
-//! [`fastrand::Rng`] the caller seeds, and the breaker never reads a clock. The rules are those of
-//! §8.7 of the resilience research (`shared/research/anchors-resilience.md`), as amended by
-//! issue 3; the invariants it is tested against are §9.3–9.8 and §9.10.
+//! [`fastrand::Rng`] the caller seeds, and the breaker never reads a clock. The rules are
+//! specified in docs/spec/breaker.md; the invariants it is tested against are the breaker
+//! invariants of docs/spec/invariants.md (`probes-bounded` to `half-open-decides`).
 //!
 //! # States
 //!
@@ -19,12 +19,12 @@
 //!     both). As in resilience4j the rule is evaluated after *every* counted outcome, so the
 //!     call that completes the minimum volume trips the breaker even if it succeeded.
 //!
-//!   When both rules are on, either one trips the breaker (§8.7 item 7.3).
+//!   When both rules are on, either one trips the breaker (docs/spec/breaker.md#closed).
 //! - **Open** until an instant `until`: every admission is rejected with that instant. The k-th
 //!   consecutive opening lasts `open_interval` (30 s) by default; with growth on it lasts
 //!   `open_interval · 2^(k−1)` capped at `max_open_interval` (300 s), and with jitter on it is
-//!   then multiplied by a uniform factor in `[0.8, 1.2]` (§8.7 item 7.4). k returns to 0 once
-//!   the breaker has stayed Closed for 60 s. The move to HalfOpen is **lazy**: the first
+//!   then multiplied by a uniform factor in `[0.8, 1.2]` (docs/spec/breaker.md#open). k returns
+//!   to 0 once the breaker has stayed Closed for 60 s. The move to HalfOpen is **lazy**: the first
 //!   [`Breaker::try_acquire`] at or after `until` performs it (as resilience4j, Polly and
 //!   Hystrix do). [`Breaker::next_deadline`] reports `until`, and [`Breaker::handle_timeout`]
 //!   performs the move for a driver that armed a timer.
@@ -41,11 +41,12 @@
 //!
 //! # Epochs
 //!
-//! Every state change increments the breaker's **epoch** (§8.7 item 7.7), and every admission
-//! returns a [`BreakerPermit`] stamped with the epoch it was admitted under. An outcome recorded
-//! with a permit from another epoch is *stale*: it never moves the breaker, never counts, and is
-//! never a probe result. So a success from an attempt admitted while Closed can never close a
-//! HalfOpen breaker, and a late failure from before a trip cannot count against the fresh window.
+//! Every state change increments the breaker's **epoch** (docs/spec/breaker.md#epochs), and
+//! every admission returns a [`BreakerPermit`] stamped with the epoch it was admitted under. An
+//! outcome recorded with a permit from another epoch is *stale*: it never moves the breaker,
+//! never counts, and is never a probe result. So a success from an attempt admitted while Closed
+//! can never close a HalfOpen breaker, and a late failure from before a trip cannot count
+//! against the fresh window.
 //!
 //! # Calling contract
 //!
@@ -70,8 +71,8 @@
 //!
 //! # Not implemented
 //!
-//! The slow-call rule of §8.7 item 7.3 (resilience4j, off by default there) is not implemented:
-//! an attempt that runs past its timeout already reports a [`BreakerEffect::Failure`].
+//! A slow-call trip rule (resilience4j has one, off by default) is not implemented: an attempt
+//! that runs past its timeout already reports a [`BreakerEffect::Failure`].
 //!
 //! # Example
 //!
@@ -272,8 +273,8 @@ impl BreakerConfig {
     }
 }
 
-/// The failure-rate trip rule of §8.7 item 7.3a: trip when a sliding window holds at least
-/// `min_calls` counted calls and at least `failure_rate_percent` % of them failed.
+/// The failure-rate trip rule (docs/spec/breaker.md#closed): trip when a sliding window holds
+/// at least `min_calls` counted calls and at least `failure_rate_percent` % of them failed.
 ///
 /// The window is `window` long, kept as `buckets` equal buckets; at time `t` it holds the
 /// bucket containing `t` and the `buckets − 1` before it. Defaults: 10 s, 10 buckets,
@@ -990,7 +991,7 @@ impl Breaker {
         }
     }
 
-    /// How long the `openings`-th consecutive opening lasts (§8.7 item 7.4, as amended).
+    /// How long the `openings`-th consecutive opening lasts (docs/spec/breaker.md#open).
     fn open_duration(&mut self, openings: u32) -> Duration {
         let base = duration_to_nanos(self.config.open_interval);
         let nominal = if self.config.open_growth {

@@ -7,8 +7,8 @@
 //! ([`crate::retry`]), backoff ([`crate::backoff`]), the latency window ([`crate::latency`]) and
 //! idempotency keys ([`crate::idempotency`]). The driver (the `breakwater` client) only
 //! executes the [`Step`]s it is given and reports what happened; it takes no retry, breaker or
-//! pool decision of its own. The specification is issue 4 ("the call orchestrator") over §8 of
-//! the resilience research, with issue 3's policies.
+//! pool decision of its own. The specification is docs/spec/call.md, over the policies of the
+//! other pages of docs/spec/.
 //!
 //! # Two objects
 //! - [`Engine`]: client-wide shared state. The pool, per-origin health (breaker, latency window,
@@ -22,15 +22,15 @@
 //!   and one token lease. [`Call::cancel`] gives all of it back, in every state, idempotently.
 //!
 //! # The steps of one attempt
-//! Admission for **every** attempt, in this order (§8.8 item 8.1): token (not an attempt
-//! yet; waiting for one holds nothing), breaker, concurrency (once per call), pool. A breaker
-//! rejection fails the call with [`CallErrorKind::CircuitOpen`]; a pool timeout or a full
-//! queue, or no concurrency permit within the pool timeout, fails it with
-//! [`CallErrorKind::PoolExhausted`]: not sent, no retry, no breaker effect, no budget (§8.8
-//! item 8.2, §9.33). Then the connection: an idle one goes straight to [`Step::Send`], a
-//! reservation gives [`Step::Connect`]. The attempt timeout starts when the connection is
-//! obtained (§8.8 item 8.3) and is clipped to the call's total deadline, which bounds every
-//! attempt and every wait.
+//! Admission for **every** attempt, in this order (docs/spec/call.md#admission): token (not an
+//! attempt yet; waiting for one holds nothing), breaker, concurrency (once per call), pool. A
+//! breaker rejection fails the call with [`CallErrorKind::CircuitOpen`]; a pool timeout or a
+//! full queue, or no concurrency permit within the pool timeout, fails it with
+//! [`CallErrorKind::PoolExhausted`]: not sent, no retry, no breaker effect, no budget
+//! (invariant `exhaustion-is-neutral`). Then the connection: an idle one goes straight to
+//! [`Step::Send`], a reservation gives [`Step::Connect`]. The attempt timeout starts when the
+//! connection is obtained and is clipped to the call's total deadline, which bounds every
+//! attempt and every wait (docs/spec/call.md#timeouts-and-the-deadline).
 //!
 //! Every outcome is classified once ([`crate::outcome::classify`]); the latency window takes
 //! the classification's sample, the breaker its effect, and the retry module its eligibility
@@ -38,25 +38,26 @@
 //! record). A response that is not retried is delivered ([`Step::Deliver`]), whatever its
 //! status: at this layer a 404 or a final 503 is a response, not an error; turning it into
 //! an error with a body snippet is the client's presentation. Its breaker effect is recorded
-//! when the body ends (row 19: a body that fails is a breaker failure).
+//! when the body ends (rule `body-read-failed`: a body that fails is a breaker failure).
 //!
-//! # Choices where the specification is silent
-//! - **Stale connections** (§8.1 rows 5 and 10, §8.2 item 2.7): the transparent retry must
-//!   use a *fresh* connection. The pool has no "skip idle" switch, so an idle connection
-//!   handed to such a retry is closed ([`EngineEvent::Close`]) and the pool asked again until
-//!   it offers a reservation or a queue place: idle connections of the same origin and age
-//!   are most likely as dead as the one that just failed (the server's idle timeout closed
-//!   them all).
+//! # Choices worth knowing (docs/spec/call.md)
+//! - **Stale connections** (rules `stale-connection` and `reused-connection-closed`,
+//!   docs/spec/call.md#stale-connections): the transparent retry must use a *fresh*
+//!   connection. The pool has no "skip idle" switch, so an idle connection handed to such a
+//!   retry is closed ([`EngineEvent::Close`]) and the pool asked again until it offers a
+//!   reservation or a queue place: idle connections of the same origin and age are most likely
+//!   as dead as the one that just failed (the server's idle timeout closed them all).
 //! - **Unread bodies**: a response that is retried, or that ends the call in a failure
 //!   (rate limited, deadline), has an unread body, so its connection is released unusable
-//!   (§8.8 item 8.6).
+//!   (docs/spec/call.md#unread-bodies).
 //! - **Budget deposit**: the original attempt deposits when it is granted a connection or a
 //!   reservation (it is dispatched); breaker- or pool-refused originals deposit nothing.
 //! - **Retry-After gate**: applies to ordinary, keyed-conflict and one-shot retries, not to
 //!   transparent retries or the auth replay (which answer a broken connection or a token, not
 //!   the server's load).
 //! - **Concurrency wait**: bounded by the origin's pool timeout clipped to the deadline, like
-//!   the pool queue, and reported like it (row 3, `PoolExhausted(ConcurrencyLimit)`).
+//!   the pool queue, and reported like it (rule `local-exhaustion`,
+//!   `PoolExhausted(ConcurrencyLimit)`).
 //! - **Token fetches**: [`Step::FetchToken`] names a fetch; the engine keeps its ticket, so the
 //!   driver reports with [`Engine::handle_token_fetched`]. A foreground fetch belongs to the
 //!   call that was asked to run it and is cancelled with it; a background refresh
@@ -155,8 +156,8 @@ use crate::retry::{
 };
 use crate::{Instant, Origin};
 
-/// Latency samples needed before the p50 is used as the least time an attempt takes (§8.2
-/// item 2.6).
+/// Latency samples needed before the p50 is used as the least time an attempt takes
+/// (docs/spec/retry.md#scheduling-against-the-deadline).
 const ATTEMPT_FLOOR_MIN_SAMPLES: usize = 20;
 
 /// Attempt records a call keeps: 10 counted attempts, a transparent retry for each, the auth
@@ -167,7 +168,7 @@ const MAX_RECORDS: usize = 24;
 // Configuration
 // ---------------------------------------------------------------------------------------------
 
-/// Every policy of an [`Engine`], with the defaults of issue 3 and issue 4.
+/// Every policy of an [`Engine`], with their defaults (docs/spec/call.md#defaults).
 ///
 /// | setting | default |
 /// |---|---|
@@ -490,7 +491,7 @@ pub struct CallId {
     generation: u32,
 }
 
-/// The health a client keeps for one origin (§8.0 item 0.3).
+/// The health a client keeps for one origin (docs/spec/README.md#words-used-throughout).
 #[derive(Debug)]
 pub struct OriginHealth {
     origin: OriginId,
@@ -1254,7 +1255,7 @@ pub struct AttemptRecord {
     pub number: u32,
     /// Original or which retry.
     pub kind: AttemptKind,
-    /// The row of §8.1 its outcome fell in.
+    /// The outcome rule its outcome fell under (docs/spec/outcomes.md).
     pub row: OutcomeRow,
     /// The response status, if a response arrived.
     pub status: Option<StatusCode>,
@@ -1335,7 +1336,7 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} after {} attempt(s)", self.kind, self.attempts.len())?;
         if let Some(reason) = self.give_up {
-            write!(f, " (not retried: {reason:?})")?;
+            write!(f, " (not retried: {reason})")?;
         }
         Ok(())
     }
@@ -1357,14 +1358,15 @@ pub enum TimeoutPhase {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallErrorKind {
-    /// The origin's breaker refused the attempt (row 4).
+    /// The origin's breaker refused the attempt (rule `breaker-rejected`).
     CircuitOpen {
         /// When an admission may next succeed, if known.
         retry_at: Option<Instant>,
         /// `retry_at − now`.
         retry_after: Option<Duration>,
     },
-    /// No connection slot or concurrency permit in time, or the queue was full (row 3).
+    /// No connection slot or concurrency permit in time, or the queue was full (rule
+    /// `local-exhaustion`).
     PoolExhausted(LocalExhaustion),
     /// The pool was closed.
     PoolClosed,
@@ -1377,13 +1379,15 @@ pub enum CallErrorKind {
     },
     /// The total deadline passed, or no retry fits before it.
     DeadlineExceeded,
-    /// No connection could be made (row 1).
+    /// No connection could be made (rule `connect-failure`).
     Connect(ConnectFailure),
     /// A timeout.
     Timeout(TimeoutPhase),
-    /// The TLS certificate failed verification (row 2).
+    /// The TLS certificate failed verification (rule `certificate-failure`).
     Certificate,
-    /// The connection broke during the exchange (rows 5, 6, 10, 11).
+    /// The connection broke during the exchange (rules `stale-connection`, `refused-stream`,
+    /// `reused-connection-closed`, `exchange-failed`, or `connect-failure` for a fresh
+    /// connection found dead before the first write).
     Transport(OutcomeRow),
     /// No token could be had.
     Auth(AuthError),
@@ -1395,22 +1399,52 @@ pub enum CallErrorKind {
 
 impl fmt::Display for CallErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Plain sentences: no outcome rule numbers, no enum names.
         match self {
-            CallErrorKind::CircuitOpen { retry_after, .. } => {
-                write!(f, "circuit open (retry after {retry_after:?})")
-            }
-            CallErrorKind::PoolExhausted(why) => write!(f, "pool exhausted ({why:?})"),
+            CallErrorKind::CircuitOpen {
+                retry_after: Some(after),
+                ..
+            } => write!(f, "circuit open (retry after {after:?})"),
+            CallErrorKind::CircuitOpen { .. } => f.write_str("circuit open"),
+            CallErrorKind::PoolExhausted(why) => write!(f, "pool exhausted: {why}"),
             CallErrorKind::PoolClosed => f.write_str("pool closed"),
             CallErrorKind::PlainHttpForbidden => f.write_str("plain http forbidden"),
             CallErrorKind::RateLimited { until } => write!(f, "rate limited until {until:?}"),
             CallErrorKind::DeadlineExceeded => f.write_str("deadline exceeded"),
-            CallErrorKind::Connect(why) => write!(f, "connect failed ({why:?})"),
-            CallErrorKind::Timeout(phase) => write!(f, "timeout ({phase:?})"),
+            CallErrorKind::Connect(why) => f.write_str(match why {
+                ConnectFailure::Dns => "connect failed: the host name did not resolve",
+                ConnectFailure::Refused => {
+                    "connect failed: the peer refused the connection or was unreachable"
+                }
+                ConnectFailure::Timeout => "connect failed: the connect timeout expired",
+                ConnectFailure::TlsHandshake => "connect failed: the TLS handshake failed",
+            }),
+            CallErrorKind::Timeout(TimeoutPhase::Connect) => {
+                f.write_str("timed out opening the connection")
+            }
+            CallErrorKind::Timeout(TimeoutPhase::Response) => {
+                f.write_str("timed out waiting for the response head")
+            }
             CallErrorKind::Certificate => f.write_str("certificate verification failed"),
-            CallErrorKind::Transport(row) => write!(f, "connection failed (row {})", row.number()),
+            CallErrorKind::Transport(row) => f.write_str(match row {
+                OutcomeRow::StaleConnection => {
+                    "the pooled connection was closed before the request was sent"
+                }
+                OutcomeRow::ConnectFailure => {
+                    "the new connection was closed before the request was sent"
+                }
+                OutcomeRow::RefusedStream => "the server refused the request without processing it",
+                OutcomeRow::ReusedConnectionClosed => {
+                    "the pooled connection was closed before the response began"
+                }
+                _ => "the connection broke during the exchange",
+            }),
             CallErrorKind::Auth(e) => write!(f, "authentication failed: {e}"),
             CallErrorKind::Cancelled => f.write_str("cancelled"),
-            CallErrorKind::Other(row) => write!(f, "failed (row {})", row.number()),
+            CallErrorKind::Other(row) => f.write_str(match row {
+                OutcomeRow::BodyReadFailed => "reading the response body failed",
+                _ => "the attempt failed",
+            }),
         }
     }
 }
@@ -1424,7 +1458,7 @@ pub enum BodyEnd {
         /// Whether the connection may be reused.
         reusable: bool,
     },
-    /// Reading it failed (row 19: a breaker failure).
+    /// Reading it failed (rule `body-read-failed`: a breaker failure).
     Failed,
     /// The caller dropped it unread.
     Abandoned,
@@ -2063,7 +2097,8 @@ impl<C> Call<C> {
         self.need_fresh = false;
     }
 
-    /// The original attempt is dispatched: it pays into the origin's budget (§8.3 item 3.3).
+    /// The original attempt is dispatched: it pays into the origin's budget
+    /// (docs/spec/budget.md#arithmetic).
     fn deposit(&mut self, now: Instant, engine: &mut Engine<C>) {
         self.deposited = true;
         if let Some(h) = engine.health(self.origin) {
@@ -2177,7 +2212,8 @@ impl<C> Call<C> {
     }
 
     /// Draws the delay, schedules it against the deadline and the Retry-After cap, then pays
-    /// (§8.2 "calling order"); records the retry in the ledger when it will happen.
+    /// (docs/spec/retry.md#deciding-a-retry); records the retry in the ledger when it will
+    /// happen.
     fn place_retry(
         &mut self,
         now: Instant,
@@ -2269,8 +2305,8 @@ impl<C> Call<C> {
         self.fail(now, engine, kind, None);
     }
 
-    /// A local limit refused the attempt (row 3): no retry, no budget; the breaker hears the
-    /// row's effect (Ignore unless the user counts local exhaustion).
+    /// A local limit refused the attempt (rule `local-exhaustion`): no retry, no budget; the
+    /// breaker hears the rule's effect (Ignore unless the user counts local exhaustion).
     fn refuse_locally(&mut self, now: Instant, engine: &mut Engine<C>, why: LocalExhaustion) {
         let ctx = engine.config.retry.outcome_policy().context(false, false);
         let effect = classify(&AttemptOutcome::LocalExhaustion(why), &ctx).breaker;
@@ -2405,9 +2441,9 @@ impl<C> Call<C> {
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// DNS, refused, timeout or TLS handshake (row 1).
+    /// DNS, refused, timeout or TLS handshake (rule `connect-failure`).
     Failed(ConnectFailure),
-    /// The certificate or host name failed verification (row 2).
+    /// The certificate or host name failed verification (rule `certificate-failure`).
     CertificateInvalid,
 }
 

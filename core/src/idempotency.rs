@@ -2,11 +2,12 @@
 //!
 //! A request may be resent after its bytes may have reached the server only if resending is
 //! harmless: its method is idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT,
-//! DELETE, plus QUERY) or it carries an idempotency key that the server honours (§8.5 of the
-//! resilience specification, amended by issue 3). Everything else is resent only on proof that
-//! it was not sent or not processed (the safety rule, enforced in `crate::retry::decide`).
+//! DELETE, plus QUERY) or it carries an idempotency key that the server honours
+//! (docs/spec/idempotency.md). Everything else is resent only on proof that it was not sent or
+//! not processed (the safety rule, enforced in `crate::retry::decide`;
+//! docs/spec/idempotency.md#never-left-the-client).
 //!
-//! Keys (§8.5):
+//! Keys (docs/spec/idempotency.md#keys):
 //! - one key per logical call, decided once by [`key_for_call`] and sent unchanged on every
 //!   attempt (ordinary, transparent, one-shot and auth-replay retries alike);
 //! - a caller's own key (for example an order id) is always used, after validation
@@ -20,10 +21,11 @@
 //! - the header is `Idempotency-Key` by default, configurable (`PayPal-Request-Id`, ...); the
 //!   wire format is the raw key by default (what Stripe, Adyen and PayPal accept) or an RFC 8941
 //!   sf-string (quoted, as the IETF draft requires);
-//! - responses (§8.5 item 5.5, read by the outcome table through [`keyed_status`]): 409 on a
-//!   keyed request means the duplicate is still in flight → retry with backoff, counted,
-//!   charged to the budget, breaker-neutral; 422 on a keyed request means the key was reused
-//!   with another payload → terminal `IdempotencyKeyMismatch`.
+//! - responses (docs/spec/idempotency.md#responses-to-a-keyed-request, read by the outcome
+//!   table through [`keyed_status`]): 409 on a keyed request means the duplicate is still in
+//!   flight → retry with backoff, counted, charged to the budget, breaker-neutral; 422 on a
+//!   keyed request means the key was reused with another payload → terminal
+//!   `IdempotencyKeyMismatch`.
 
 use std::fmt;
 
@@ -48,7 +50,8 @@ pub fn is_idempotent(method: &Method) -> bool {
     ) || method.as_str() == "QUERY"
 }
 
-/// The caller's explicit statement about a request's idempotency (§8.2 item 2.2).
+/// The caller's explicit statement about a request's idempotency
+/// (docs/spec/idempotency.md#idempotent-requests).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 #[non_exhaustive]
 pub enum Idempotence {
@@ -290,7 +293,7 @@ impl CallKey {
         }
     }
 
-    /// Whether the call is keyed (§8.2 item 2.2).
+    /// Whether the call is keyed (docs/spec/idempotency.md#idempotent-requests).
     pub fn is_keyed(&self) -> bool {
         self.key().is_some()
     }
@@ -314,7 +317,8 @@ pub fn key_for_call(
     }
 }
 
-/// What a status means for the key of a keyed request (§8.5 item 5.5).
+/// What a status means for the key of a keyed request
+/// (docs/spec/idempotency.md#responses-to-a-keyed-request).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[non_exhaustive]
 pub enum KeyedStatus {

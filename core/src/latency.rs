@@ -1,24 +1,25 @@
 //! A per-origin rolling window of response times, with exact quantiles.
 //!
-//! The retry policy floors its backoff at the origin's p95 (§8.4 items 4.2–4.3, amended by
-//! issue 3) and may use its p50 as the shortest attempt worth making. This module keeps the
-//! numbers those rules read: a [`LatencyWindow`] per origin, fed with [`LatencyWindow::record`]
-//! and asked with [`LatencyWindow::p95`], [`LatencyWindow::p50`] or
-//! [`LatencyWindow::quantile`].
+//! The retry policy floors its backoff at the origin's p95 (docs/spec/backoff.md) and may use
+//! its p50 as the shortest attempt worth making
+//! (docs/spec/retry.md#scheduling-against-the-deadline). This module keeps the numbers those
+//! rules read: a [`LatencyWindow`] per origin, fed with [`LatencyWindow::record`] and asked
+//! with [`LatencyWindow::p95`], [`LatencyWindow::p50`] or [`LatencyWindow::quantile`]. The
+//! rules are in docs/spec/latency.md.
 //!
-//! # What the window holds (issue 3, amending §8.4 item 4.7)
+//! # What the window holds
 //!
 //! - at most the most recent [`capacity`](LatencyConfig::with_capacity) samples (default 50,
-//!   the tutorial's window);
+//!   the window of the httpx tutorial's adaptive backoff);
 //! - none older than [`max_age`](LatencyConfig::with_max_age) (default 60 s) *at the instant of
 //!   the query*: a sample whose age exceeds `max_age` never influences an answer, even if nothing
 //!   was recorded since (a sample exactly `max_age` old still counts);
 //! - an estimate only once [`min_samples`](LatencyConfig::with_min_samples) live samples are
 //!   present (default 10); below that every quantile is `None`.
 //!
-//! §8.4 item 4.7 specified an HDR-style histogram reported at a bucket's upper edge. Issue 3
-//! replaces it: with 50 samples an exact order statistic is cheaper than a histogram and has no
-//! bucket error, so invariant §9.22 holds with equality against the sorted-vector oracle.
+//! With so few samples an exact order statistic is cheaper than a histogram and has no bucket
+//! error, so every answer equals the sorted-vector oracle exactly (invariant
+//! `exact-quantiles`).
 //!
 //! # Quantiles: exact nearest rank
 //!
@@ -26,15 +27,18 @@
 //! least `⌈q · n / 1000⌉` samples are `≤ s` (and at least one, so `q = 0` gives the minimum).
 //! Integer arithmetic only, so results are bit-identical on every platform.
 //!
-//! # Which outcomes are samples (§8.4 item 4.8, §9.24)
+//! # Which outcomes are samples
 //!
-//! The classification table in [`crate::outcome`] decides; this window only records. A sample is
-//! the time from the first request byte written to the response headers received, for rows 9
-//! and 12–18 of §8.1 (401 auth failures, timeouts, 5xx, 429, 409 on keyed requests, other
-//! responses). An attempt timeout (row 12) enters *censored* at its elapsed time, so the p95
-//! rises during a brownout instead of hiding it. Fast local failures and broken connections
-//! (rows 1–8, 10, 11, 19, 20: connect errors, pool and breaker rejections, resets, cancellation)
-//! never enter: they would drag the floor down exactly when the upstream is struggling.
+//! The classification table in [`crate::outcome`] decides
+//! (docs/spec/latency.md#which-outcomes-are-samples); this window only records. A sample is
+//! the time the upstream took to answer, from the request being completely written to the
+//! response headers received, for the outcome rules that end in a response (`unauthorized`,
+//! `gateway-failure`, `too-many-requests`, `keyed-conflict`, `server-error`, `final-status`,
+//! `completed`) and for `attempt-timeout`. An attempt timeout enters *censored* at its elapsed
+//! time, so the p95 rises during a brownout instead of hiding it. Fast local failures and
+//! broken connections (connect errors, pool and breaker rejections, resets, the one-shot
+//! statuses 408, 421 and 425, body failures, cancellation) never enter: they would drag the
+//! floor down exactly when the upstream is struggling.
 //!
 //! # Cost
 //!

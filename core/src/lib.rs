@@ -25,6 +25,10 @@
 //! - [`pool`]: connection-pool admission with exact accounting.
 //! - [`call`]: the orchestrator that sequences one logical call.
 //!
+//! The policies these modules implement are specified in `docs/spec/` at the root of the
+//! repository; comments cite its pages, its outcome rules (rule `exchange-failed`) and its
+//! invariants (invariant `unsafe-never-resent`).
+//!
 //! # The calling contract
 //! Every state machine here follows the same rules (after quinn-proto):
 //! 1. Inputs are methods that take `now` (`handle_*`, `record`, `acquire`, ...).

@@ -5,33 +5,36 @@
 //! ([`Evidence`]), how it moves the origin's breaker ([`BreakerEffect`]), whether and how it may
 //! be retried ([`RetryEligibility`]) and whether it is a latency sample. The retry decision
 //! (`crate::retry`), the breaker, the latency window and the idempotency rules read only that
-//! record, so the whole policy can be audited in [`table`] below: one line per row of §8.1 of
-//! the resilience specification (`shared/research/anchors-resilience.md`), in the same order,
-//! numbered as there ([`OutcomeRow::number`]).
+//! record, so the whole policy can be audited in [`table`] below: one line per rule of the
+//! outcome table in `docs/spec/outcomes.md`, in the same order. Each rule is an
+//! [`OutcomeRow`] variant and is named, in prose, by that variant in kebab-case (rule
+//! `exchange-failed` is [`OutcomeRow::ExchangeFailed`], anchored at
+//! `docs/spec/outcomes.md#exchange-failed`).
 //!
-//! Amendments of issue 3 over §8.1, all visible in [`table`]:
+//! Defaults the table reads, all switchable in [`OutcomePolicy`]:
 //! - the statuses retried by default are 429, 500, 502, 503 and 504; the set is configurable
 //!   ([`StatusSet`], [`OutcomePolicy::retried_statuses`]) and is the only "retry 500" switch;
 //! - 500 is *not* a breaker failure unless the user says so
 //!   ([`OutcomePolicy::server_error_is_breaker_failure`], default off); when it is not a failure
 //!   it is [`BreakerEffect::Ignore`] (a 500 is no proof of health either, so it must not reset a
 //!   run of consecutive failures);
-//! - local exhaustion (row 3) is never a breaker failure unless the user opts in
-//!   ([`OutcomePolicy::local_exhaustion_is_breaker_failure`]).
+//! - local exhaustion (rule `local-exhaustion`) is never a breaker failure unless the user opts
+//!   in ([`OutcomePolicy::local_exhaustion_is_breaker_failure`]).
 //!
-//! Choices made where §8.1 is silent:
-//! - 5xx statuses that §8.1 does not name (506–599 except 501 and 505) follow the 500 row;
-//! - a status that the user adds to the retried set and that has no row of its own (for
-//!   example 418) becomes retryable like row 13: idempotent or keyed only;
-//! - row 9 applies to any 401 on a request authenticated by a refreshable token (a challenge
-//!   saying `error="invalid_token"` on a request without such a token has nothing to refresh,
-//!   so it is row 17);
-//! - a cancelled attempt (row 20) is recorded as [`Evidence::MaybeProcessed`], the
+//! Cases the table settles that are easy to get wrong:
+//! - 5xx statuses that no rule names (506–599) follow rule `server-error`, as 500 does;
+//! - a status that the user adds to the retried set and that has no rule of its own (for
+//!   example 418) becomes retryable like rule `gateway-failure`: idempotent or keyed only;
+//! - rule `unauthorized` applies to any 401 on a request authenticated by a refreshable token
+//!   (a challenge saying `error="invalid_token"` on a request without such a token has
+//!   nothing to refresh, so it falls under rule `final-status`);
+//! - a cancelled attempt (rule `cancelled`) is recorded as [`Evidence::MaybeProcessed`], the
 //!   conservative reading, although a cancellation never leads to a retry anyway;
-//! - a connection found dead before any byte was written is row 5 only when it was reused; on
-//!   a freshly dialled connection it is a connect failure (row 1), and a close before the first
-//!   response byte on a fresh connection is row 11, not row 10 (§8.2 item 2.7: a fresh
-//!   connection's failure is never retried transparently).
+//! - a connection found dead before any byte was written is rule `stale-connection` only when
+//!   it was reused; on a freshly dialled connection it is a connect failure (rule
+//!   `connect-failure`), and a close before the first response byte on a fresh connection is
+//!   rule `exchange-failed`, not `reused-connection-closed`: a fresh connection's failure is
+//!   never retried transparently (docs/spec/retry.md#kinds-of-retry).
 
 use std::time::Duration;
 
@@ -65,7 +68,7 @@ pub enum BreakerEffect {
 
 impl Evidence {
     /// Whether the evidence proves the request was not applied, so that resending it is safe
-    /// for any method (§8.2 item 2.3).
+    /// for any method (docs/spec/retry.md#the-safety-rule).
     pub const fn proves_not_applied(self) -> bool {
         matches!(self, Evidence::NotSent | Evidence::NotProcessed)
     }
@@ -75,53 +78,58 @@ impl Evidence {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum AttemptOutcome {
-    /// No connection could be made (row 1).
+    /// No connection could be made (rule `connect-failure`).
     ConnectFailed(ConnectFailure),
-    /// The TLS peer's certificate or host name failed verification (row 2).
+    /// The TLS peer's certificate or host name failed verification (rule `certificate-failure`).
     CertificateInvalid,
-    /// A local limit refused the attempt before anything was sent (row 3).
+    /// A local limit refused the attempt before anything was sent (rule `local-exhaustion`).
     LocalExhaustion(LocalExhaustion),
-    /// The origin's circuit breaker refused the attempt (row 4).
+    /// The origin's circuit breaker refused the attempt (rule `breaker-rejected`).
     BreakerRejected,
-    /// The connection turned out dead before any request byte was written: row 5 when it was
-    /// a reused pooled connection, row 1 when it was freshly dialled.
+    /// The connection turned out dead before any request byte was written: rule
+    /// `stale-connection` when it was a reused pooled connection, `connect-failure` when it was
+    /// freshly dialled.
     ConnectionDeadBeforeWrite {
         /// Whether the connection came from the idle pool.
         reused: bool,
     },
     /// The peer refused the stream without processing it: HTTP/2 `REFUSED_STREAM`, a stream id
-    /// above a GOAWAY's last-stream-id, HTTP/3 `REQUEST_REJECTED` (row 6; kept for completeness,
-    /// HTTP/1.1 never reports it).
+    /// above a GOAWAY's last-stream-id, HTTP/3 `REQUEST_REJECTED` (rule `refused-stream`; kept
+    /// for completeness, HTTP/1.1 never reports it).
     RefusedStream,
     /// The peer closed the connection after request bytes were written and before the first
-    /// response byte: row 10 when the connection was reused (the idle-close race), row 11 when
-    /// it was fresh.
+    /// response byte: rule `reused-connection-closed` when the connection was reused (the
+    /// idle-close race), `exchange-failed` when it was fresh.
     ClosedBeforeResponse {
         /// Whether the connection came from the idle pool.
         reused: bool,
     },
     /// A write error mid-request, or a reset or EOF after request bytes were written and before
-    /// complete response headers, once response bytes had started (row 11).
+    /// complete response headers, once response bytes had started (rule `exchange-failed`).
     ExchangeFailed,
-    /// No response headers arrived within the attempt timeout (row 12).
+    /// No response headers arrived within the attempt timeout (rule `attempt-timeout`).
     AttemptTimedOut {
-        /// Time from the first request byte written to the timeout.
+        /// Time from the request being completely written to the timeout (a long upload is
+        /// not the upstream's latency; docs/spec/latency.md#which-outcomes-are-samples).
         elapsed: Duration,
     },
-    /// Response headers arrived (rows 7, 8, 9 and 13–18, chosen by status).
+    /// Response headers arrived (the rules from `misdirected-or-too-early` to `completed`,
+    /// chosen by status; docs/spec/outcomes.md#the-table).
     Response {
         /// The final (non-1xx) status.
         status: StatusCode,
-        /// Time from the first request byte written to the response headers.
+        /// Time from the request being completely written to the response headers (a long
+        /// upload is not the upstream's latency; docs/spec/latency.md#which-outcomes-are-samples).
         elapsed: Duration,
     },
-    /// Reading the body failed after the headers were handed to the caller (row 19).
+    /// Reading the body failed after the headers were handed to the caller (rule
+    /// `body-read-failed`).
     BodyReadFailed,
-    /// The caller cancelled the call (row 20).
+    /// The caller cancelled the call (rule `cancelled`).
     Cancelled,
 }
 
-/// Why no connection could be made (row 1).
+/// Why no connection could be made (rule `connect-failure`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[non_exhaustive]
 pub enum ConnectFailure {
@@ -135,7 +143,7 @@ pub enum ConnectFailure {
     TlsHandshake,
 }
 
-/// Which local limit refused an attempt (row 3).
+/// Which local limit refused an attempt (rule `local-exhaustion`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[non_exhaustive]
 pub enum LocalExhaustion {
@@ -147,55 +155,74 @@ pub enum LocalExhaustion {
     ConcurrencyLimit,
 }
 
-/// The rows of the table of §8.1, numbered as there.
+impl std::fmt::Display for LocalExhaustion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LocalExhaustion::PoolTimeout => "no connection became free within the pool timeout",
+            LocalExhaustion::QueueFull => "the pool's wait queue was full",
+            LocalExhaustion::ConcurrencyLimit => {
+                "no concurrency permit became free within the pool timeout"
+            }
+        })
+    }
+}
+
+/// The rules of the outcome table (docs/spec/outcomes.md), in table order. Each rule is named
+/// by its variant in kebab-case, which is also its anchor there: `ExchangeFailed` is rule
+/// `exchange-failed`, `docs/spec/outcomes.md#exchange-failed`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum OutcomeRow {
-    /// 1: DNS failure, connect refused/unreachable/timeout, TLS handshake failure (not
-    /// certificate); also a fresh connection found dead before writing.
+    /// `connect-failure` (1): DNS failure, connect refused/unreachable/timeout, TLS handshake
+    /// failure (not certificate); also a fresh connection found dead before writing.
     ConnectFailure,
-    /// 2: TLS certificate or host name verification failure.
+    /// `certificate-failure` (2): TLS certificate or host name verification failure.
     CertificateFailure,
-    /// 3: pool timeout, wait-queue overflow, concurrency-limit rejection.
+    /// `local-exhaustion` (3): pool timeout, wait-queue overflow, concurrency-limit rejection.
     LocalExhaustion,
-    /// 4: breaker rejection.
+    /// `breaker-rejected` (4): breaker rejection.
     BreakerRejected,
-    /// 5: reused pooled connection found dead before any request byte was written.
+    /// `stale-connection` (5): reused pooled connection found dead before any request byte was
+    /// written.
     StaleConnection,
-    /// 6: refused stream (HTTP/2 REFUSED_STREAM, above GOAWAY, HTTP/3 REQUEST_REJECTED).
+    /// `refused-stream` (6): refused stream (HTTP/2 REFUSED_STREAM, above GOAWAY, HTTP/3
+    /// REQUEST_REJECTED).
     RefusedStream,
-    /// 7: 421 Misdirected Request or 425 Too Early.
+    /// `misdirected-or-too-early` (7): 421 Misdirected Request or 425 Too Early.
     MisdirectedOrTooEarly,
-    /// 8: 408 Request Timeout.
+    /// `request-timeout` (8): 408 Request Timeout.
     RequestTimeout,
-    /// 9: 401 on a request authenticated by a refreshable token.
+    /// `unauthorized` (9): 401 on a request authenticated by a refreshable token.
     Unauthorized,
-    /// 10: reused connection closed after request bytes, before the first response byte.
+    /// `reused-connection-closed` (10): reused connection closed after request bytes, before the
+    /// first response byte.
     ReusedConnectionClosed,
-    /// 11: write error, reset or EOF mid-exchange (fresh connection, or response started).
+    /// `exchange-failed` (11): write error, reset or EOF mid-exchange (fresh connection, or
+    /// response started).
     ExchangeFailed,
-    /// 12: attempt timeout before response headers.
+    /// `attempt-timeout` (12): attempt timeout before response headers.
     AttemptTimeout,
-    /// 13: 502, 503, 504.
+    /// `gateway-failure` (13): 502, 503, 504.
     GatewayFailure,
-    /// 14: 429 Too Many Requests.
+    /// `too-many-requests` (14): 429 Too Many Requests.
     TooManyRequests,
-    /// 15: 409 Conflict on a keyed request (the duplicate is still in flight).
+    /// `keyed-conflict` (15): 409 Conflict on a keyed request (the duplicate is still in flight).
     KeyedConflict,
-    /// 16: 500, and 5xx statuses named by no other row.
+    /// `server-error` (16): 500, and 5xx statuses named by no other rule.
     ServerError,
-    /// 17: 501, 505 and every other 4xx (incl. 400, 403, 404, 422, 409 unkeyed).
+    /// `final-status` (17): 501, 505 and every other 4xx (incl. 400, 403, 404, 422, 409 unkeyed).
     FinalStatus,
-    /// 18: 1xx (should never be final), 2xx, 3xx.
+    /// `completed` (18): 1xx (should never be final), 2xx, 3xx.
     Completed,
-    /// 19: error while reading the body after headers were delivered.
+    /// `body-read-failed` (19): error while reading the body after headers were delivered.
     BodyReadFailed,
-    /// 20: caller cancellation.
+    /// `cancelled` (20): caller cancellation.
     Cancelled,
 }
 
 impl OutcomeRow {
-    /// The row's number in the table of §8.1.
+    /// The rule's position (1–20) in the outcome table of docs/spec/outcomes.md, for compact
+    /// records; prose names rules by their kebab-case name, not by number.
     pub const fn number(self) -> u8 {
         match self {
             OutcomeRow::ConnectFailure => 1,
@@ -224,57 +251,67 @@ impl OutcomeRow {
 
 /// Whether, and in which way, an outcome may lead to another dispatch of the same request.
 ///
-/// This is the row's own rule; `crate::retry::decide` adds the request's facts (method,
-/// key, body, attempts used, server directives) and the absolute safety rule of §8.2 item 2.3.
+/// This is the outcome rule's own retry rule; `crate::retry::decide` adds the request's facts
+/// (method, key, body, attempts used, server directives) and the absolute safety rule
+/// (docs/spec/retry.md#the-safety-rule).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[non_exhaustive]
 pub enum RetryEligibility {
-    /// Any method may be retried (row 1: nothing was sent).
+    /// Any method may be retried (rule `connect-failure`: nothing was sent).
     AnyMethod,
-    /// An immediate, free, uncounted retry on a fresh connection, any method (rows 5, 6).
+    /// An immediate, free, uncounted retry on a fresh connection, any method (rules
+    /// `stale-connection`, `refused-stream`).
     Transparent,
     /// As [`Transparent`](Self::Transparent), but only for idempotent or keyed requests
-    /// (row 10: the request may have reached the server).
+    /// (rule `reused-connection-closed`: the request may have reached the server).
     TransparentIfIdempotentOrKeyed,
-    /// One extra attempt per logical request on a new connection, any method (rows 7, 8).
+    /// One extra attempt per logical request on a new connection, any method (rules
+    /// `misdirected-or-too-early`, `request-timeout`).
     OneShot,
-    /// One replay after a token refresh (row 9).
+    /// One replay after a token refresh (rule `unauthorized`).
     AuthReplay,
-    /// An ordinary retry, only for idempotent or keyed requests (rows 11–14, 16).
+    /// An ordinary retry, only for idempotent or keyed requests (rules `exchange-failed`,
+    /// `attempt-timeout`, `gateway-failure`, `too-many-requests`, `server-error`).
     IdempotentOrKeyed,
-    /// A keyed request whose duplicate is still in flight: retry with backoff (row 15).
+    /// A keyed request whose duplicate is still in flight: retry with backoff (rule
+    /// `keyed-conflict`).
     KeyedConflict,
     /// No automatic retry.
     Never(NoRetryReason),
 }
 
-/// Why a row allows no automatic retry.
+/// Why an outcome rule allows no automatic retry.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[non_exhaustive]
 pub enum NoRetryReason {
-    /// The peer's certificate failed verification: retrying cannot help (row 2).
+    /// The peer's certificate failed verification: retrying cannot help (rule
+    /// `certificate-failure`).
     CertificateInvalid,
-    /// A local limit refused the attempt; surfaced as a pool or concurrency error (row 3).
+    /// A local limit refused the attempt; surfaced as a pool or concurrency error (rule
+    /// `local-exhaustion`).
     LocalExhaustion,
-    /// The breaker is open; surfaced as a circuit-open error (row 4).
+    /// The breaker is open; surfaced as a circuit-open error (rule `breaker-rejected`).
     CircuitOpen,
-    /// A response the caller should see (rows 17, 18).
+    /// A response the caller should see (rules `final-status`, `completed`).
     Completed,
-    /// A status that the retried-status set does not contain (rows 13, 14, 16).
+    /// A status that the retried-status set does not contain (rules `gateway-failure`,
+    /// `too-many-requests`, `server-error`).
     StatusNotRetried,
-    /// 422 on a keyed request: the key was reused with another payload (§8.5 item 5.5).
+    /// 422 on a keyed request: the key was reused with another payload
+    /// (docs/spec/idempotency.md#responses-to-a-keyed-request).
     IdempotencyKeyMismatch,
-    /// The response was already delivered to the caller, who owns it (row 19).
+    /// The response was already delivered to the caller, who owns it (rule
+    /// `body-read-failed`).
     ResponseDelivered,
-    /// The caller cancelled (row 20).
+    /// The caller cancelled (rule `cancelled`).
     Cancelled,
 }
 
-/// The single record every later rule reads (§8.0 item 0.4).
+/// The single record every later rule reads (docs/spec/outcomes.md).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[must_use]
 pub struct Classification {
-    /// The row of §8.1 the outcome fell in.
+    /// The outcome rule the outcome fell under.
     pub row: OutcomeRow,
     /// What the outcome proves about whether the server applied the request.
     pub evidence: Evidence,
@@ -282,8 +319,9 @@ pub struct Classification {
     pub breaker: BreakerEffect,
     /// The row's retry rule.
     pub retry: RetryEligibility,
-    /// The latency to record in the origin's window, if the outcome is a sample (§8.4
-    /// item 4.8; a timeout enters censored at its elapsed time).
+    /// The latency to record in the origin's window, if the outcome is a sample
+    /// (docs/spec/latency.md#which-outcomes-are-samples; a timeout enters censored at its
+    /// elapsed time).
     pub latency_sample: Option<Duration>,
 }
 
@@ -325,7 +363,7 @@ impl StatusSet {
     /// The empty set.
     pub const EMPTY: StatusSet = StatusSet { bits: [0; 4] };
 
-    /// The default retried statuses of issue 3: 429, 500, 502, 503, 504.
+    /// The default retried statuses: 429, 500, 502, 503, 504 (docs/spec/retry.md#defaults).
     pub const DEFAULT_RETRIED: StatusSet = StatusSet::EMPTY
         .with_code(429)
         .with_code(500)
@@ -421,7 +459,8 @@ pub struct OutcomePolicy {
     /// Statuses retried (idempotent or keyed requests only). Default
     /// [`StatusSet::DEFAULT_RETRIED`].
     pub retried_statuses: StatusSet,
-    /// Whether 500 (and the other 5xx of row 16) count as breaker failures. Default `false`.
+    /// Whether 500 (and the other 5xx of rule `server-error`) count as breaker failures.
+    /// Default `false`.
     pub server_error_is_breaker_failure: bool,
     /// Whether pool timeouts and other local exhaustion count as breaker failures. Default
     /// `false`: a local burst must not cut off a healthy upstream.
@@ -480,9 +519,10 @@ impl OutcomePolicy {
 pub struct ClassifyContext {
     /// The user's switches.
     pub policy: OutcomePolicy,
-    /// Whether the request carries an idempotency key (§8.5).
+    /// Whether the request carries an idempotency key (docs/spec/idempotency.md).
     pub keyed: bool,
-    /// Whether the request was authenticated with a token that can be refreshed (row 9).
+    /// Whether the request was authenticated with a token that can be refreshed (rule
+    /// `unauthorized`).
     pub token_authenticated: bool,
 }
 
@@ -504,9 +544,9 @@ pub fn classify(outcome: &AttemptOutcome, ctx: &ClassifyContext) -> Classificati
     }
 }
 
-/// The table of §8.1 (with the amendments of issue 3): evidence, breaker effect, retry rule
-/// and whether the outcome is a latency sample, per row. `status` is the response status for
-/// the rows that have one.
+/// The outcome table of docs/spec/outcomes.md: evidence, breaker effect, retry rule and
+/// whether the outcome is a latency sample, per rule. `status` is the response status for the
+/// rules that have one.
 #[rustfmt::skip]
 pub fn table(
     row: OutcomeRow,
@@ -543,7 +583,7 @@ pub fn table(
     }
 }
 
-/// Which row an outcome falls in, and its status if it is a response.
+/// Which rule an outcome falls under, and its status if it is a response.
 pub fn row_of(outcome: &AttemptOutcome, ctx: &ClassifyContext) -> (OutcomeRow, Option<StatusCode>) {
     let row = match *outcome {
         AttemptOutcome::ConnectFailed(_) => OutcomeRow::ConnectFailure,
@@ -581,7 +621,8 @@ fn status_row(status: StatusCode, ctx: &ClassifyContext) -> OutcomeRow {
     }
 }
 
-/// Rows 13, 14 and 16: retried (idempotent or keyed) only if the status is in the set.
+/// Rules `gateway-failure`, `too-many-requests` and `server-error`: retried (idempotent or
+/// keyed) only if the status is in the set.
 fn retried_status_rule(status: Option<StatusCode>, policy: &OutcomePolicy) -> RetryEligibility {
     match status {
         Some(s) if policy.retried_statuses.contains(s) => RetryEligibility::IdempotentOrKeyed,
@@ -589,8 +630,9 @@ fn retried_status_rule(status: Option<StatusCode>, policy: &OutcomePolicy) -> Re
     }
 }
 
-/// Row 17: terminal, except a status the user added to the retried set; a 422 on a keyed
-/// request is always the terminal key mismatch (§8.5 item 5.5).
+/// Rule `final-status`: terminal, except a status the user added to the retried set; a 422 on
+/// a keyed request is always the terminal key mismatch
+/// (docs/spec/idempotency.md#responses-to-a-keyed-request).
 fn final_status_rule(status: Option<StatusCode>, ctx: &ClassifyContext) -> RetryEligibility {
     match status {
         Some(s) if keyed_status(s, ctx.keyed) == KeyedStatus::PayloadMismatch => {

@@ -33,16 +33,17 @@
 //! limits bound `active + idle + connecting`, as httpx's `max_connections` does.
 //!
 //! # Defaults
-//! From the production `ApiClient` of the tutorial the design starts from (issue 4): 50
+//! From the production `ApiClient` of the httpx tutorial the design starts from: 50
 //! connections in total, per-origin limit equal to the total, 20 idle connections kept per
-//! origin, 30 s idle expiry, no maximum lifetime, 1024 waiting requests (Envoy's pending
-//! default, §8.8 item 8.2) and a 5 s pool timeout. Per-origin profiles
-//! ([`PoolConfig::with_origin_limits`]) override any of these for one origin and may forbid
-//! plain `http` (a pool-wide default can forbid it everywhere).
+//! origin, 30 s idle expiry; plus no maximum lifetime, 1024 waiting requests (Envoy's bound on
+//! pending requests) and a 5 s pool timeout (docs/spec/pool.md#limits-and-defaults).
+//! Per-origin profiles ([`PoolConfig::with_origin_limits`]) override any of these for one
+//! origin and may forbid plain `http` (a pool-wide default can forbid it everywhere).
 //!
 //! A pool timeout or a full queue fails the attempt with `PoolExhausted`: not sent, no
-//! retry, no breaker effect, no latency sample (§8.8 items 8.1–8.2, invariant §9.33); that
-//! is the orchestrator's business, this module only reports [`PoolEvent::TimedOut`] and
+//! retry, no breaker effect, no latency sample (rule `local-exhaustion` of
+//! docs/spec/outcomes.md, invariant `exhaustion-is-neutral`); that is the orchestrator's
+//! business, this module only reports [`PoolEvent::TimedOut`] and
 //! [`AcquireError::QueueFull`].
 //!
 //! # Calling contract
@@ -50,7 +51,8 @@
 //! 2. [`Pool::acquire`] answers at once with a [`Grant`] or a [`WaiterId`].
 //! 3. The driver reports what happened: [`Pool::handle_connected`],
 //!    [`Pool::handle_connect_failed`], [`Pool::handle_released`] (with `reusable: false` for
-//!    bad bytes, an unread body or a request cancelled mid-exchange — §8.8 item 8.6),
+//!    bad bytes, an unread body or a request cancelled mid-exchange —
+//!    docs/spec/pool.md#when-a-connection-is-not-reused),
 //!    [`Pool::handle_closed_by_peer`] for an idle connection, [`Pool::cancel_waiter`] and
 //!    [`Pool::cancel_reservation`] for requests that were dropped.
 //! 4. After every input, drain [`Pool::poll_event`] until it returns `None`: grants to

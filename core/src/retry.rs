@@ -1,16 +1,15 @@
 //! Retries: whether a failed attempt is sent again, how server directives and deadlines bound
 //! that, and the per-origin retry budget that caps amplification during an outage.
 //!
-//! The specification is §8.2 and §8.3 of `shared/research/anchors-resilience.md` (with §8.4
-//! items 4.4–4.6 for Retry-After), amended by issue 3. This module decides *whether* and *how*
-//! to retry; the delay itself comes from `crate::backoff`.
+//! The specification is docs/spec/retry.md (with docs/spec/budget.md for the budget). This
+//! module decides *whether* and *how* to retry; the delay itself comes from `crate::backoff`.
 //!
 //! # Calling order (for the call orchestrator)
 //! 1. Classify the attempt's outcome ([`crate::outcome::classify`]).
 //! 2. Read the response's directives ([`RetryPolicy::directives`]) and, on 429/503, feed
 //!    the origin's [`RetryAfterGate`].
-//! 3. [`decide`] — the row's rule, the absolute safety rule, replayable body, attempt limits,
-//!    "do not retry" directives. Gives a [`RetryVerdict`].
+//! 3. [`decide`] — the outcome rule's retry kind, the absolute safety rule, replayable body,
+//!    attempt limits, "do not retry" directives. Gives a [`RetryVerdict`].
 //! 4. For a delayed retry, draw the backoff delay (`crate::backoff`), then [`schedule`] it
 //!    against the deadline, the Retry-After cap and the origin's gate (a transparent retry is
 //!    scheduled with a zero delay: it still honours the deadline).
@@ -24,19 +23,20 @@
 //!
 //! # Defaults
 //! - 3 attempts in total including the original, hard cap 10 ([`MAX_ATTEMPTS_CAP`]);
-//!   transparent retries and the auth replay do not count (§8.2 item 2.1).
-//! - Retried statuses 429, 500, 502, 503, 504 (issue 3; [`crate::outcome::StatusSet`]).
-//! - Retry-After honoured up to 60 s (issue 3; §8.4 said 30 s); above the cap, or when it would
-//!   end after the deadline, the call fails at once with a rate-limited error carrying the
-//!   instant ([`Schedule::RateLimited`]).
+//!   transparent retries and the auth replay do not count (docs/spec/retry.md#attempts).
+//! - Retried statuses 429, 500, 502, 503, 504, those of the httpx tutorial's `ApiClient`
+//!   ([`crate::outcome::StatusSet`]).
+//! - Retry-After honoured up to 60 s; above the cap, or when it would end after the deadline,
+//!   the call fails at once with a rate-limited error carrying the instant
+//!   ([`Schedule::RateLimited`]; docs/spec/retry.md#retry-after).
 //! - "Do not retry" directive header: `Stripe-Should-Retry: false` (more can be added).
 //! - Budget per origin: 20 %, 10 retries per second minimum, 10 s window in 10 slots, integer
 //!   units (Finagle / tower).
 //!
-//! # Choices where the specification is silent
+//! # Details worth knowing
 //! - Retry-After is honoured on any retried response; only 429 and 503 set the origin's gate
-//!   (§8.4 item 4.6). `x-amz-retry-after` (milliseconds) is used when `Retry-After` is absent
-//!   or invalid.
+//!   (docs/spec/retry.md#the-retry-after-gate). `x-amz-retry-after` (milliseconds) is used when
+//!   `Retry-After` is absent or invalid.
 //! - Only the value `false` (any case) of a directive header forbids; `true` never overrides
 //!   the safety rule or the limits.
 //! - A transparent retry whose attempt already used its one transparent retry falls back to an
@@ -162,8 +162,8 @@ impl RetryPolicy {
         AttemptLedger::new(self.max_attempts)
     }
 
-    /// The server's directives in a response's headers (§8.2 item 2.5). `received_wall` is
-    /// the local wall clock when the response arrived.
+    /// The server's directives in a response's headers (docs/spec/retry.md#server-directives).
+    /// `received_wall` is the local wall clock when the response arrived.
     pub fn directives(&self, headers: &HeaderMap, received_wall: SystemTime) -> ServerDirectives {
         let forbid = self.dont_retry_headers.iter().any(|name| {
             headers.get_all(name).iter().any(|v| {
@@ -185,7 +185,7 @@ impl RetryPolicy {
 pub struct ServerDirectives {
     /// How long the server asked the client to wait, if it said so validly.
     pub retry_after: Option<Duration>,
-    /// Whether the server forbade retrying. Always wins (§9.17).
+    /// Whether the server forbade retrying. Always wins (invariant `directive-wins`).
     pub forbid: bool,
 }
 
@@ -245,9 +245,10 @@ pub fn parse_amz_retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// Facts about the request that the retry decision needs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RequestFacts {
-    /// Idempotent by method or by the caller's assertion (§8.2 item 2.2).
+    /// Idempotent by method or by the caller's assertion
+    /// (docs/spec/idempotency.md#idempotent-requests).
     pub idempotent: bool,
-    /// Carries an idempotency key (§8.5).
+    /// Carries an idempotency key (docs/spec/idempotency.md#keys).
     pub keyed: bool,
     /// The body can be sent again byte for byte (buffered, or re-creatable).
     pub body_replayable: bool,
@@ -339,13 +340,15 @@ impl AttemptLedger {
 pub enum RetryKind {
     /// A configured retry after backoff: counted, charged.
     Ordinary,
-    /// Immediate, on a fresh connection, free, not counted (rows 5, 6, 10; §8.2 item 2.7).
+    /// Immediate, on a fresh connection, free, not counted (rules `stale-connection`,
+    /// `refused-stream`, `reused-connection-closed`; docs/spec/retry.md#kinds-of-retry).
     Transparent,
-    /// The one 408/421/425 retry: immediate, on a new connection, counted, charged (§8.2.8).
+    /// The one 408/421/425 retry: immediate, on a new connection, counted, charged.
     OneShot,
-    /// The one replay after a token refresh: free, not counted (§8.6).
+    /// The one replay after a token refresh: free, not counted (docs/spec/auth.md#a-401).
     AuthReplay,
-    /// 409 on a keyed request: backoff, counted, charged, breaker-neutral (§8.5 item 5.5).
+    /// 409 on a keyed request: backoff, counted, charged, breaker-neutral (rule
+    /// `keyed-conflict`).
     KeyedConflict,
 }
 
@@ -398,12 +401,12 @@ pub enum RetryVerdict {
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[non_exhaustive]
 pub enum GiveUpReason {
-    /// The outcome's row allows no retry.
+    /// The outcome's rule allows no retry.
     NotRetryable(NoRetryReason),
-    /// The safety rule (§8.2 item 2.3): the request is neither idempotent nor keyed and the
-    /// server may have applied it.
+    /// The safety rule (docs/spec/retry.md#the-safety-rule): the request is neither idempotent
+    /// nor keyed and the server may have applied it.
     UnsafeToResend,
-    /// The server forbade retrying (§8.2 item 2.5).
+    /// The server forbade retrying (docs/spec/retry.md#server-directives).
     DirectiveForbids,
     /// The body cannot be sent again.
     BodyNotReplayable,
@@ -417,7 +420,37 @@ pub enum GiveUpReason {
     BudgetExhausted,
 }
 
-/// Decides whether the attempt just classified is retried, and how (§8.2 items 2.1–2.8).
+impl std::fmt::Display for GiveUpReason {
+    /// A plain sentence for error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GiveUpReason::NotRetryable(reason) => match reason {
+                NoRetryReason::CertificateInvalid => "the server's certificate was rejected",
+                NoRetryReason::LocalExhaustion => "a local limit refused the attempt",
+                NoRetryReason::CircuitOpen => "the circuit breaker is open",
+                NoRetryReason::Completed => "the response is final",
+                NoRetryReason::StatusNotRetried => "the status is not one that is retried",
+                NoRetryReason::IdempotencyKeyMismatch => {
+                    "the idempotency key was reused with a different request"
+                }
+                NoRetryReason::ResponseDelivered => "the response was already delivered",
+                NoRetryReason::Cancelled => "the call was cancelled",
+            },
+            GiveUpReason::UnsafeToResend => {
+                "the request may have reached the server and is neither idempotent nor keyed"
+            }
+            GiveUpReason::DirectiveForbids => "the server said not to retry",
+            GiveUpReason::BodyNotReplayable => "the request body cannot be sent again",
+            GiveUpReason::AttemptsExhausted => "every allowed attempt was made",
+            GiveUpReason::OneShotUsed => "the one retry for 408, 421 or 425 was already used",
+            GiveUpReason::AuthReplayUsed => "the one retry after a token refresh was already used",
+            GiveUpReason::BudgetExhausted => "the origin's retry budget is spent",
+        })
+    }
+}
+
+/// Decides whether the attempt just classified is retried, and how
+/// (docs/spec/retry.md#deciding-a-retry).
 ///
 /// The safety rule is checked on its own, whatever the classification says: a request that is
 /// neither idempotent nor keyed is resent only after [`NotSent`](crate::outcome::Evidence) or
@@ -489,13 +522,15 @@ pub struct ScheduleInput {
     pub deadline: Instant,
     /// The proposed delay (from backoff, Retry-After already applied; zero when immediate).
     pub delay: Duration,
-    /// The least delay that deadline clipping may leave (the backoff floor F, §8.4 item 4.9).
+    /// The least delay that deadline clipping may leave: the backoff strategy's earliest delay,
+    /// its non-random part (docs/spec/backoff.md#deadline-clipping).
     pub min_delay: Duration,
     /// The longest of the response's Retry-After and the origin gate's remaining wait.
     pub retry_after: Option<Duration>,
     /// The longest Retry-After honoured ([`RetryPolicy::retry_after_cap`]).
     pub retry_after_cap: Duration,
-    /// Time an attempt needs at least: the origin's p50 with ≥ 20 samples, else zero (§8.2.6).
+    /// Time an attempt needs at least: the origin's p50 with ≥ 20 samples, else zero
+    /// (docs/spec/retry.md#scheduling-against-the-deadline).
     pub attempt_floor: Duration,
 }
 
@@ -520,7 +555,7 @@ pub enum Schedule {
     DeadlineExceeded,
 }
 
-/// Places a retry in time (§8.2 item 2.6, §8.4 items 4.4 and 4.9, issue 3).
+/// Places a retry in time (docs/spec/retry.md#scheduling-against-the-deadline).
 ///
 /// A retry goes only if `now + delay + attempt_floor ≤ deadline`. A Retry-After above the cap,
 /// or one that leaves no room before the deadline, gives [`Schedule::RateLimited`]. A delay
@@ -565,8 +600,9 @@ pub fn schedule(input: &ScheduleInput) -> Schedule {
     }
 }
 
-/// The per-origin Retry-After gate (§8.4 item 4.6): a valid Retry-After on a 429 or 503 sets a
-/// "not before" instant for *retries* to that origin; new calls are not blocked.
+/// The per-origin Retry-After gate (docs/spec/retry.md#the-retry-after-gate): a valid
+/// Retry-After on a 429 or 503 sets a "not before" instant for *retries* to that origin; new
+/// calls are not blocked.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct RetryAfterGate {
     not_before: Instant,
@@ -685,7 +721,7 @@ struct Slot {
     units: i64,
 }
 
-/// A per-origin retry budget with Finagle / tower semantics (§8.3).
+/// A per-origin retry budget with Finagle / tower semantics (docs/spec/budget.md).
 ///
 /// Every original attempt deposits [`DEPOSIT_UNITS`] into the current slot; a charged retry
 /// withdraws `⌊1000 × 100 / retry_percent⌋` units (5000 at 20 %) and succeeds iff

@@ -1,22 +1,22 @@
-//! Property tests of the token cache against the token-refresh invariants of
-//! `research/anchors-resilience.md` §9.28–9.31a (as amended by issue 3).
+//! Property tests of the token cache against the token invariants of
+//! docs/spec/invariants.md (`token-single-flight`, `token-fetches-accounted`,
+//! `no-expired-token`, `one-auth-replay`, `no-refresh-thrash`).
 //!
 //! A small driver runs random sequences of steps (time passing, bursts of callers,
 //! waiters resuming, token requests sent / answered with random lifetimes or errors /
 //! cancelled, 401s for generations that were really handed out, stale `now`s) and checks
 //! after every step:
 //!
-//! * 9.28: at most one token request in flight: a ticket is only ever issued while the
-//!   driver holds none, and every waiter waits for the fetch in flight;
-//! * 9.29 / 9.31a: every fetch is paid for by a credit: the cache being empty at the start
-//!   or a token reaching its refresh window / expiry (one credit per token), a 401
-//!   invalidation, or an earlier failed or cancelled fetch (a retry); a fresh token is
-//!   `Fresh` on receipt; background refreshes start no earlier than the oracle's refresh
-//!   point;
-//! * 9.30: no lease at or after its `expires_at`, and `expires_at` matches the oracle
+//! * `token-single-flight`: at most one token request in flight: a ticket is only ever issued while
+//!   the driver holds none, and every waiter waits for the fetch in flight;
+//! * `token-fetches-accounted` / `no-refresh-thrash`: every fetch is paid for by a credit: the
+//!   cache being empty at the start or a token reaching its refresh window / expiry (one credit per
+//!   token), a 401 invalidation, or an earlier failed or cancelled fetch (a retry); a fresh token
+//!   is `Fresh` on receipt; background refreshes start no earlier than the oracle's refresh point;
+//! * `no-expired-token`: no lease at or after its `expires_at`, and `expires_at` matches the oracle
 //!   computed from the sending instant;
-//! * 9.31: after a 401 on generation g every later lease has a generation > g, and lease
-//!   generations never go down;
+//! * `one-auth-replay`: after a 401 on generation g every later lease has a generation > g, and
+//!   lease generations never go down;
 //! * terminal errors reach every waiter of the failed fetch and nothing is fetched again
 //!   until the failure is cleared; retryable errors reach the waiters of their fetch, fail
 //!   newcomers only within the cooldown, and no fetch (background refresh included) starts
@@ -141,14 +141,14 @@ struct Driver {
     tokens: BTreeMap<TokenGeneration, TokenFacts>,
     leased: Vec<TokenGeneration>,
     highest_leased: Option<TokenGeneration>,
-    /// Every lease from now on must have a generation above this (9.31).
+    /// Every lease from now on must have a generation above this (`one-auth-replay`).
     unauthorized_floor: Option<TokenGeneration>,
     /// The most recent failed fetch not yet superseded by a token or a clear.
     last_failure: Option<(FetchId, AuthError, Instant)>,
     /// After a retryable failure no fetch starts before this (the cooldown).
     retry_not_before: Instant,
     terminal: Option<AuthError>,
-    // Credits that may pay for a fetch (9.29, 9.31a).
+    // Credits that may pay for a fetch (`token-fetches-accounted`, `no-refresh-thrash`).
     due_credit: bool,
     invalidation_credits: u64,
     retry_credits: u64,
@@ -290,7 +290,7 @@ impl Driver {
         let completion = completion.map_err(|e| TestCaseError::fail(e.to_string()))?;
         match completion {
             FetchCompletion::Stored(generation) => {
-                // 9.31a: never expired or stale at receipt.
+                // `no-refresh-thrash`: never expired or stale at receipt.
                 prop_assert_eq!(self.cache.state(self.now), TokenState::Fresh);
                 prop_assert!(self.tokens.keys().all(|&g| g < generation));
                 let facts = TokenFacts {
@@ -379,7 +379,8 @@ impl Driver {
 
     fn on_lease(&mut self, lease: &TokenLease, refresh: bool) -> Result<(), TestCaseError> {
         let generation = lease.generation();
-        // 9.30: never at or after expires_at; expires_at as the oracle computes it.
+        // `no-expired-token`: never at or after expires_at; expires_at as the oracle computes
+        // it.
         prop_assert!(self.at < lease.expires_at());
         let facts = &self.tokens[&generation];
         let (refresh_from, expires_at) = self.oracle(facts.sent_at, facts.lifetime);
@@ -389,7 +390,8 @@ impl Driver {
             prop_assert!(facts.lifetime.is_some_and(|l| !l.is_zero()));
             prop_assert!(self.at >= refresh_from);
         }
-        // 9.31: newer than any generation a 401 was reported for; never going back.
+        // `one-auth-replay`: newer than any generation a 401 was reported for; never going
+        // back.
         prop_assert!(Some(generation) > self.unauthorized_floor);
         prop_assert!(Some(generation) >= self.highest_leased);
         self.highest_leased = Some(generation);
@@ -399,7 +401,7 @@ impl Driver {
     }
 
     fn on_fetch(&mut self, pre: TokenState, ticket: FetchTicket) -> Result<(), TestCaseError> {
-        // 9.28: single flight.
+        // `token-single-flight`.
         prop_assert!(
             self.outstanding.is_none(),
             "second fetch while one is in flight"
@@ -413,7 +415,7 @@ impl Driver {
             pre,
             TokenState::Empty | TokenState::Stale | TokenState::Expired
         ));
-        // 9.29 / 9.31a: each fetch is paid for.
+        // `token-fetches-accounted` / `no-refresh-thrash`: each fetch is paid for.
         if self.due_credit {
             self.due_credit = false;
         } else if self.invalidation_credits > 0 {
@@ -457,7 +459,7 @@ impl Driver {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// 9.28–9.31a over random runs (see the module docs for the list of checks).
+    /// The token invariants over random runs (see the module docs for the list of checks).
     #[test]
     fn token_cache_keeps_its_invariants(
         config in config(),
@@ -473,8 +475,8 @@ proptest! {
         driver.run(Step::ResumeAll)?;
     }
 
-    /// 9.29: a burst of N concurrent callers on an empty cache causes exactly one fetch,
-    /// and all of them get the same token once it arrives.
+    /// `token-fetches-accounted`: a burst of N concurrent callers on an empty cache causes exactly
+    /// one fetch, and all of them get the same token once it arrives.
     #[test]
     fn a_burst_on_an_empty_cache_fetches_once(
         config in config(),
@@ -516,8 +518,8 @@ proptest! {
         prop_assert_eq!(cache.stats().fetches_started, 1);
     }
 
-    /// 9.31a: with a healthy endpoint and steady traffic, tokens of any lifetime cause at
-    /// most one fetch per token (no thrash), even when answers are slow.
+    /// `no-refresh-thrash`: with a healthy endpoint and steady traffic, tokens of any lifetime
+    /// cause at most one fetch per token (no thrash), even when answers are slow.
     #[test]
     fn steady_traffic_fetches_at_most_once_per_token(
         config in config(),

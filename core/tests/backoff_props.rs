@@ -1,7 +1,9 @@
-//! Property tests of the backoff policy (§9.18, §9.19 as amended by issue 3).
+//! Property tests of the backoff policy (invariants `delay-bounds` and `no-atom-at-floor` of
+//! docs/spec/invariants.md).
 //!
-//! The bounds are recomputed here in 128-bit arithmetic from the issue's formulas, so a
-//! saturation or overflow mistake in the policy's 64-bit code shows up as a disagreement.
+//! The bounds are recomputed here in 128-bit arithmetic from the formulas of
+//! docs/spec/backoff.md, so a saturation or overflow mistake in the policy's 64-bit code shows
+//! up as a disagreement.
 
 use std::time::Duration;
 
@@ -64,7 +66,7 @@ fn policy() -> impl Strategy<Value = BackoffPolicy> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Issue 3's default: delay ∈ [min(f·2^n, cap), min(f·2^n + f, cap)], with f the p95
+    /// The default strategy: delay ∈ [min(f·2^n, cap), min(f·2^n + f, cap)], with f the p95
     /// clamped to [0.5 s, 5 s] or 1 s without an estimate.
     #[test]
     fn default_delay_is_within_the_floored_exponential_band(
@@ -88,8 +90,8 @@ proptest! {
         prop_assert_eq!(nanos(policy.earliest_delay(retry, p95)), low);
     }
 
-    /// §9.18: every strategy, under any configuration, stays in [earliest_delay, cap], and the
-    /// floor never exceeds the cap. Nothing panics or overflows for any retry count.
+    /// `delay-bounds`: every strategy, under any configuration, stays in [earliest_delay, cap], and
+    /// the floor never exceeds the cap. Nothing panics or overflows for any retry count.
     #[test]
     fn every_strategy_stays_between_its_earliest_delay_and_the_cap(
         policy in policy(),
@@ -105,7 +107,7 @@ proptest! {
         prop_assert!(delay >= policy.earliest_delay(retry, p95));
     }
 
-    /// §9.18 for the §8.4 envelope with its own defaults: F ≤ d ≤ max_delay, with
+    /// `delay-bounds` for the envelope with its own defaults: F ≤ d ≤ max_delay, with
     /// F = min(p95, max_delay / 2) or 0 without an estimate, and d ≤ F + E_n.
     #[test]
     fn envelope_delay_is_between_the_floor_and_max_delay(
@@ -124,7 +126,7 @@ proptest! {
         prop_assert!(delay <= floor.saturating_add(envelope));
     }
 
-    /// §9.18 with Retry-After: RA ≤ d and d ≤ max(1.5·RA, delay); the drawn delay is never
+    /// `delay-bounds` with Retry-After: RA ≤ d and d ≤ max(1.5·RA, delay); the drawn delay is never
     /// shortened.
     #[test]
     fn retry_after_is_a_lower_bound_with_an_upward_band(
@@ -143,8 +145,8 @@ proptest! {
         prop_assert!(r <= (ra + ra / 2).min(u128::from(u64::MAX)).max(d));
     }
 
-    /// §9.18 / §8.4 item 4.9: clipping returns a delay in [earliest, latest] that is never
-    /// longer than the drawn one (unless the drawn one was below earliest), or `None` exactly
+    /// `delay-bounds`, deadline clipping: clipping returns a delay in [earliest, latest] that is
+    /// never longer than the drawn one (unless the drawn one was below earliest), or `None` exactly
     /// when earliest > latest.
     #[test]
     fn clipping_never_goes_below_the_earliest_delay(
@@ -189,7 +191,7 @@ proptest! {
     }
 }
 
-/// §9.19: no atom at the floor. With F = 200 ms and retry 3, the envelope's jitter range is
+/// `no-atom-at-floor`. With F = 200 ms and retry 3, the envelope's jitter range is
 /// R = min(E_3, max_delay − F) = 800 ms; across 10⁵ seeded draws the fraction in [F, F + 1 ms]
 /// must be near 1 ms / R = 0.125 % (expected 125 draws, standard deviation ≈ 11). A clamp-based
 /// implementation, max(F, U(0, E)), would put F / E = 25 % there.
@@ -212,7 +214,7 @@ fn envelope_has_no_atom_at_the_floor() {
     );
 }
 
-/// The same check for issue 3's default strategy: F = 800 ms, retry 0, R = F.
+/// The same check for the default strategy: F = 800 ms, retry 0, R = F.
 #[test]
 fn default_strategy_has_no_atom_at_the_floor() {
     let policy = BackoffPolicy::default();
@@ -231,10 +233,10 @@ fn default_strategy_has_no_atom_at_the_floor() {
     );
 }
 
-/// §9.19's synchronised-failure scenario, AWS-simulation style: 1000 clients fail at the same
-/// instant and draw their first retry; no 1 ms bucket may receive more than 10 of them (a
-/// uniform spread over 1000 buckets gives a maximum of about 5–7). Checked for every strategy
-/// with a p95 of 1 s, so the spread is 1 s for the default and at least 100 ms for the rest.
+/// `no-atom-at-floor`, synchronised failures, AWS-simulation style: 1000 clients fail at the same
+/// instant and draw their first retry; no 1 ms bucket may receive more than 10 of them (a uniform
+/// spread over 1000 buckets gives a maximum of about 5–7). Checked for every strategy with a p95 of
+/// 1 s, so the spread is 1 s for the default and at least 100 ms for the rest.
 #[test]
 fn synchronised_clients_do_not_retry_together() {
     let p95 = Some(Duration::from_secs(1));

@@ -1,25 +1,27 @@
-//! Property tests of the circuit breaker against the invariants of §9 of the resilience research
-//! (`shared/research/anchors-resilience.md`), as amended by issue 3.
+//! Property tests of the circuit breaker against the breaker invariants of
+//! docs/spec/invariants.md.
 //!
 //! Random configurations are driven by random sequences of time steps (forwards, and calls that
 //! carry an earlier `now`), admissions, outcomes for a random outstanding permit, releases,
 //! timer ticks and administrative calls. A [`Harness`] checks after every step:
 //!
-//! - 9.3: HalfOpen never holds more than N probe slots (admitted and not given back) in an
-//!   episode, never has more than N probes of its epoch in flight, and refuses only when all N
-//!   slots are in use;
-//! - 9.4: every non-timer transition during `record` comes from a permit of the current epoch;
-//!   a permit from another epoch is reported stale and moves nothing;
-//! - 9.5: nothing is admitted while Open and `now < until`, nor while ForcedOpen;
-//! - 9.6 (*oracle*): Closed → Open exactly when the consecutive rule or the failure-rate rule
-//!   holds after a counted outcome, recomputed from a log of the episode's outcomes;
-//! - 9.7: an Ignore outcome never changes the consecutive count or the window (the oracle log
-//!   leaves it out, so 9.6 would fail if the breaker counted it);
-//! - 9.8: the k-th consecutive opening lasts within the configured band, with k recomputed
-//!   independently (growth, cap, jitter, reset after a calm Closed period);
-//! - 9.10: a half-open episode ends in a decision once its probes report (a failure re-opens,
-//!   N successes close, a due probe timeout re-opens), and at the end of every run the breaker
-//!   can be driven back to Closed by healthy traffic;
+//! - `probes-bounded`: HalfOpen never holds more than N probe slots (admitted and not given back)
+//!   in an episode, never has more than N probes of its epoch in flight, and refuses only when all
+//!   N slots are in use;
+//! - `stale-epoch-inert`: every non-timer transition during `record` comes from a permit of the
+//!   current epoch; a permit from another epoch is reported stale and moves nothing;
+//! - `open-admits-nothing`: nothing is admitted while Open and `now < until`, nor while ForcedOpen;
+//! - `trip-only-by-rule` (*oracle*): Closed → Open exactly when the consecutive rule or the
+//!   failure-rate rule holds after a counted outcome, recomputed from a log of the episode's
+//!   outcomes;
+//! - `ignore-is-neutral`: an Ignore outcome never changes the consecutive count or the window (the
+//!   oracle log leaves it out, so `trip-only-by-rule` would fail if the breaker counted it);
+//! - `open-interval-band`: the k-th consecutive opening lasts within the configured band, with k
+//!   recomputed independently (growth, cap, jitter, reset after a calm Closed period);
+//! - `half-open-decides`: a half-open episode ends in a decision once its probes report (a failure
+//!   re-opens, N successes close, a due probe timeout re-opens);
+//! - `breaker-recovers`: at the end of every run the breaker can be driven back to Closed by
+//!   healthy traffic;
 //! - the event stream chains (each `from` is the previous `to`), epochs rise by one per event,
 //!   and the last event's `to` is the current state.
 
@@ -150,12 +152,13 @@ struct Harness {
     /// The last state and epoch the event stream reported.
     last_to: BreakerState,
     last_epoch: u64,
-    // Oracle for 9.6: counted outcomes (nanos, failed) of the current Closed episode.
+    // Oracle for `trip-only-by-rule`: counted outcomes (nanos, failed) of the current Closed
+    // episode.
     closed_log: Vec<(u64, bool)>,
-    // Oracle for 9.8: k and when the breaker last entered Closed.
+    // Oracle for `open-interval-band`: k and when the breaker last entered Closed.
     openings: u32,
     closed_since: Instant,
-    // Oracle for 9.3 / 9.10: the current half-open episode.
+    // Oracle for `probes-bounded` / `half-open-decides`: the current half-open episode.
     probe_slots: u32,
     probes_succeeded: u32,
 }
@@ -263,9 +266,9 @@ impl Harness {
         let events = self.drain();
         assert!(events.iter().all(|e| is_timer_cause(e.cause)));
         match (before, result) {
-            // 9.5: nothing admitted while Open before `until`.
+            // `open-admits-nothing`: nothing admitted while Open before `until`.
             (BreakerState::Open { until, .. }, result) if at < until => {
-                let rejected = result.expect_err("9.5: admitted while Open");
+                let rejected = result.expect_err("open-admits-nothing: admitted while Open");
                 assert_eq!(rejected.reason, RejectReason::Open);
                 assert_eq!(rejected.retry_at, Some(until));
                 assert_eq!(rejected.retry_after, Some(until - at));
@@ -289,13 +292,16 @@ impl Harness {
                         assert!(permit.is_probe(), "half-open admits only probes");
                         assert_eq!(permit.epoch(), self.breaker.epoch());
                         self.probe_slots += 1;
-                        // 9.3: at most N slots per episode, at most N in flight.
-                        assert!(self.probe_slots <= self.probes(), "9.3: too many probes");
+                        // `probes-bounded`: at most N slots per episode, at most N in flight.
+                        assert!(
+                            self.probe_slots <= self.probes(),
+                            "probes-bounded: too many probes"
+                        );
                         self.outstanding.push(permit);
                         let in_flight = self.in_flight_probes();
                         assert!(
                             in_flight <= self.probes(),
-                            "9.3: {in_flight} probes in flight"
+                            "probes-bounded: {in_flight} probes in flight"
                         );
                         assert_eq!(
                             state,
@@ -335,14 +341,14 @@ impl Harness {
         let effect = effect.unwrap_or(BreakerEffect::Ignore);
         let events = self.drain();
 
-        // 9.4: only a permit of the current epoch may cause a non-timer transition.
+        // `stale-epoch-inert`: only a permit of the current epoch may cause a non-timer transition.
         for event in &events {
             if !is_timer_cause(event.cause) {
-                assert!(current, "9.4: stale outcome caused {event:?}");
+                assert!(current, "stale-epoch-inert: stale outcome caused {event:?}");
                 assert_eq!(
                     event.epoch,
                     permit_epoch + 1,
-                    "9.4: transition from another epoch"
+                    "stale-epoch-inert: transition from another epoch"
                 );
             }
         }
@@ -350,7 +356,7 @@ impl Harness {
             assert_eq!(
                 recorded,
                 Recorded::Stale,
-                "9.4: stale outcome not reported stale"
+                "stale-epoch-inert: stale outcome not reported stale"
             );
             return;
         }
@@ -361,7 +367,7 @@ impl Harness {
             } => {
                 assert!(!is_probe);
                 if effect == BreakerEffect::Ignore {
-                    // 9.7: Ignore changes nothing.
+                    // `ignore-is-neutral`: Ignore changes nothing.
                     assert_eq!(recorded, Recorded::NotCounted);
                     assert!(events.is_empty());
                     assert_eq!(
@@ -376,11 +382,11 @@ impl Harness {
                 self.closed_log
                     .push((at.as_nanos(), effect == BreakerEffect::Failure));
                 let (consecutive_trip, rate_trip, trailing) = self.oracle_trip();
-                // 9.6: trip exactly when a rule holds.
+                // `trip-only-by-rule`: trip exactly when a rule holds.
                 if consecutive_trip || rate_trip {
                     assert!(
                         matches!(after, BreakerState::Open { .. }),
-                        "9.6: did not trip"
+                        "trip-only-by-rule: did not trip"
                     );
                     let cause = events.first().map(|e| e.cause);
                     let expected = if consecutive_trip {
@@ -395,13 +401,13 @@ impl Harness {
                         BreakerState::Closed {
                             consecutive_failures: trailing
                         },
-                        "9.6/9.7: counts differ from the oracle"
+                        "trip-only-by-rule/ignore-is-neutral: counts differ from the oracle"
                     );
                 }
             }
             BreakerState::HalfOpen { .. } => {
                 assert!(is_probe);
-                // 9.10: a reporting probe decides, or counts towards N.
+                // `half-open-decides`: a reporting probe decides, or counts towards N.
                 match effect {
                     BreakerEffect::Failure => {
                         assert_eq!(events.len(), 1);
@@ -450,7 +456,7 @@ impl Harness {
             BreakerState::Open { .. } => {
                 assert_eq!(events[0].cause, TransitionCause::OpenIntervalElapsed);
             }
-            // 9.10: unanswered probes end in a decision at the probe timeout.
+            // `half-open-decides`: unanswered probes end in a decision at the probe timeout.
             BreakerState::HalfOpen { .. } => {
                 assert_eq!(events[0].cause, TransitionCause::ProbeTimedOut);
             }
@@ -498,7 +504,7 @@ impl Harness {
                     let length = until - event.at;
                     assert!(
                         low <= length && length <= high,
-                        "9.8: opening {openings} lasts {length:?}, band [{low:?}, {high:?}]"
+                        "open-interval-band: opening {openings}: {length:?} vs [{low:?}, {high:?}]"
                     );
                 }
                 _ => {}
@@ -526,7 +532,8 @@ impl Harness {
             .count() as u32
     }
 
-    /// 9.6 oracle: (consecutive rule holds, rate rule holds, trailing failures) from the log.
+    /// `trip-only-by-rule` oracle: (consecutive rule holds, rate rule holds, trailing failures)
+    /// from the log.
     fn oracle_trip(&self) -> (bool, bool, u32) {
         let trailing = self
             .closed_log
@@ -555,7 +562,7 @@ impl Harness {
         (consecutive, rate, trailing)
     }
 
-    /// 9.8: the allowed length of the k-th consecutive opening.
+    /// `open-interval-band`: the allowed length of the k-th consecutive opening.
     fn open_band(&self, openings: u32) -> (Duration, Duration) {
         let base = self.config.open_interval;
         let nominal = if self.config.open_growth {
@@ -574,8 +581,8 @@ impl Harness {
         )
     }
 
-    /// Liveness at the end of a run (9.10): with every permit answered and healthy traffic,
-    /// the breaker gets back to Closed within N + 2 admissions.
+    /// Liveness at the end of a run (`breaker-recovers`): with every permit answered and healthy
+    /// traffic, the breaker gets back to Closed within N + 2 admissions.
     fn drive_to_closed(&mut self) {
         while let Some(permit) = self.outstanding.pop() {
             self.record(permit, None, 0);
@@ -599,7 +606,7 @@ impl Harness {
         }
         assert!(
             matches!(self.breaker.state(), BreakerState::Closed { .. }),
-            "9.10: not Closed after healthy probes: {:?}",
+            "breaker-recovers: not Closed after healthy probes: {:?}",
             self.breaker.state()
         );
     }
@@ -628,8 +635,8 @@ proptest! {
         harness.drive_to_closed();
     }
 
-    /// 9.4, the named case: a success from an attempt admitted while Closed never closes a
-    /// HalfOpen breaker, however many such successes arrive.
+    /// `stale-epoch-inert`, the named case: a success from an attempt admitted while Closed never
+    /// closes a HalfOpen breaker, however many such successes arrive.
     #[test]
     fn closed_era_successes_never_close_half_open(
         probes in 1..=4_u32,

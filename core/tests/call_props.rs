@@ -220,7 +220,8 @@ proptest! {
                             };
                             (outcome, arrives)
                         };
-                        // The oracle: §8.1's evidence, read from the classification table.
+                        // The oracle: the outcome's evidence, read from the classification
+                        // table (docs/spec/outcomes.md#evidence).
                         let ctx = OutcomePolicy::default().context(r.plan.keyed, false);
                         if !classify(&outcome, &ctx).evidence.proves_not_applied() {
                             r.maybe_applied = true;

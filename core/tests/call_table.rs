@@ -1,5 +1,5 @@
 //! The call orchestrator, table-driven: scripted outcomes in, the exact sequence of steps and
-//! instants out (issue 4, "what must be shown").
+//! instants out (docs/spec/call.md).
 
 use std::time::{Duration, SystemTime};
 

@@ -1,4 +1,5 @@
-//! Property tests of idempotency keys: invariants 9.25–9.27 of the resilience specification.
+//! Property tests of idempotency keys: invariants `one-key-per-call`, `no-undeclared-keys` and
+//! `keyed-409-and-422` of docs/spec/invariants.md.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -80,8 +81,8 @@ fn is_uuid_v4(s: &str) -> bool {
 proptest! {
     #![proptest_config(config(128))]
 
-    /// 9.25: every dispatch of a logical call carries the same key (and the key header
-    /// value is byte-identical), whatever kinds of retry happen; two calls never share a
+    /// `one-key-per-call`: every dispatch of a logical call carries the same key (and the key
+    /// header value is byte-identical), whatever kinds of retry happen; two calls never share a
     /// generated key; generated keys are UUIDv4; the same seed replays the same keys.
     #[test]
     fn one_key_per_call_unique_across_calls(
@@ -140,7 +141,7 @@ proptest! {
         prop_assert_eq!(replayed, replay);
     }
 
-    /// 9.26 (the part that is ours): without a declaration and without a caller's key, no
+    /// `no-undeclared-keys`: without a declaration and without a caller's key, no
     /// call is keyed; with the declaration only POST and PATCH get a generated key.
     #[test]
     fn no_key_without_declaration(m in method(), seed in any::<u64>()) {
@@ -152,8 +153,8 @@ proptest! {
         prop_assert_eq!(keyed, m == Method::POST || m == Method::PATCH);
     }
 
-    /// 9.27: 422 on a keyed request is terminal whatever the call's state; 409 on a keyed
-    /// request is retried only when the budget pays and the deadline leaves room.
+    /// `keyed-409-and-422`: 422 on a keyed request is terminal whatever the call's state; 409 on a
+    /// keyed request is retried only when the budget pays and the deadline leaves room.
     #[test]
     fn keyed_409_within_budget_and_deadline_422_terminal(
         idempotent in any::<bool>(),

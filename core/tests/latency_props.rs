@@ -1,4 +1,5 @@
-//! Property tests of the latency window (§9.22, §9.23 as amended by issue 3).
+//! Property tests of the latency window (invariants `exact-quantiles` and
+//! `old-samples-forgotten` of docs/spec/invariants.md).
 //!
 //! Oracle: a plain vector of every `(instant, sample)` ever recorded. At a query it keeps the
 //! last `capacity` entries, drops those older than `max_age`, sorts the values and reads the
@@ -103,7 +104,8 @@ fn run(config: LatencyConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
-    /// §9.22 (amended: exact, no bucket error) and §9.23 (age and minimum-sample rules).
+    /// `exact-quantiles` (exact, no bucket error) and `old-samples-forgotten` (age and
+    /// minimum-sample rules).
     #[test]
     fn quantiles_equal_the_sorted_vector_oracle(
         config in config(),
@@ -118,8 +120,8 @@ proptest! {
         run(LatencyConfig::default(), steps)?;
     }
 
-    /// §9.23: once every sample is older than max_age there is no estimate at all, however
-    /// large or numerous the old samples were.
+    /// `old-samples-forgotten`: once every sample is older than max_age there is no estimate at
+    /// all, however large or numerous the old samples were.
     #[test]
     fn old_samples_never_influence(
         old in prop::collection::vec(0u64..u64::from(u32::MAX), 10..60),

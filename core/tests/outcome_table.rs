@@ -1,5 +1,6 @@
-//! The classification table of §8.1, row by row, as amended by issue 3: every row's evidence,
-//! breaker effect, retry eligibility and latency sample.
+//! The outcome table of docs/spec/outcomes.md, rule by rule: every rule's evidence, breaker
+//! effect, retry eligibility and latency sample. Rules are identified here by
+//! `OutcomeRow::number()`, their position in the table.
 
 use std::time::Duration;
 
@@ -82,7 +83,7 @@ fn expected_table() -> Vec<Row> {
         row(13, response(504), plain(), MaybeProcessed, Failure, R::IdempotentOrKeyed, s),
         row(14, response(429), plain(), MaybeProcessed, Ignore, R::IdempotentOrKeyed, s),
         row(15, response(409), keyed(), MaybeProcessed, Ignore, R::KeyedConflict, s),
-        // Issue 3: 500 is retried by default, and is not a breaker failure by default.
+        // Rule `server-error`: 500 is retried by default, and is not a breaker failure by default.
         row(16, response(500), plain(), Processed, Ignore, R::IdempotentOrKeyed, s),
         row(16, response(507), plain(), Processed, Ignore, never(NoRetryReason::StatusNotRetried), s),
         row(17, response(501), plain(), Processed, Success, never(NoRetryReason::Completed), s),
@@ -153,7 +154,8 @@ fn the_users_switches() {
 
 #[test]
 fn only_the_sampled_rows_add_latency() {
-    // §8.4 item 4.8 / §9.24: rows 9 and 12–18 are samples, all others never.
+    // Invariant `sampled-outcomes-only`: rules 9 (`unauthorized`) and 12–18 (`attempt-timeout`
+    // to `completed`) are samples, all others never.
     for r in expected_table() {
         let c = classify(&r.outcome, &r.ctx);
         let sampled = matches!(c.row.number(), 9 | 12..=18);

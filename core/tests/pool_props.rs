@@ -1,7 +1,7 @@
-//! Property tests of pool admission (invariants §9.32 and issue 4): random sequences of
-//! acquires, connects, failed connects, releases (reusable or not), peer closes, cancelled
-//! waiters and reservations (also while their grant is still undrained), clock advances and a
-//! pool close, over three origins with small limits. After every step the pool is checked
+//! Property tests of pool admission (the pool invariants of docs/spec/invariants.md): random
+//! sequences of acquires, connects, failed connects, releases (reusable or not), peer closes,
+//! cancelled waiters and reservations (also while their grant is still undrained), clock advances
+//! and a pool close, over three origins with small limits. After every step the pool is checked
 //! against a model of what the driver holds:
 //!
 //! - accounting: `opened - closed = active + idle + connecting`, and the gauges equal what the

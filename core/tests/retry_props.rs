@@ -1,5 +1,6 @@
-//! Property tests of the retry rules and the retry budget: invariants 9.11–9.17 of the
-//! resilience specification, and the amplification experiment of issue 3 over virtual time.
+//! Property tests of the retry rules and the retry budget: the retry and budget invariants of
+//! docs/spec/invariants.md (`attempt-limits` to `directive-wins`), and the amplification
+//! experiment of docs/spec/budget.md over virtual time.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -139,13 +140,14 @@ fn run_call(
 }
 
 // ---------------------------------------------------------------------------------------------
-// 9.11, 9.12, 9.15, 9.17: the decision
+// `attempt-limits`, `unsafe-never-resent`, `free-retries-never-pay`, `directive-wins`: the
+// decision
 
 proptest! {
     #![proptest_config(config(256))]
 
-    /// 9.12: a request that is neither idempotent nor keyed is re-dispatched only after a
-    /// NotSent or NotProcessed outcome — over realistic outcome sequences.
+    /// `unsafe-never-resent`: a request that is neither idempotent nor keyed is re-dispatched only
+    /// after a NotSent or NotProcessed outcome — over realistic outcome sequences.
     #[test]
     fn safety_rule_over_outcome_sequences(
         outcomes in prop::collection::vec(outcome(), 1..16),
@@ -163,8 +165,8 @@ proptest! {
         }
     }
 
-    /// 9.12, absolute: whatever a classification says (even a nonsensical one), an unsafe
-    /// request is never resent on MaybeProcessed or Processed evidence.
+    /// `unsafe-never-resent`, absolute: whatever a classification says (even a nonsensical one), an
+    /// unsafe request is never resent on MaybeProcessed or Processed evidence.
     #[test]
     fn safety_rule_holds_for_any_classification(
         c in any_classification(),
@@ -184,9 +186,9 @@ proptest! {
         }
     }
 
-    /// 9.11: counted attempts ≤ max_attempts; transparent retries ≤ 1 per counted attempt;
-    /// auth replays ≤ 1; 408/421/425 extra attempts ≤ 1. Counted from the verdicts, not from
-    /// the ledger under test.
+    /// `attempt-limits`: counted attempts ≤ max_attempts; transparent retries ≤ 1 per counted
+    /// attempt; auth replays ≤ 1; 408/421/425 extra attempts ≤ 1. Counted from the verdicts, not
+    /// from the ledger under test.
     #[test]
     fn attempt_counts(
         outcomes in prop::collection::vec(outcome(), 1..40),
@@ -224,7 +226,7 @@ proptest! {
         }
     }
 
-    /// 9.17: an explicit "do not retry" directive always ends the call.
+    /// `directive-wins`: an explicit "do not retry" directive always ends the call.
     #[test]
     fn directive_always_ends_the_call(
         c in any_classification(),
@@ -241,8 +243,9 @@ proptest! {
         );
     }
 
-    /// 9.15: breaker-rejected and pool-rejected attempts, transparent retries and auth
-    /// replays never withdraw from the budget; only charged retries do, by exactly one cost.
+    /// `free-retries-never-pay`: breaker-rejected and pool-rejected attempts, transparent retries
+    /// and auth replays never withdraw from the budget; only charged retries do, by exactly one
+    /// cost.
     #[test]
     fn only_charged_retries_withdraw(
         outcomes in prop::collection::vec(outcome(), 1..20),
@@ -283,8 +286,8 @@ proptest! {
         }
     }
 
-    /// 9.16: a retry is scheduled only if now + delay + attempt_floor ≤ deadline; never
-    /// earlier than the Retry-After; clipping never goes below the floor; a Retry-After above
+    /// `deadline-respected`: a retry is scheduled only if now + delay + attempt_floor ≤ deadline;
+    /// never earlier than the Retry-After; clipping never goes below the floor; a Retry-After above
     /// the cap or past the deadline gives RateLimited carrying now + RA.
     #[test]
     fn schedule_respects_the_deadline(
@@ -328,7 +331,7 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 9.13: the budget against an integer oracle
+// `budget-bound`: the budget against an integer oracle
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -399,10 +402,10 @@ fn budget_config() -> impl Strategy<Value = RetryBudgetConfig> {
 proptest! {
     #![proptest_config(config(128))]
 
-    /// 9.13: every withdrawal decision and balance equals the oracle's recomputation; after
-    /// every successful withdrawal, the withdrawals of the live window (10 slots = one ttl)
-    /// cost no more than the window's deposits plus the reserve, i.e. charged retries
-    /// ≤ ratio × originals + min_per_sec × ttl.
+    /// `budget-bound`: every withdrawal decision and balance equals the oracle's recomputation;
+    /// after every successful withdrawal, the withdrawals of the live window (10 slots = one ttl)
+    /// cost no more than the window's deposits plus the reserve, i.e. charged retries ≤ ratio ×
+    /// originals + min_per_sec × ttl.
     #[test]
     fn budget_matches_the_finagle_oracle(
         config in budget_config(),
@@ -441,7 +444,8 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 9.14 and issue 3's experiment: amplification under total failure, over virtual time
+// `amplification-bound` and the budget experiment: amplification under total failure, over
+// virtual time
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Event {
@@ -564,9 +568,9 @@ fn amplification(rate: u64, secs: u64, with_budget: bool, seed: u64) -> Experime
     result
 }
 
-/// Issue 3: with the upstream fully down and steady offered load (100 calls/s for 300 s of
-/// virtual time), attempts per offered call stay at or under 1.2 plus the reserve term with
-/// the budget, and are 3.0 without it.
+/// The budget experiment (docs/spec/budget.md#arithmetic): with the upstream fully down and steady
+/// offered load (100 calls/s for 300 s of virtual time), attempts per offered call stay at or under
+/// 1.2 plus the reserve term with the budget, and are 3.0 without it.
 ///
 /// Over a finite run the reserve is available once more than in steady state (the first
 /// window, and the tail after arrivals stop while deposits are still live), so the whole-run
@@ -602,8 +606,8 @@ fn amplification_with_and_without_budget() {
 proptest! {
     #![proptest_config(config(12))]
 
-    /// 9.14: under 100 % failure, charged retries ≤ 0.2 × originals + min_per_sec × (span +
-    /// ttl), hence attempts / originals → ≤ 1.2 + reserve / traffic.
+    /// `amplification-bound`: under 100 % failure, charged retries ≤ 0.2 × originals + min_per_sec
+    /// × (span + ttl), hence attempts / originals → ≤ 1.2 + reserve / traffic.
     #[test]
     fn amplification_is_bounded(rate in 5u64..200, secs in 20u64..80, seed in any::<u64>()) {
         let run = amplification(rate, secs, true, seed);
