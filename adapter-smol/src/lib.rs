@@ -69,6 +69,7 @@
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -144,6 +145,25 @@ impl Runtime for SmolRuntime {
 
     fn random_seed(&self) -> u64 {
         fastrand::u64(..)
+    }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        // Calls run on whatever executor awaits them; the client's own
+        // background tasks (housekeeping, token refreshes) run on one thread
+        // for the whole process, started on first use, which drives
+        // async-io's reactor while it waits. If that thread cannot start,
+        // the task is dropped and the client does the work on its next call.
+        static BACKGROUND: async_executor::Executor<'static> = async_executor::Executor::new();
+        static STARTED: OnceLock<bool> = OnceLock::new();
+        let started = *STARTED.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("breakwater-background".into())
+                .spawn(|| async_io::block_on(BACKGROUND.run(std::future::pending::<()>())))
+                .is_ok()
+        });
+        if started {
+            BACKGROUND.spawn(task).detach();
+        }
     }
 }
 

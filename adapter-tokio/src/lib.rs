@@ -124,6 +124,14 @@ impl Runtime for TokioRuntime {
     fn random_seed(&self) -> u64 {
         fastrand::u64(..)
     }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        // On the tokio runtime the caller is in; outside one, the task is
+        // dropped and the client does the work on its next call.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            drop(handle.spawn(task));
+        }
+    }
 }
 
 impl TokioRuntime {

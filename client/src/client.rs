@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ use url::Url;
 
 use crate::auth::{Credentials, Secret, TokenFetchError, TokenSource};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
+use crate::housekeeping::{spawn_background_refresh, Housekeeping, PendingFetch};
 use crate::io::{
     with_deadline, AttemptTimes, BodyStream, Connection, Exchange, ExchangeError, RequestBody,
 };
@@ -51,11 +52,13 @@ pub struct Client {
 
 pub(crate) struct Inner {
     pub(crate) runtime: Arc<dyn Runtime>,
+    /// This client, for the background tasks it starts, which must not keep it alive.
+    pub(crate) weak_self: Weak<Inner>,
     shared: Mutex<Shared>,
     base_url: Url,
     base_origin: Origin,
     default_headers: HeaderMap,
-    credentials: Credentials,
+    pub(crate) credentials: Credentials,
     tls_options: TlsOptions,
     tls: OnceLock<Result<TlsConfig, crate::tls::TlsError>>,
     pub(crate) body_timeout: Duration,
@@ -72,11 +75,13 @@ pub(crate) struct Counters {
     pub(crate) failures: std::sync::atomic::AtomicU64,
 }
 
-/// The engine and the wake-up slots of the calls that wait on it.
+/// The engine, the wake-up slots of the calls that wait on it, and the
+/// housekeeper that watches its shared timers.
 pub(crate) struct Shared {
     pub(crate) engine: Engine<Connection>,
     wake_slots: BTreeMap<CallId, WakeSlot>,
-    closed: bool,
+    pub(crate) closed: bool,
+    pub(crate) housekeeping: Housekeeping,
 }
 
 #[derive(Default)]
@@ -445,12 +450,14 @@ impl ClientBuilder {
             let _ = tls.set(Ok(config));
         }
         Ok(Client {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|weak_self| Inner {
                 runtime: self.runtime,
+                weak_self: weak_self.clone(),
                 shared: Mutex::new(Shared {
                     engine,
                     wake_slots: BTreeMap::new(),
                     closed: false,
+                    housekeeping: Housekeeping::default(),
                 }),
                 base_url,
                 base_origin,
@@ -764,13 +771,17 @@ impl Inner {
     }
 
     /// Runs `f` on the shared state under the lock, then applies the
-    /// engine's events (wake-ups, connections to close) once it is released.
+    /// engine's events (wake-ups, connections to close) once it is released,
+    /// and makes sure the engine's next shared timer is watched.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {
         let mut shared = self.lock();
         let result = f(&mut shared);
         let drained = shared.drain_events();
+        let next_timer = shared.engine.poll_timeout();
+        let nudge = shared.housekeeping.after_update(next_timer);
         drop(shared);
         drop(drained);
+        nudge.apply(self);
         result
     }
 
@@ -786,6 +797,19 @@ impl Inner {
                     .with_message("the default TLS settings could not be loaded")
                     .with_source(e)
             })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A housekeeper asleep with no timer would never learn that the client is gone.
+        let shared = self
+            .shared
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(waker) = shared.housekeeping.take_waker() {
+            waker.wake();
+        }
     }
 }
 
@@ -997,10 +1021,17 @@ async fn run(
                 now = runtime.now();
                 timings.queued += now.saturating_duration_since(wait_started);
             }
-            Step::FetchToken { fetch, background } => {
+            // A refresh while the token is still valid: the call goes on with it.
+            Step::FetchToken {
+                fetch,
+                background: true,
+            } => spawn_background_refresh(&client.inner, fetch),
+            Step::FetchToken {
+                fetch,
+                background: false,
+            } => {
                 fetch_token(&mut guard, fetch).await;
                 now = runtime.now();
-                let _ = background;
             }
             Step::Connect {
                 origin,
@@ -1275,42 +1306,25 @@ async fn connect(
     }
 }
 
+/// Runs the token fetch the call waits for, by the call's deadline.
 async fn fetch_token(guard: &mut CallGuard, fetch: breakwater_core::auth::FetchId) {
     let Credentials::Tokens(source) = guard.client.inner.credentials.clone() else {
         let _ = guard.report(|_, now, engine| engine.cancel_token_fetch(now, fetch));
         return;
     };
     let _ = guard.report(|_, now, engine| engine.handle_token_fetch_sent(now, fetch));
-    // A background refresh belongs to no call: if this future is dropped
-    // mid-fetch, this guard hands the fetch back so the next caller starts one.
+    // If this future is dropped mid-fetch, the fetch is handed back so that
+    // the next caller starts one.
     let mut pending = PendingFetch {
-        client: guard.client.clone(),
+        client: Arc::downgrade(&guard.client.inner),
         fetch: Some(fetch),
     };
     let runtime = guard.client.inner.runtime.clone();
-    // The fetch is part of the call, so it ends by the call's deadline.
     let result = with_deadline(&runtime, guard.call.deadline(), source.fetch())
         .await
         .unwrap_or(Err(TokenFetchError::Timeout));
     pending.fetch = None;
     let _ = guard.report(|_, now, engine| engine.handle_token_fetched(now, fetch, result));
-}
-
-/// A token fetch in flight; dropping it unanswered cancels the fetch.
-struct PendingFetch {
-    client: Client,
-    fetch: Option<breakwater_core::auth::FetchId>,
-}
-
-impl Drop for PendingFetch {
-    fn drop(&mut self) {
-        if let Some(fetch) = self.fetch.take() {
-            let now = self.client.inner.runtime.now();
-            self.client.inner.update(|shared| {
-                let _ = shared.engine.cancel_token_fetch(now, fetch);
-            });
-        }
-    }
 }
 
 fn exchange_error(detail: ExchangeError) -> Error {
@@ -1341,7 +1355,7 @@ fn call_error(
             Error::new(ErrorKind::CircuitOpen).with_retry_after(retry_after)
         }
         CallErrorKind::PoolExhausted(why) => {
-            Error::new(ErrorKind::PoolExhausted).with_message(format!("{why:?}"))
+            Error::new(ErrorKind::PoolExhausted).with_message(why.to_string())
         }
         CallErrorKind::PoolClosed => Error::new(ErrorKind::Closed),
         CallErrorKind::PlainHttpForbidden => {
@@ -1381,7 +1395,7 @@ fn call_error(
         },
     };
     let base = if let Some(reason) = error.give_up {
-        base.with_message(format!("not retried: {reason:?}"))
+        base.with_message(format!("not retried: {reason}"))
     } else {
         base
     };

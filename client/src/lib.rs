@@ -41,6 +41,7 @@ pub mod auth;
 mod batch;
 mod client;
 mod error;
+mod housekeeping;
 mod io;
 mod response;
 pub mod runtime;

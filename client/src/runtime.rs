@@ -1,9 +1,10 @@
 //! The runtime trait: the only I/O the client needs, supplied by an adapter.
 //!
 //! A [`Runtime`] connects a byte stream to an origin (with TLS when the origin
-//! is `https`), sleeps until an instant, and reads the clock. That is all: the
-//! client does every read and write itself, on the task that awaits the call,
-//! and the core makes every decision. `breakwater-tokio` and `breakwater-smol`
+//! is `https`), sleeps until an instant, reads the clock, and runs the
+//! client's few background tasks. That is all: the client does every read
+//! and write itself, on the task that awaits the call, and the core makes
+//! every decision. `breakwater-tokio` and `breakwater-smol`
 //! implement it with their ecosystems' sockets and rustls wrappers; the
 //! testkit implements it with a simulated network and a virtual clock. A user
 //! with another executor can implement it in about a hundred lines.
@@ -58,6 +59,20 @@ pub trait Runtime: Send + Sync + 'static {
     /// Production runtimes draw it from the operating system; a simulation
     /// derives it from its root seed so a run replays exactly.
     fn random_seed(&self) -> u64;
+
+    /// Runs `task` in the background, detached, to completion.
+    ///
+    /// The client uses it for work that belongs to no call: watching the
+    /// engine's shared timers (closing idle connections when they expire)
+    /// and refreshing a token while calls go on with the old one. The task
+    /// uses this runtime's timers and sockets, so it must run where they
+    /// work. At most one housekeeping task per client, plus one per token
+    /// refresh, exists at a time; they hold the client only weakly.
+    ///
+    /// A runtime that cannot spawn at this moment (tokio outside a runtime,
+    /// say) may drop the task instead: the work is then done when a call
+    /// next runs, and nothing is lost.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
 }
 
 /// Where to connect, and how.

@@ -538,4 +538,8 @@ impl Runtime for SimRuntime {
     fn random_seed(&self) -> u64 {
         self.client_choices.lock().unwrap().u64()
     }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.handle.spawn(task);
+    }
 }

@@ -46,6 +46,10 @@ impl Runtime for CountingTimers {
     fn random_seed(&self) -> u64 {
         self.inner.random_seed()
     }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.inner.spawn(task)
+    }
 }
 
 const SECOND: Duration = Duration::from_secs(1);

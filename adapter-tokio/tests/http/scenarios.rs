@@ -146,6 +146,10 @@ impl Runtime for JumpingClock {
     fn random_seed(&self) -> u64 {
         self.inner.random_seed()
     }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.inner.spawn(task)
+    }
 }
 
 /// Pending once, having woken itself: the task goes round its executor, and

@@ -1,0 +1,233 @@
+//! Work that belongs to no call, on the virtual clock: idle connections of a
+//! quiet client expire on time, and a token refresh runs beside the call that
+//! noticed it was due instead of in front of it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use breakwater::auth::TokenResponse;
+use breakwater::core::pool::PoolConfig;
+use breakwater::core::Instant;
+use breakwater_testkit::{Reply, Sim};
+use http::Method;
+
+const SECOND: Duration = Duration::from_secs(1);
+const MILLI: Duration = Duration::from_millis(1);
+
+/// A quiet client closes an idle connection when it expires, with no call
+/// to prompt it: the pool and the server both see it go within one timer
+/// tick (here, the link's one-way half millisecond) of the expiry.
+#[test]
+fn a_quiet_client_closes_an_expired_idle_connection_on_time() {
+    let mut sim = Sim::new(161);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/ping").respond(Reply::json("{}"));
+    let server = api.server();
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .configure(|c| c.with_pool(PoolConfig::default().with_idle_expiry(20 * SECOND)))
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let (idle_at, seen) = sim.run(async move {
+        let response = client.get("ping").send().await.unwrap();
+        response.bytes().await.unwrap();
+        let idle_at = runtime.now();
+        let mut seen = Vec::new();
+        for offset in [20 * SECOND - MILLI, 20 * SECOND + MILLI] {
+            runtime.sleep_until(idle_at + offset).await;
+            let stats = client.stats();
+            seen.push((
+                stats.pool.idle,
+                stats.pool.closed,
+                server.open_connections(),
+            ));
+        }
+        (idle_at, seen)
+    });
+    assert!(idle_at > Instant::ZERO);
+    assert_eq!(seen[0], (1, 0, 1), "closed before its expiry");
+    assert_eq!(
+        seen[1],
+        (0, 1, 0),
+        "still open after its expiry on a quiet client"
+    );
+}
+
+/// The housekeeper watches the earliest timer: a connection that goes idle
+/// with a shorter expiry than the one being watched (another origin's
+/// profile) still closes on time.
+#[test]
+fn an_earlier_expiry_wakes_the_housekeeper() {
+    use breakwater::core::call::OriginProfile;
+    use breakwater::core::pool::OriginLimits;
+    let mut sim = Sim::new(162);
+    let slow = sim.mock("http://slow.test");
+    slow.route(Method::GET, "/").respond(Reply::json("{}"));
+    let fast = sim.mock("http://fast.test");
+    fast.route(Method::GET, "/").respond(Reply::json("{}"));
+    let fast_server = fast.server();
+    let client = breakwater::Client::builder(sim.runtime(), "http://slow.test/")
+        .configure(|c| c.with_pool(PoolConfig::default().with_idle_expiry(600 * SECOND)))
+        .profile(
+            "http://fast.test",
+            OriginProfile::default()
+                .with_limits(OriginLimits::default().with_idle_expiry(5 * SECOND)),
+        )
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let open = sim.run(async move {
+        client
+            .get("http://slow.test/")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        // The housekeeper now sleeps until the slow origin's 600 s expiry.
+        runtime.sleep_until(runtime.now() + SECOND).await;
+        client
+            .get("http://fast.test/")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let idle_at = runtime.now();
+        runtime.sleep_until(idle_at + 5 * SECOND + MILLI).await;
+        fast_server.open_connections()
+    });
+    assert_eq!(open, 0, "the 5 s expiry waited for the 600 s one");
+}
+
+/// A token source whose fetches take `delay` each, hand out `t1`, `t2`, ...
+/// with the lifetimes `lifetimes` gives, and never answer the fetches that
+/// `hangs` names.
+fn slow_tokens(
+    sim: &Sim,
+    delay: Duration,
+    lifetime: Duration,
+    hangs: &'static [usize],
+) -> (impl breakwater::auth::TokenSource, Arc<AtomicUsize>) {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let runtime = sim.runtime();
+    let source = move || {
+        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        let runtime = runtime.clone();
+        async move {
+            if hangs.contains(&n) {
+                std::future::pending::<()>().await;
+            }
+            runtime.sleep_until(runtime.now() + delay).await;
+            Ok(TokenResponse::new(format!("t{n}").into(), Some(lifetime)))
+        }
+    };
+    (source, fetches)
+}
+
+/// With a valid token inside its refresh window, the call that notices it
+/// takes exactly as long as any other call: the token endpoint's 5 s are
+/// spent beside it, and the next call after the refresh carries the new token.
+#[test]
+fn a_background_refresh_does_not_hold_the_call_that_starts_it() {
+    let mut sim = Sim::new(163);
+    let api = sim.mock("http://api.test");
+    let me = api.route(Method::GET, "/me").respond(Reply::json("{}"));
+    let (source, fetches) = slow_tokens(&sim, 5 * SECOND, 100 * SECOND, &[]);
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .token_source(source)
+        // Every call reuses one connection, so that durations compare.
+        .configure(|c| c.with_pool(PoolConfig::default().with_idle_expiry(600 * SECOND)))
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let durations = sim.run(async move {
+        let mut durations = Vec::new();
+        // t=0: no token yet, so this call waits for the first fetch.
+        // t=30: a fresh token. t=70: inside the refresh window (the last
+        // 50 s of a 100 s token, fetched at 0). t=80: after the refresh.
+        for at in [0, 30, 70, 80] {
+            runtime.sleep_until(Instant::ZERO + at * SECOND).await;
+            let started = runtime.now();
+            client
+                .get("me")
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            durations.push(runtime.now().saturating_duration_since(started));
+        }
+        durations
+    });
+    // It also opens the connection, one round trip more than the others.
+    assert_eq!(
+        durations[0],
+        5 * SECOND + durations[1] + MILLI,
+        "the first call waits for a token"
+    );
+    assert_eq!(
+        durations[2], durations[1],
+        "the call that started the refresh waited for it"
+    );
+    assert_eq!(durations[3], durations[1]);
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    let seen: Vec<String> = me
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        seen,
+        ["Bearer t1", "Bearer t1", "Bearer t1", "Bearer t2"],
+        "the refreshed token was not used"
+    );
+}
+
+/// A background refresh whose token endpoint never answers holds no call,
+/// is given up by the client's total timeout (30 s), and is handed back, so
+/// the first call after the old token expires starts a fetch that works.
+#[test]
+fn a_hanging_background_refresh_is_given_up_and_handed_back() {
+    let mut sim = Sim::new(38);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/me").respond(Reply::json("{}"));
+    // The second fetch (the first refresh) never answers.
+    let (source, fetches) = slow_tokens(&sim, Duration::ZERO, 100 * SECOND, &[2]);
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .token_source(source)
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let statuses = sim.run(async move {
+        let mut statuses = Vec::new();
+        // 55 s starts the refresh that hangs; 60 s is still inside the old
+        // token's life; 95 s is past its expiry and the hang's 30 s limit.
+        for at in [0, 55, 60, 95] {
+            runtime.sleep_until(Instant::ZERO + at * SECOND).await;
+            let started = runtime.now();
+            let status = client.get("me").send().await.map(|r| r.status());
+            let took = runtime.now().saturating_duration_since(started);
+            statuses.push((
+                status.map(|s| s.as_u16()).map_err(|e| e.to_string()),
+                took < SECOND,
+            ));
+        }
+        statuses
+    });
+    assert_eq!(
+        statuses,
+        [
+            (Ok(200), true),
+            (Ok(200), true),
+            (Ok(200), true),
+            (Ok(200), true)
+        ]
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 3);
+}
