@@ -25,10 +25,10 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakwater::auth::OAuth2ClientCredentials;
 use breakwater::core::breaker::{BreakerConfig, FailureRateRule};
 use breakwater::core::idempotency::IdempotencyConfig;
 use breakwater::core::pool::PoolConfig;
+use breakwater::oauth2::ClientCredentials;
 use breakwater::runtime::Runtime;
 use breakwater::{Client, ClientBuilder, Error, RequestInfo, ResponseInfo};
 use http::header::HeaderName;
@@ -91,7 +91,7 @@ impl Upstreams {
         let tokens = Client::builder(runtime.clone(), payments_url)
             .timeout(Duration::from_secs(10))
             .build()?;
-        let credentials = OAuth2ClientCredentials::new(
+        let credentials = ClientCredentials::new(
             tokens,
             "oauth/token",
             demo_api::CLIENT_ID,

@@ -39,14 +39,20 @@ pub use breakwater_core as core;
 
 pub mod auth;
 mod batch;
+mod builder;
 mod client;
+mod driver;
 mod error;
-mod housekeeping;
+mod guard;
 mod io;
+pub mod oauth2;
+mod request;
 mod response;
 pub mod runtime;
+mod state;
 mod stats;
 pub mod tls;
+mod urls;
 
 /// Deliberate bugs for proving that the testkit's invariants catch them
 /// (cargo feature `fault-injection`). Not for use outside such tests.
@@ -133,7 +139,10 @@ pub mod fault_injection {
     impl crate::runtime::Transport for Gone {}
 }
 
-pub use client::{Client, ClientBuilder, RequestBuilder, RequestInfo, ResponseInfo};
+pub use builder::ClientBuilder;
+pub use client::Client;
 pub use error::{Error, ErrorKind, TimeoutPhase};
+pub use request::RequestBuilder;
 pub use response::{Response, Timings};
+pub use state::{RequestInfo, ResponseInfo};
 pub use stats::{ClientStats, OriginStats};

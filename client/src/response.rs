@@ -15,8 +15,8 @@ use futures_lite::{AsyncWrite, AsyncWriteExt, Stream};
 use http::{HeaderMap, StatusCode, Version};
 use url::Url;
 
-use crate::client::CallGuard;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
+use crate::guard::CallGuard;
 use crate::io::{Pieces, Prefetched};
 
 /// How long each phase of a call took, and whether its connection was reused.
@@ -230,11 +230,11 @@ impl Response {
             .body
             .guard
             .as_ref()
-            .map(|g| g.client.base_origin().clone());
+            .map(|g| g.inner.base_origin.clone());
         let mut err = Error::new(ErrorKind::Status)
             .with_attempts(self.attempts)
             .with_status(self.status, (!snippet.is_empty()).then_some(snippet));
-        if let Some(origin) = crate::client::origin_of_url(&self.url).ok().or(origin) {
+        if let Some(origin) = crate::urls::origin_of(&self.url).ok().or(origin) {
             err = err.with_origin(origin);
         }
         Err(err)
@@ -401,8 +401,8 @@ impl BodyReader {
             let Some(guard) = self.guard.as_mut() else {
                 return Ok(None);
             };
-            let runtime = guard.client.inner().runtime.clone();
-            let body_timeout = guard.client.inner().body_timeout;
+            let runtime = guard.inner.runtime.clone();
+            let body_timeout = guard.inner.body_timeout;
             let Some(conn) = guard.call.connection_mut() else {
                 self.finish(BodyEnd::Failed);
                 return Err(Error::new(ErrorKind::Body).with_message("connection lost"));
@@ -470,8 +470,8 @@ impl BodyReader {
             return Ok(());
         }
         let remaining = remaining as usize;
-        let runtime = guard.client.inner().runtime.clone();
-        let body_timeout = guard.client.inner().body_timeout;
+        let runtime = guard.inner.runtime.clone();
+        let body_timeout = guard.inner.body_timeout;
         let Some(conn) = guard.call.connection_mut() else {
             return Ok(());
         };

@@ -283,10 +283,7 @@ impl ConnectError {
         let kind = err
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .map_or(
-                ConnectErrorKind::TlsHandshake,
-                crate::tls::classify_rustls_error,
-            );
+            .map_or(ConnectErrorKind::TlsHandshake, classify_rustls_error);
         ConnectError::new(kind, err)
     }
 
@@ -332,4 +329,25 @@ impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source.as_deref().map(|e| e as _)
     }
+}
+
+/// Maps a rustls handshake error to the connect error kinds the core classifies.
+fn classify_rustls_error(err: &rustls::Error) -> ConnectErrorKind {
+    use CertificateErrorKind as K;
+    let rustls::Error::InvalidCertificate(cert) = err else {
+        return ConnectErrorKind::TlsHandshake;
+    };
+    ConnectErrorKind::Certificate(match cert {
+        rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature => {
+            K::UnknownIssuer
+        }
+        rustls::CertificateError::Expired
+        | rustls::CertificateError::ExpiredContext { .. }
+        | rustls::CertificateError::NotValidYet
+        | rustls::CertificateError::NotValidYetContext { .. } => K::Expired,
+        rustls::CertificateError::NotValidForName
+        | rustls::CertificateError::NotValidForNameContext { .. } => K::WrongHost,
+        rustls::CertificateError::Revoked => K::Revoked,
+        _ => K::Other,
+    })
 }

@@ -60,7 +60,7 @@ impl ClientStats {
 
 pub(crate) fn snapshot(
     engine: &Engine<Connection>,
-    counters: &crate::client::Counters,
+    counters: &crate::state::Counters,
     now: Instant,
 ) -> ClientStats {
     use std::sync::atomic::Ordering::Relaxed;

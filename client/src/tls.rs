@@ -21,11 +21,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
-
-use crate::runtime::{CertificateErrorKind, ConnectErrorKind};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// Which certificate authorities to trust.
 #[derive(Clone, Debug)]
@@ -233,26 +229,6 @@ fn parse_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsErr
         ));
     }
     Ok(certs)
-}
-
-/// Maps a rustls handshake error to the connect error kinds the core classifies.
-pub(crate) fn classify_rustls_error(err: &rustls::Error) -> ConnectErrorKind {
-    use CertificateErrorKind as K;
-    let rustls::Error::InvalidCertificate(cert) = err else {
-        return ConnectErrorKind::TlsHandshake;
-    };
-    ConnectErrorKind::Certificate(match cert {
-        CertificateError::UnknownIssuer | CertificateError::BadSignature => K::UnknownIssuer,
-        CertificateError::Expired
-        | CertificateError::ExpiredContext { .. }
-        | CertificateError::NotValidYet
-        | CertificateError::NotValidYetContext { .. } => K::Expired,
-        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-            K::WrongHost
-        }
-        CertificateError::Revoked => K::Revoked,
-        _ => K::Other,
-    })
 }
 
 /// The verifier behind [`TlsOptions::danger_accept_invalid_certificates`].

@@ -241,7 +241,7 @@ fn stats_count_calls_attempts_retries_and_hooks_see_response_headers() {
 
 #[test]
 fn oauth2_client_credentials_fetch_once_and_fail_terminally_on_invalid_client() {
-    use breakwater::auth::OAuth2ClientCredentials;
+    use breakwater::oauth2::ClientCredentials;
     let mut sim = Sim::new(27);
     let idp = sim.mock("https://idp.test");
     let token = idp
@@ -259,9 +259,8 @@ fn oauth2_client_credentials_fetch_once_and_fail_terminally_on_invalid_client() 
 
     let build = |secret: &str| {
         let idp_client = client(&sim, "https://idp.test/");
-        let grant =
-            OAuth2ClientCredentials::new(idp_client, "oauth/token", "app", secret.to_owned())
-                .with_scope("read");
+        let grant = ClientCredentials::new(idp_client, "oauth/token", "app", secret.to_owned())
+            .with_scope("read");
         breakwater::Client::builder(sim.runtime(), "https://api.test/")
             .token_source(grant)
             .build()
@@ -387,10 +386,10 @@ fn a_url_longer_than_http_allows_is_refused_before_it_is_sent() {
 
 #[test]
 fn the_oauth2_grant_keeps_its_client_secret_out_of_debug_output() {
-    use breakwater::auth::OAuth2ClientCredentials;
+    use breakwater::oauth2::ClientCredentials;
     let sim = Sim::new(36);
     let idp_client = client(&sim, "https://idp.test/");
-    let grant = OAuth2ClientCredentials::new(idp_client, "oauth/token", "app", "5ecret-5auce");
+    let grant = ClientCredentials::new(idp_client, "oauth/token", "app", "5ecret-5auce");
     let shown = format!("{grant:?}");
     assert!(!shown.contains("5ecret"), "{shown}");
     assert!(shown.contains("app"), "the rest is still shown: {shown}");

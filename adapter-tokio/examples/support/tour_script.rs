@@ -10,9 +10,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as WallInstant};
 
-use breakwater::auth::OAuth2ClientCredentials;
 use breakwater::core::backoff::BackoffPolicy;
 use breakwater::core::breaker::{BreakerConfig, BreakerStateKind};
+use breakwater::oauth2::ClientCredentials;
 use breakwater::runtime::Runtime;
 use breakwater::{Client, ClientBuilder, Error};
 use futures_lite::StreamExt;
@@ -373,7 +373,7 @@ pub async fn run(
 
     // 7. Short-lived OAuth2 tokens: one fetch serves many concurrent calls.
     let token_client = Client::builder(runtime.clone(), base.clone()).build()?;
-    let oauth = OAuth2ClientCredentials::new(
+    let oauth = ClientCredentials::new(
         token_client,
         "oauth/token",
         demo_api::CLIENT_ID,

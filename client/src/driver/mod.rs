@@ -1,0 +1,207 @@
+//! The driver: the run loop of one call, as the core's manual describes it.
+//!
+//! [`run`] asks the core's engine for the call's next [`Step`] and does
+//! exactly that: wait, fetch a token, connect, send, deliver, fail. It holds
+//! no policy of its own. Each step's I/O lives in a module of its own:
+//! [`connect`] opens a connection, [`exchange`] writes a request and reads
+//! its head, [`token`] runs token fetches, [`errors`] turns the core's
+//! verdicts into the client's [`Error`]. All of it happens on the task that
+//! awaits the call, on the connection the call checked out.
+
+mod connect;
+mod errors;
+mod exchange;
+mod token;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use breakwater_core::call::{CallSpec, Step};
+use breakwater_core::h1::{BodyLength, ResponseHead};
+use breakwater_core::idempotency::{Idempotence, IdempotencyKey};
+use breakwater_core::pool::OriginId;
+use breakwater_core::{Instant, Origin};
+use bytes::Bytes;
+use http::header::HeaderMap;
+use http::Method;
+use url::Url;
+
+use crate::error::{Error, ErrorKind};
+use crate::guard::CallGuard;
+use crate::io::{BodyStream, Prefetched};
+use crate::response::{Response, Timings};
+use crate::state::{Inner, WakeSlot};
+
+/// What a request changes about its call.
+pub(crate) struct CallOverrides {
+    pub(crate) body_replayable: bool,
+    pub(crate) idempotence: Idempotence,
+    pub(crate) key: Option<IdempotencyKey>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) attempts: Option<u32>,
+}
+
+impl CallOverrides {
+    pub(crate) fn spec(self, method: Method, origin: OriginId, authenticated: bool) -> CallSpec {
+        let mut spec = CallSpec::new(method, origin)
+            .with_idempotence(self.idempotence)
+            .with_body_replayable(self.body_replayable)
+            .with_authenticated(authenticated);
+        if let Some(key) = self.key {
+            spec = spec.with_key(key);
+        }
+        if let Some(timeout) = self.timeout {
+            spec = spec.with_total_timeout(timeout);
+        }
+        if let Some(attempts) = self.attempts {
+            spec = spec.with_max_attempts(attempts);
+        }
+        spec
+    }
+}
+
+/// A request ready for the wire.
+pub(crate) struct Prepared {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) origin: Origin,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// A streamed body, taken by the attempt that sends it.
+    pub(crate) stream: Option<BodyStream>,
+    pub(crate) body_replayable: bool,
+    pub(crate) body_length: BodyLength,
+    pub(crate) tokens: bool,
+}
+
+/// What the call's attempts have left for its end: the last response head
+/// (with the body bytes that came with it), the last attempt's failure, and
+/// the timings the response will report.
+#[derive(Default)]
+struct Progress {
+    head: Option<(ResponseHead, Prefetched)>,
+    last_failure: Option<Error>,
+    timings: Timings,
+}
+
+impl Progress {
+    /// A new attempt starts: an earlier one's response is not its outcome.
+    fn new_attempt(&mut self) {
+        self.head = None;
+    }
+}
+
+/// Runs one call to its response or its error: the loop of the core's manual.
+///
+/// The clock is read once after each await, and that reading serves every
+/// decision until the next one: a call reads it about five times.
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    mut request: Prepared,
+    overrides: CallOverrides,
+) -> Result<Response, Error> {
+    let runtime = inner.runtime.clone();
+    let started = runtime.now();
+    let mut now = started;
+    let mut guard = start(&inner, &request, overrides, now)?;
+    let mut progress = Progress::default();
+    loop {
+        match guard.poll_step(now) {
+            Step::Wait { until } => {
+                tracing::trace!(
+                    ?until,
+                    "waiting (permit, pool slot, token, backoff or Retry-After)"
+                );
+                guard.wait(until).await;
+                let waited_from = now;
+                now = runtime.now();
+                progress.timings.queued += now.saturating_duration_since(waited_from);
+            }
+            // A refresh while the token is still valid: the call goes on with it.
+            Step::FetchToken {
+                fetch,
+                background: true,
+            } => token::spawn_background_refresh(&inner, fetch),
+            Step::FetchToken {
+                fetch,
+                background: false,
+            } => {
+                token::fetch_for_call(&mut guard, fetch).await;
+                now = runtime.now();
+            }
+            Step::Connect {
+                connect_deadline, ..
+            } => {
+                progress.new_attempt();
+                now = connect::open(&mut guard, &request.origin, connect_deadline, &mut progress)
+                    .await;
+            }
+            Step::Send(plan) => {
+                progress.new_attempt();
+                now = exchange::send(&mut guard, &mut request, &plan, now, &mut progress).await?;
+            }
+            Step::Deliver => {
+                let Some((head, prefetched)) = progress.head.take() else {
+                    return Err(
+                        Error::new(ErrorKind::Protocol).with_message("delivery without a head")
+                    );
+                };
+                progress.timings.total = now.saturating_duration_since(started);
+                return Ok(Response::new(
+                    guard,
+                    head,
+                    prefetched,
+                    request.url,
+                    progress.timings,
+                ));
+            }
+            Step::Done => {
+                return Err(
+                    Error::new(ErrorKind::Protocol).with_message("call ended without a response")
+                );
+            }
+            Step::Fail(error) => {
+                inner.counters.failures.fetch_add(1, Ordering::Relaxed);
+                let head = progress.head.as_ref().map(|(head, _)| head);
+                return Err(errors::call_error(
+                    error,
+                    &request.origin,
+                    progress.last_failure,
+                    head,
+                ));
+            }
+            _ => {
+                return Err(Error::new(ErrorKind::Protocol).with_message("unknown step"));
+            }
+        }
+    }
+}
+
+/// Starts the call in the engine (after any shared timer that is due) and
+/// puts it in the guard that cancels it if this future is dropped.
+fn start(
+    inner: &Arc<Inner>,
+    request: &Prepared,
+    overrides: CallOverrides,
+    now: Instant,
+) -> Result<CallGuard, Error> {
+    let call = inner.update(|shared| {
+        if shared.closed {
+            return Err(Error::new(ErrorKind::Closed).with_origin(request.origin.clone()));
+        }
+        if shared.engine.poll_timeout().is_some_and(|t| t <= now) {
+            shared.engine.handle_timeout(now);
+        }
+        let origin = shared.engine.origin_id(&request.origin);
+        let spec = overrides.spec(request.method.clone(), origin, request.tokens);
+        let call = shared
+            .engine
+            .start_call(now, spec)
+            .map_err(|e| Error::new(ErrorKind::Builder).with_message(e.to_string()))?;
+        shared.wake_slots.insert(call.id(), WakeSlot::default());
+        Ok(call)
+    })?;
+    inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+    Ok(CallGuard::new(inner.clone(), call))
+}

@@ -1,0 +1,40 @@
+//! URLs as the client accepts them: no user information, a parseable origin, a bounded length.
+
+use breakwater_core::Origin;
+use http::Uri;
+use url::Url;
+
+use crate::error::{Error, ErrorKind};
+
+/// Refuses URLs that carry a user name or password: they would be printed
+/// wherever the URL is (logs, errors, Debug) and are not sent as credentials.
+/// Use [`ClientBuilder::api_key`] or a header instead.
+pub(crate) fn without_userinfo(url: Url, kind: ErrorKind) -> Result<Url, Error> {
+    if url.username().is_empty() && url.password().is_none() {
+        Ok(url)
+    } else {
+        Err(Error::new(kind).with_message(
+            "URLs with a user name or password are refused (they would leak into logs); \
+             send credentials in a header",
+        ))
+    }
+}
+
+pub(crate) fn origin_of(url: &Url) -> Result<Origin, Error> {
+    Origin::from_uri(&parse_uri(url)?).map_err(|e| {
+        Error::new(ErrorKind::Request)
+            .with_message(format!("{url}"))
+            .with_source(e)
+    })
+}
+
+/// The longest URL sent, as `http::Uri` accepts them.
+pub(crate) const MAX_URL_LEN: usize = 65_534;
+
+fn parse_uri(url: &Url) -> Result<Uri, Error> {
+    url.as_str().parse().map_err(|e: http::uri::InvalidUri| {
+        Error::new(ErrorKind::Request)
+            .with_message(format!("bad URL {url}"))
+            .with_source(e)
+    })
+}
