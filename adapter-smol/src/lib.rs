@@ -67,19 +67,20 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use async_io::{Async, Timer};
 use breakwater::core::Instant;
 use breakwater::runtime::{
-    connect_first, BoxFuture, BoxTransport, ConnectError, ConnectErrorKind, ConnectTarget, Runtime,
-    Transport, TransportInfo,
+    dial, BoxFuture, BoxTransport, ConnectError, ConnectTarget, Dialer, Runtime, Transport,
+    TransportInfo,
 };
 use futures_io::{AsyncRead, AsyncWrite};
+use futures_rustls::pki_types::ServerName;
 
 pub use breakwater;
 
@@ -120,7 +121,7 @@ impl Runtime for SmolRuntime {
         target: ConnectTarget,
     ) -> BoxFuture<'static, Result<BoxTransport, ConnectError>> {
         let this = *self;
-        Box::pin(async move { this.open(target).await })
+        Box::pin(async move { dial(&Sockets(this), target).await })
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
@@ -167,50 +168,52 @@ impl Runtime for SmolRuntime {
     }
 }
 
-impl SmolRuntime {
-    async fn open(self, target: ConnectTarget) -> Result<BoxTransport, ConnectError> {
-        let origin = &target.origin;
-        // A bad server name fails before any packet is sent.
-        let tls = target.tls_parts()?;
+/// The runtime's sockets, resolver and TLS, as the client's [`dial`] uses them.
+struct Sockets(SmolRuntime);
 
-        let start = self.now();
-        let host = target.resolver_host();
-        let addrs = async_net::resolve((host, origin.port()))
-            .await
-            .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, e))?;
-        let dns = self.elapsed_since(start);
+impl Dialer for Sockets {
+    type Tcp = ReplyAwareTcp;
+    type Tls = futures_rustls::client::TlsStream<ReplyAwareTcp>;
 
-        let start = self.now();
-        let stream = connect_first(addrs, Async::<TcpStream>::connect).await?;
-        stream
-            .get_ref()
-            .set_nodelay(true)
-            .map_err(ConnectError::from_io)?;
-        let tcp = self.elapsed_since(start);
-        let peer = stream.get_ref().peer_addr().ok();
-        let stream = ReplyAwareTcp {
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        async_net::resolve((host, port)).await
+    }
+
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<ReplyAwareTcp> {
+        let stream = Async::<TcpStream>::connect(addr).await?;
+        stream.get_ref().set_nodelay(true)?;
+        Ok(ReplyAwareTcp {
             io: stream,
             wrote: false,
             read_since_wait: false,
-        };
-
-        let Some((config, name)) = tls else {
-            let info = TransportInfo::new(peer, false).with_timings(Some(dns), Some(tcp), None);
-            return Ok(Box::new(Conn { io: stream, info }));
-        };
-        let start = self.now();
-        let stream = futures_rustls::TlsConnector::from(config.rustls_config())
-            .connect(name, stream)
-            .await
-            .map_err(ConnectError::from_tls_io)?;
-        let handshake = self.elapsed_since(start);
-        let info =
-            TransportInfo::new(peer, true).with_timings(Some(dns), Some(tcp), Some(handshake));
-        Ok(Box::new(Conn { io: stream, info }))
+        })
     }
 
-    fn elapsed_since(&self, start: Instant) -> Duration {
-        self.now().saturating_duration_since(start)
+    fn peer_addr(tcp: &ReplyAwareTcp) -> Option<SocketAddr> {
+        tcp.io.get_ref().peer_addr().ok()
+    }
+
+    async fn handshake(
+        &self,
+        config: Arc<futures_rustls::rustls::ClientConfig>,
+        name: ServerName<'static>,
+        tcp: ReplyAwareTcp,
+    ) -> io::Result<Self::Tls> {
+        futures_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+    }
+
+    fn plain(tcp: ReplyAwareTcp, info: TransportInfo) -> BoxTransport {
+        Box::new(Conn { io: tcp, info })
+    }
+
+    fn secure(tls: Self::Tls, info: TransportInfo) -> BoxTransport {
+        Box::new(Conn { io: tls, info })
     }
 }
 

@@ -44,17 +44,20 @@
 #![forbid(unsafe_code)]
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use breakwater::core::Instant;
 use breakwater::runtime::{
-    connect_first, BoxFuture, BoxTransport, ConnectError, ConnectErrorKind, ConnectTarget, Runtime,
-    Transport, TransportInfo,
+    dial, BoxFuture, BoxTransport, ConnectError, ConnectTarget, Dialer, Runtime, Transport,
+    TransportInfo,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 pub use breakwater;
 
@@ -95,7 +98,7 @@ impl Runtime for TokioRuntime {
         target: ConnectTarget,
     ) -> BoxFuture<'static, Result<BoxTransport, ConnectError>> {
         let this = *self;
-        Box::pin(async move { this.open(target).await })
+        Box::pin(async move { dial(&Sockets(this), target).await })
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
@@ -134,43 +137,48 @@ impl Runtime for TokioRuntime {
     }
 }
 
-impl TokioRuntime {
-    async fn open(self, target: ConnectTarget) -> Result<BoxTransport, ConnectError> {
-        let origin = &target.origin;
-        // A bad server name fails before any packet is sent.
-        let tls = target.tls_parts()?;
+/// The runtime's sockets, resolver and TLS, as the client's [`dial`] uses them.
+struct Sockets(TokioRuntime);
 
-        let start = self.now();
-        let host = target.resolver_host();
-        let addrs: Vec<_> = tokio::net::lookup_host((host, origin.port()))
-            .await
-            .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, e))?
-            .collect();
-        let dns = self.elapsed_since(start);
+impl Dialer for Sockets {
+    type Tcp = TcpStream;
+    type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
-        let start = self.now();
-        let stream = connect_first(addrs, TcpStream::connect).await?;
-        stream.set_nodelay(true).map_err(ConnectError::from_io)?;
-        let tcp = self.elapsed_since(start);
-        let peer = stream.peer_addr().ok();
-
-        let Some((config, name)) = tls else {
-            let info = TransportInfo::new(peer, false).with_timings(Some(dns), Some(tcp), None);
-            return Ok(Box::new(Compat { io: stream, info }));
-        };
-        let start = self.now();
-        let stream = tokio_rustls::TlsConnector::from(config.rustls_config())
-            .connect(name, stream)
-            .await
-            .map_err(ConnectError::from_tls_io)?;
-        let handshake = self.elapsed_since(start);
-        let info =
-            TransportInfo::new(peer, true).with_timings(Some(dns), Some(tcp), Some(handshake));
-        Ok(Box::new(Compat { io: stream, info }))
+    fn now(&self) -> Instant {
+        self.0.now()
     }
 
-    fn elapsed_since(&self, start: Instant) -> Duration {
-        self.now().saturating_duration_since(start)
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    }
+
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    fn peer_addr(tcp: &TcpStream) -> Option<SocketAddr> {
+        tcp.peer_addr().ok()
+    }
+
+    async fn handshake(
+        &self,
+        config: Arc<tokio_rustls::rustls::ClientConfig>,
+        name: ServerName<'static>,
+        tcp: TcpStream,
+    ) -> io::Result<Self::Tls> {
+        tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+    }
+
+    fn plain(tcp: TcpStream, info: TransportInfo) -> BoxTransport {
+        Box::new(Compat { io: tcp, info })
+    }
+
+    fn secure(tls: Self::Tls, info: TransportInfo) -> BoxTransport {
+        Box::new(Compat { io: tls, info })
     }
 }
 

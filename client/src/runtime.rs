@@ -17,10 +17,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use breakwater_core::{Instant, Origin};
 use futures_io::{AsyncRead, AsyncWrite};
+use rustls::pki_types::ServerName;
 
 use crate::tls::TlsConfig;
 
@@ -29,15 +31,50 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the client needs from an async runtime.
 ///
+/// Implement it to run the client on an executor of your own; the
+/// conformance suite (`breakwater_testkit::conformance`) checks an
+/// implementation against every rule below with real sockets.
+///
 /// # Contract
-/// - [`now`](Runtime::now) is monotonic and never goes backwards.
-/// - [`sleep_until`](Runtime::sleep_until) completes at or after the instant.
-///   The client re-reads the clock when it wakes and trusts the clock, not
-///   the timer, so an early or spurious wake-up is harmless.
-/// - [`connect`](Runtime::connect) returns a stream that is ready for HTTP/1.1
-///   bytes: for an `https` origin the TLS handshake has completed with the
-///   given configuration (ALPN `http/1.1`). Connect timeouts are enforced by
-///   the client, which drops the future when its deadline passes.
+/// - **One clock.** [`now`](Runtime::now) is monotonic and never goes
+///   backwards, and [`sleep_until`](Runtime::sleep_until) reads instants on
+///   the same clock with the same epoch: `sleep_until(now() + d)` completes
+///   about `d` later. The epoch is the runtime's choice (its creation is
+///   usual). The client re-reads the clock when it wakes and trusts the
+///   clock, not the timer, so an early or spurious wake-up is harmless; a
+///   late one only delays. A paused or virtual clock is fine as long as the
+///   two move together.
+/// - **Cancel safety.** The client drops any future it got from the runtime
+///   when it no longer needs it: a connect whose deadline passed, a sleep a
+///   wake-up made moot, a call the caller abandoned. Dropping must release
+///   everything (a half-open socket, a timer registration) and must not
+///   block.
+/// - **Connecting.** [`connect`](Runtime::connect) returns a stream ready for
+///   HTTP/1.1 bytes: for an `https` origin the TLS handshake has completed
+///   with the given configuration (ALPN `http/1.1`) and verified the server
+///   as the origin's host. Name resolution must not block the executor's
+///   threads. Set `TCP_NODELAY`: requests are written whole, and Nagle's
+///   algorithm would hold a small request back for a delayed ACK. The
+///   client enforces the connect timeout itself by dropping the future.
+///   [`dial`] does all of this given a runtime's sockets ([`Dialer`]).
+/// - **Errors that decide policy.** A failed connect is a [`ConnectError`]
+///   whose kind the core classifies: a certificate failure is never retried
+///   and never counts against the upstream, a refused connection is retried
+///   on any method. So the `rustls::Error` of a failed handshake must stay
+///   reachable inside the `io::Error` (as tokio-rustls and futures-rustls
+///   leave it; [`ConnectError::from_tls_io`] finds it there): flattened to
+///   text, a bad certificate would be retried and trip the breaker.
+/// - **`Send` everywhere.** Every future and transport is `Send`: calls move
+///   between a multi-threaded executor's threads. A thread-per-core runtime
+///   whose sockets are `!Send` (glommio, monoio, tokio-uring) cannot be
+///   served as it is; it can run the client on a `Send` runtime beside it.
+/// - **Background tasks.** [`spawn`](Runtime::spawn) runs the client's
+///   housekeeping (idle expiry) and token refreshes to completion, on the
+///   runtime whose timers and sockets they use, or drops them when it
+///   cannot; nothing is lost either way.
+/// - **Randomness.** [`random_seed`](Runtime::random_seed) seeds jitter and
+///   generated idempotency keys; a simulation derives it from its own seed
+///   so that a run replays exactly.
 pub trait Runtime: Send + Sync + 'static {
     /// Opens a connection to `target`, with TLS when `target.tls` is set.
     fn connect(
@@ -97,9 +134,7 @@ impl ConnectTarget {
     /// target; `None` for plain `http`. A host that cannot be a TLS server
     /// name fails here, before any packet is sent.
     #[allow(clippy::type_complexity)]
-    pub fn tls_parts(
-        &self,
-    ) -> Result<Option<(TlsConfig, rustls::pki_types::ServerName<'static>)>, ConnectError> {
+    pub fn tls_parts(&self) -> Result<Option<(TlsConfig, ServerName<'static>)>, ConnectError> {
         let Some(config) = &self.tls else {
             return Ok(None);
         };
@@ -109,28 +144,109 @@ impl ConnectTarget {
     }
 }
 
-/// Connects to the resolved addresses in order and returns the first
-/// connection that succeeds; otherwise the last failure is classified, and
-/// a name that resolved to no address at all is a DNS failure.
-pub async fn connect_first<A, S, F, Fut>(
-    addrs: impl IntoIterator<Item = A>,
-    mut connect: F,
-) -> Result<S, ConnectError>
-where
-    F: FnMut(A) -> Fut,
-    Fut: Future<Output = io::Result<S>>,
-{
+/// The socket-level steps of opening a connection, as one runtime performs them.
+///
+/// [`dial`] runs them in order for a [`ConnectTarget`]: resolve the name,
+/// connect to each address in turn until one answers, then (for `https`) the
+/// TLS handshake; it times each step and classifies each failure, so every
+/// runtime reports DNS, TCP and TLS timings and errors the same way. An
+/// adapter implements only what differs between runtimes: its own sockets,
+/// resolver and rustls wrapper.
+pub trait Dialer: Send + Sync {
+    /// A connected TCP stream.
+    type Tcp: Send + 'static;
+    /// A TLS session over [`Self::Tcp`].
+    type Tls: Send + 'static;
+
+    /// This runtime's clock, for the timings.
+    fn now(&self) -> Instant;
+
+    /// Resolves `host` (an IPv6 literal comes without brackets) to socket
+    /// addresses, without blocking the executor's threads.
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+
+    /// Opens a TCP connection to `addr`, with `TCP_NODELAY` set: requests
+    /// are written whole, so Nagle's algorithm would only delay them.
+    fn connect_tcp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Tcp>> + Send;
+
+    /// The peer's address of a connected stream, if it can be told.
+    fn peer_addr(tcp: &Self::Tcp) -> Option<SocketAddr>;
+
+    /// Runs the TLS handshake over `tcp`, verifying the server as `name`
+    /// with `config`. A rustls error must stay inside the returned
+    /// `io::Error` (as tokio-rustls and futures-rustls leave it), or a
+    /// certificate failure would be taken for a handshake failure: retried,
+    /// and counted against the upstream's breaker.
+    fn handshake(
+        &self,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+        tcp: Self::Tcp,
+    ) -> impl Future<Output = io::Result<Self::Tls>> + Send;
+
+    /// The client's view of a plain connection.
+    fn plain(tcp: Self::Tcp, info: TransportInfo) -> BoxTransport;
+
+    /// The client's view of a TLS connection.
+    fn secure(tls: Self::Tls, info: TransportInfo) -> BoxTransport;
+}
+
+/// Opens a connection to `target` with `dialer`'s sockets: the steps every
+/// runtime shares (see [`Dialer`]).
+///
+/// A host that cannot be a TLS server name fails before any packet is sent;
+/// a name that resolves to no address is a DNS failure; when every address
+/// refuses, the last failure is the one classified.
+pub async fn dial<D: Dialer>(
+    dialer: &D,
+    target: ConnectTarget,
+) -> Result<BoxTransport, ConnectError> {
+    let tls = target.tls_parts()?;
+    let elapsed = |start: Instant| dialer.now().saturating_duration_since(start);
+
+    let start = dialer.now();
+    let addrs = dialer
+        .resolve(target.resolver_host(), target.origin.port())
+        .await
+        .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, e))?;
+    let dns = elapsed(start);
+
+    let start = dialer.now();
     let mut last_error = None;
+    let mut connected = None;
     for addr in addrs {
-        match connect(addr).await {
-            Ok(stream) => return Ok(stream),
+        match dialer.connect_tcp(addr).await {
+            Ok(stream) => {
+                connected = Some(stream);
+                break;
+            }
             Err(e) => last_error = Some(e),
         }
     }
-    Err(match last_error {
-        Some(e) => ConnectError::from_io(e),
-        None => ConnectError::from_kind(ConnectErrorKind::Dns),
-    })
+    let tcp = match (connected, last_error) {
+        (Some(tcp), _) => tcp,
+        (None, Some(e)) => return Err(ConnectError::from_io(e)),
+        (None, None) => return Err(ConnectError::from_kind(ConnectErrorKind::Dns)),
+    };
+    let connect = elapsed(start);
+    let peer = D::peer_addr(&tcp);
+
+    let Some((config, name)) = tls else {
+        let info = TransportInfo::new(peer, false).with_timings(Some(dns), Some(connect), None);
+        return Ok(D::plain(tcp, info));
+    };
+    let start = dialer.now();
+    let session = dialer
+        .handshake(config.rustls_config(), name, tcp)
+        .await
+        .map_err(ConnectError::from_tls_io)?;
+    let info =
+        TransportInfo::new(peer, true).with_timings(Some(dns), Some(connect), Some(elapsed(start)));
+    Ok(D::secure(session, info))
 }
 
 /// A connected byte stream, as the runtime hands it to the client.
