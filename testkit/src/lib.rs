@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 mod choices;
+pub mod conformance;
 mod executor;
 mod mock;
 mod net;
@@ -308,17 +309,8 @@ impl Sim {
     ) -> ServerHandle {
         let origin = parse_origin(origin);
         let name = format!("{}:{}", origin.host(), origin.port());
-        let state = Arc::new(ServerState {
-            choices: Mutex::new(self.choices(&format!("server {name}"))),
-            name,
-            handler: Mutex::new(Box::new(handler)),
-            config: Mutex::new(ServerConfig::default()),
-            requests: Mutex::new(Vec::new()),
-            heads: Mutex::new(Vec::new()),
-            accepted: AtomicU64::new(0),
-            open: Mutex::new(Default::default()),
-            hits: AtomicUsize::new(0),
-        });
+        let choices = self.choices(&format!("server {name}"));
+        let state = Arc::new(ServerState::new(name, Box::new(handler), choices));
         self.runtime
             .network
             .servers

@@ -268,6 +268,22 @@ impl ServerHandle {
     }
 }
 
+impl ServerState {
+    pub(crate) fn new(name: String, handler: Box<Handler>, choices: crate::Choices) -> Self {
+        ServerState {
+            name,
+            handler: Mutex::new(handler),
+            config: Mutex::new(ServerConfig::default()),
+            choices: Mutex::new(choices),
+            requests: Mutex::new(Vec::new()),
+            heads: Mutex::new(Vec::new()),
+            accepted: AtomicU64::new(0),
+            open: Mutex::new(Default::default()),
+            hits: AtomicUsize::new(0),
+        }
+    }
+}
+
 /// Serves one connection until either side closes it.
 pub(crate) async fn serve(
     handle: Handle,
@@ -403,30 +419,18 @@ async fn read_request(
     } = reading;
     let idle_deadline = idle_timeout.map(|t| handle.now() + t);
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Request::new(&mut headers);
-        let head = match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
-                let target = parsed.path?.to_owned();
-                let mut map = HeaderMap::new();
-                for h in parsed.headers.iter() {
-                    let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-                    map.append(name, HeaderValue::from_bytes(h.value).ok()?);
-                }
-                Some((head_len, method, target, map))
-            }
-            Ok(httparse::Status::Partial) => None,
-            Err(_) => return None,
+        let head = match parse_head(buf) {
+            Ok(head) => head,
+            Err(BadRequest) => return None,
         };
-        if let Some((head_len, method, target, headers)) = head {
-            let chunked = headers
-                .get(http::header::TRANSFER_ENCODING)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
-            let length: usize = headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(0);
+        if let Some(RequestHead {
+            len: head_len,
+            method,
+            target,
+            headers,
+        }) = head
+        {
+            let (chunked, length) = body_framing(&headers);
             heads.lock().unwrap().push(Request {
                 method: method.clone(),
                 target: target.clone(),
@@ -490,33 +494,105 @@ async fn read_request(
     }
 }
 
-/// Reads a chunked request body (no trailers, no chunk extensions are sent by
-/// the client); `None` if the connection ends first or the framing is bad.
+/// Reads a chunked request body; `None` if the connection ends first or the framing is bad.
 async fn read_chunked_body(stream: &mut SimStream, buf: &mut BytesMut) -> Option<Bytes> {
-    let mut body = BytesMut::new();
     loop {
-        let line_end = loop {
-            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                break i;
+        match parse_chunked_body(buf) {
+            Ok(Some((used, body))) => {
+                let _ = buf.split_to(used);
+                return Some(body);
             }
-            if !fill(stream, buf).await {
-                return None;
+            Ok(None) => {
+                if !fill(stream, buf).await {
+                    return None;
+                }
             }
+            Err(BadRequest) => return None,
+        }
+    }
+}
+
+/// A request the server cannot read: the connection is dropped.
+#[derive(Debug)]
+pub(crate) struct BadRequest;
+
+/// A request head, parsed.
+pub(crate) struct RequestHead {
+    /// Its length in bytes, blank line included.
+    pub(crate) len: usize,
+    pub(crate) method: Method,
+    pub(crate) target: String,
+    pub(crate) headers: HeaderMap,
+}
+
+/// The request head at the start of `buf`, or `Ok(None)` if it is not all there yet.
+///
+/// Shared by the simulated servers and the loopback servers of the
+/// conformance kit, which read the same requests off different sockets.
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, BadRequest> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadRequest),
+    };
+    let method = parsed
+        .method
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or(BadRequest)?;
+    let target = parsed.path.ok_or(BadRequest)?.to_owned();
+    let mut map = HeaderMap::new();
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| BadRequest)?;
+        map.append(
+            name,
+            HeaderValue::from_bytes(h.value).map_err(|_| BadRequest)?,
+        );
+    }
+    Ok(Some(RequestHead {
+        len,
+        method,
+        target,
+        headers: map,
+    }))
+}
+
+/// Whether a request's body is chunked, and its length if it is not.
+pub(crate) fn body_framing(headers: &HeaderMap) -> (bool, usize) {
+    let chunked = headers
+        .get(http::header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    (chunked, length)
+}
+
+/// A chunked body at the start of `buf` (the client sends no extensions and
+/// no trailers): the bytes it took and the body, or `Ok(None)` if it is not
+/// all there yet.
+pub(crate) fn parse_chunked_body(buf: &[u8]) -> Result<Option<(usize, Bytes)>, BadRequest> {
+    let mut body = BytesMut::new();
+    let mut at = 0;
+    loop {
+        let Some(line_end) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
         };
-        let size = std::str::from_utf8(&buf[..line_end]).ok()?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        while buf.len() < line_end + 2 + size + 2 {
-            if !fill(stream, buf).await {
-                return None;
-            }
+        let size = std::str::from_utf8(&buf[at..at + line_end]).map_err(|_| BadRequest)?;
+        let size = usize::from_str_radix(size.trim(), 16).map_err(|_| BadRequest)?;
+        let data = at + line_end + 2;
+        let Some(end) = buf.get(data + size..data + size + 2) else {
+            return Ok(None);
+        };
+        if end != b"\r\n" {
+            return Err(BadRequest);
         }
-        let _ = buf.split_to(line_end + 2);
-        body.extend_from_slice(&buf.split_to(size));
-        if buf.split_to(2).as_ref() != b"\r\n" {
-            return None;
-        }
+        body.extend_from_slice(&buf[data..data + size]);
+        at = data + size + 2;
         if size == 0 {
-            return Some(body.freeze());
+            return Ok(Some((at, body.freeze())));
         }
     }
 }
@@ -532,7 +608,8 @@ async fn fill(stream: &mut SimStream, buf: &mut BytesMut) -> bool {
     }
 }
 
-fn encode_reply(reply: &Reply, head_request: bool) -> Vec<u8> {
+/// A reply as HTTP/1.1 bytes: chunked when it has several pieces of body.
+pub(crate) fn encode_reply(reply: &Reply, head_request: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + reply.body.iter().map(Bytes::len).sum::<usize>());
     let reason = reply.status.canonical_reason().unwrap_or("Status");
     out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", reply.status.as_u16(), reason).as_bytes());
