@@ -41,7 +41,7 @@ impl CallGuard {
 
     /// The call's next step, decided at `now` (the driver's latest clock reading).
     pub(crate) fn poll_step(&mut self, now: Instant) -> Step {
-        self.inner.update(|shared| {
+        self.inner.decide(|shared| {
             self.others_in_flight = shared.wake_slots.len() > 1;
             self.call.poll_step(now, &mut shared.engine)
         })

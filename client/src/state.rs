@@ -139,6 +139,22 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Like [`update`](Self::update), without looking at the engine's shared
+    /// timers afterwards: for the decisions on a call's hot path
+    /// (starting a call, polling its next step), which take idle connections
+    /// and permits but add no timer the housekeeper must be woken for. The
+    /// one timer they can add, a half-open breaker's probe timeout, guards
+    /// against a probe that never reports, and calls always report or
+    /// cancel; the next report, or the next call's start, handles it.
+    pub(crate) fn decide<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {
+        let mut shared = self.lock();
+        let result = f(&mut shared);
+        let drained = shared.drain_events();
+        drop(shared);
+        drop(drained);
+        result
+    }
+
     /// Runs `f` on the shared state under the lock, then applies the
     /// engine's events (wake-ups, connections to close) once it is released,
     /// and makes sure the engine's next shared timer is watched.
@@ -245,6 +261,8 @@ pub(crate) struct Housekeeping {
     /// The instant it will look at the engine again; `None` while it is
     /// working, or before it started.
     watching_until: Option<Instant>,
+    /// How many looks in a row found no timer to watch.
+    empty_looks: u32,
     /// Set when it must look again before `watching_until`.
     woken: bool,
     waker: Option<Waker>,
@@ -303,6 +321,12 @@ impl Nudge {
     }
 }
 
+/// How long the housekeeper waits before looking again when it found no timer.
+const EMPTY_LOOK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many looks in a row may find no timer before the housekeeper ends.
+const EMPTY_LOOKS_BEFORE_ENDING: u32 = 60;
+
 /// The housekeeping task: handle the engine's due timers, then sleep until
 /// the next one. See the module documentation.
 ///
@@ -331,14 +355,30 @@ async fn watch_timers(client: Weak<Inner>) {
             if engine.poll_timeout().is_some_and(|due| due <= now) {
                 engine.handle_timeout(now);
             }
-            let next = engine.poll_timeout();
             let housekeeping = &mut shared.housekeeping;
-            housekeeping.watching_until = next;
             housekeeping.woken = false;
-            if next.is_none() {
-                // Nothing left to watch: end, and let the next timer start a new task.
-                housekeeping.running = false;
-            }
+            let next = match engine.poll_timeout() {
+                Some(next) => {
+                    housekeeping.empty_looks = 0;
+                    Some(next)
+                }
+                // Nothing to watch for a minute: end, and let the next timer
+                // start a new task.
+                None if housekeeping.empty_looks >= EMPTY_LOOKS_BEFORE_ENDING => {
+                    housekeeping.running = false;
+                    None
+                }
+                // Nothing to watch now, on a client that is likely busy (its
+                // connection was checked out as we looked). Look again in a
+                // second rather than end: a task started and ended around
+                // every call would cost more than the call's own work, and a
+                // timer made meanwhile for later than that needs no wake-up.
+                None => {
+                    housekeeping.empty_looks += 1;
+                    Some(now + EMPTY_LOOK_INTERVAL)
+                }
+            };
+            housekeeping.watching_until = next;
             next
         });
         drop(inner);

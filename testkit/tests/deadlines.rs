@@ -105,10 +105,12 @@ fn a_run_of_requests_on_one_connection_arms_a_few_timers_not_one_each() {
     });
     assert_eq!(sim.connects(), 1);
     // 200 requests at 5 ms take one second: with the 10 s attempt timeout
-    // the first timer never fires early, and every wait shares it.
+    // the first timer never fires early, and every wait shares it. The
+    // housekeeper adds its own: one for the idle connection's expiry, and a
+    // look a second while it finds the connection checked out.
     let armed = armed.load(Ordering::SeqCst);
     assert!(
-        armed <= 3,
+        armed <= 3 + 2,
         "{armed} timers armed for {requests} requests on one connection"
     );
 }

@@ -10,7 +10,10 @@
 //! `--rounds N`, `--clients a,b`, `--workloads x,y`, `--no-wrk`,
 //! `--json FILE` (every run's raw figures), `--instructions` (instead of
 //! the timed rounds, each client's user-space instructions per request,
-//! counted by valgrind; see `e2e/instructions.rs`).
+//! counted by valgrind; see `e2e/instructions.rs`), `--guard-instructions`
+//! (CI's check: a small and a 1 MiB GET on tokio against
+//! `benches/instructions-baseline.txt`, failing past 10 % growth) and
+//! `--record-baseline` (writes that file anew).
 //!
 //! The parent process starts the server (this binary with `--server`, pinned
 //! to core 0 with `taskset`), then, round after round, one child process per
@@ -111,6 +114,24 @@ fn main() {
 
     let mut server = Server::start(server_pin);
     let port = server.port;
+    if flag("--guard-instructions") || flag("--record-baseline") {
+        if !can_run("valgrind") {
+            server.stop();
+            panic!("the instruction guard needs valgrind (apt-get install valgrind)");
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let path = root.join(instructions::BASELINE);
+        let within = instructions::guard(port, &path, flag("--record-baseline"), client_pin);
+        server.stop();
+        if !within {
+            eprintln!(
+                "user-space instructions per request grew more than 10 % over {}",
+                instructions::BASELINE
+            );
+            std::process::exit(1);
+        }
+        return;
+    }
     if flag("--instructions") {
         if !can_run("valgrind") {
             println!("valgrind is not installed (apt-get install valgrind): nothing to count.");

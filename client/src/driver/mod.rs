@@ -186,7 +186,7 @@ fn start(
     overrides: CallOverrides,
     now: Instant,
 ) -> Result<CallGuard, Error> {
-    let call = inner.update(|shared| {
+    let call = inner.decide(|shared| {
         if shared.closed {
             return Err(Error::new(ErrorKind::Closed).with_origin(request.origin.clone()));
         }

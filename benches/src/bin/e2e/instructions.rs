@@ -127,3 +127,83 @@ pub fn run(port: u16, clients: &[String], workloads: &[Workload], pin: Option<&s
     }
     out
 }
+
+/// Where the recorded counts live, relative to the workspace.
+pub const BASELINE: &str = "benches/instructions-baseline.txt";
+
+/// The guarded workloads: a small GET and a 1 MiB GET on the tokio adapter.
+pub const GUARDED: [(Workload, &str); 2] = [
+    (Workload::SmallSeq, "breakwater-tokio"),
+    (Workload::BigSeq, "breakwater-tokio"),
+];
+
+/// How much a guarded count may grow over its baseline before the guard fails.
+pub const TOLERANCE: f64 = 1.10;
+
+/// Counts the guarded workloads and compares them with the baseline at
+/// `path`, or writes a new baseline there when `record` is set. Returns
+/// whether every count is within [`TOLERANCE`] of its baseline.
+///
+/// Counts are deterministic for one binary on one kind of machine (unlike
+/// timings), so a 10 % margin is wide enough for the small variation that
+/// remains (how many reads a response takes) and narrow enough to catch a
+/// real regression on the hot path.
+pub fn guard(port: u16, path: &std::path::Path, record: bool, pin: Option<&str>) -> bool {
+    let mut measured = Vec::new();
+    for (w, client) in GUARDED {
+        match per_request(client, w, port, pin) {
+            Some(per) => measured.push((w, client, per)),
+            None => {
+                eprintln!("{client} on {} could not be counted", w.name());
+                return false;
+            }
+        }
+    }
+    if record {
+        let mut text = String::from(
+            "# User-space instructions per request, counted by valgrind (e2e --instructions).\n\
+             # CI fails when a count grows more than 10 % over its line here.\n\
+             # After an intended change: cargo run --release -p breakwater-benches --bin e2e -- --record-baseline\n",
+        );
+        for (w, client, per) in &measured {
+            let _ = writeln!(text, "{} {client} {per:.0}", w.name());
+        }
+        std::fs::write(path, text).expect("write the baseline");
+        println!("recorded {}", path.display());
+        return true;
+    }
+    let baseline = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read the baseline {}: {e}", path.display()));
+    let recorded = |w: Workload, client: &str| {
+        baseline.lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            match (fields.next(), fields.next(), fields.next()) {
+                (Some(name), Some(c), Some(n)) if name == w.name() && c == client => {
+                    n.parse::<f64>().ok()
+                }
+                _ => None,
+            }
+        })
+    };
+    let mut within = true;
+    println!("| workload | client | baseline | now | ratio |\n|---|---|---:|---:|---:|");
+    for (w, client, per) in measured {
+        let Some(base) = recorded(w, client) else {
+            println!("| {} | {client} | – | {per:.0} | no baseline |", w.name());
+            within = false;
+            continue;
+        };
+        let ratio = per / base;
+        let verdict = if ratio > TOLERANCE {
+            " (over the 10 % margin)"
+        } else {
+            ""
+        };
+        println!(
+            "| {} | {client} | {base:.0} | {per:.0} | {ratio:.3}{verdict} |",
+            w.name()
+        );
+        within &= ratio <= TOLERANCE;
+    }
+    within
+}
