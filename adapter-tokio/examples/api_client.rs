@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use breakwater::auth::OAuth2ClientCredentials;
-use breakwater::core::breaker::{BreakerConfig, FailureRateRule};
-use breakwater::core::idempotency::IdempotencyConfig;
+use breakwater::core::policy::breaker::{BreakerConfig, FailureRateRule};
+use breakwater::core::policy::idempotency::IdempotencyConfig;
 use breakwater::core::pool::PoolConfig;
 use breakwater::runtime::Runtime;
 use breakwater::{Client, ClientBuilder, Error, RequestInfo, ResponseInfo};

@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use breakwater_core::auth::{Secret, TokenFetchError, TokenResponse};
+pub use breakwater_core::policy::auth::{Secret, TokenFetchError, TokenResponse};
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 
 use crate::runtime::BoxFuture;

@@ -20,8 +20,8 @@ use breakwater_core::call::{
     self, CallErrorKind, CallId, CallSpec, Engine, EngineConfig, EngineEvent, OriginProfile, Step,
 };
 use breakwater_core::h1::{encode_request_head_for_target, BodyLength, RequestContext};
-use breakwater_core::idempotency::{Idempotence, IdempotencyKey};
-use breakwater_core::outcome::ConnectFailure;
+use breakwater_core::policy::idempotency::{Idempotence, IdempotencyKey};
+use breakwater_core::policy::outcome::ConnectFailure;
 use breakwater_core::pool::OriginId;
 use breakwater_core::{Instant, Origin};
 use bytes::Bytes;
@@ -1192,7 +1192,7 @@ async fn run(
                             None => call.handle_attempt_outcome(
                                 now,
                                 engine,
-                                breakwater_core::outcome::AttemptOutcome::Response {
+                                breakwater_core::policy::outcome::AttemptOutcome::Response {
                                     status,
                                     elapsed: latency,
                                 },
@@ -1307,7 +1307,7 @@ async fn connect(
 }
 
 /// Runs the token fetch the call waits for, by the call's deadline.
-async fn fetch_token(guard: &mut CallGuard, fetch: breakwater_core::auth::FetchId) {
+async fn fetch_token(guard: &mut CallGuard, fetch: breakwater_core::policy::auth::FetchId) {
     let Credentials::Tokens(source) = guard.client.inner.credentials.clone() else {
         let _ = guard.report(|_, now, engine| engine.cancel_token_fetch(now, fetch));
         return;

@@ -30,7 +30,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
-use breakwater_core::auth::FetchId;
+use breakwater_core::policy::auth::FetchId;
 use breakwater_core::Instant;
 
 use crate::auth::{Credentials, TokenFetchError};

@@ -1,11 +1,11 @@
 //! The call orchestrator: one state machine per logical request that answers "what next?".
 //!
 //! Every decision the core makes about a call is taken here, in one place, by combining the
-//! policies of the other modules: the token cache ([`crate::auth`]), the circuit breaker
-//! ([`crate::breaker`]), the client's concurrency cap ([`ConcurrencyLimit`]), the connection
-//! pool ([`crate::pool`]), the outcome table ([`crate::outcome`]), the retry rules and budget
-//! ([`crate::retry`]), backoff ([`crate::backoff`]), the latency window ([`crate::latency`]) and
-//! idempotency keys ([`crate::idempotency`]). The driver (the `breakwater` client) only
+//! policies of the other modules: the token cache ([`crate::policy::auth`]), the circuit breaker
+//! ([`crate::policy::breaker`]), the client's concurrency cap ([`ConcurrencyLimit`]), the connection
+//! pool ([`crate::pool`]), the outcome table ([`crate::policy::outcome`]), the retry rules and budget
+//! ([`crate::policy::retry`]), backoff ([`crate::policy::backoff`]), the latency window ([`crate::policy::latency`]) and
+//! idempotency keys ([`crate::policy::idempotency`]). The driver (the `breakwater` client) only
 //! executes the [`Step`]s it is given and reports what happened; it takes no retry, breaker or
 //! pool decision of its own. The specification is docs/spec/call.md, over the policies of the
 //! other pages of docs/spec/.
@@ -32,9 +32,9 @@
 //! connection is obtained and is clipped to the call's total deadline, which bounds every
 //! attempt and every wait (docs/spec/call.md#timeouts-and-the-deadline).
 //!
-//! Every outcome is classified once ([`crate::outcome::classify`]); the latency window takes
+//! Every outcome is classified once ([`crate::policy::outcome::classify`]); the latency window takes
 //! the classification's sample, the breaker its effect, and the retry module its eligibility
-//! (the order of `crate::retry`'s "calling order": decide, backoff, schedule, charge,
+//! (the order of `crate::policy::retry`'s "calling order": decide, backoff, schedule, charge,
 //! record). A response that is not retried is delivered ([`Step::Deliver`]), whatever its
 //! status: at this layer a 404 or a final 503 is a response, not an error; turning it into
 //! an error with a body snippet is the client's presentation. Its breaker effect is recorded
@@ -84,7 +84,7 @@
 //!
 //! ```
 //! use breakwater_core::call::{CallSpec, Engine, EngineConfig, Step, BodyEnd};
-//! use breakwater_core::outcome::AttemptOutcome;
+//! use breakwater_core::policy::outcome::AttemptOutcome;
 //! use breakwater_core::{Instant, Origin, Scheme};
 //! use http::{HeaderMap, Method, StatusCode};
 //! use std::time::{Duration, SystemTime};
@@ -131,25 +131,25 @@ use std::time::{Duration, SystemTime};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::auth::{
+use crate::policy::auth::{
     AuthError, FetchCompletion, FetchId, FetchTicket, TokenCache, TokenCacheConfig,
     TokenCacheError, TokenDecision, TokenFetchError, TokenGeneration, TokenLease, TokenResponse,
     WaitTicket,
 };
-use crate::backoff::BackoffPolicy;
-use crate::breaker::{
+use crate::policy::backoff::BackoffPolicy;
+use crate::policy::breaker::{
     Breaker, BreakerConfig, BreakerConfigError, BreakerPermit, BreakerRejected, BreakerTransition,
 };
-use crate::idempotency::{key_for_call, CallKey, Idempotence, IdempotencyConfig, IdempotencyKey};
-use crate::latency::{LatencyConfig, LatencyWindow};
-use crate::outcome::{
+use crate::policy::idempotency::{key_for_call, CallKey, Idempotence, IdempotencyConfig, IdempotencyKey};
+use crate::policy::latency::{LatencyConfig, LatencyWindow};
+use crate::policy::outcome::{
     classify, AttemptOutcome, BreakerEffect, ConnectFailure, LocalExhaustion, OutcomeRow,
 };
 use crate::pool::{
     AcquireError, Acquired, CloseReason, ConnId, Grant, OriginId, OriginLimits, Pool, PoolConfig,
     PoolError, PoolEvent, Reservation, WaiterId,
 };
-use crate::retry::{
+use crate::policy::retry::{
     decide, schedule, AttemptLedger, BudgetConfigError, GiveUpReason, RequestFacts, RetryAfterGate,
     RetryBudget, RetryBudgetConfig, RetryKind, RetryPolicy, RetryVerdict, Schedule, ScheduleInput,
     ServerDirectives,
@@ -2218,7 +2218,7 @@ impl<C> Call<C> {
         &mut self,
         now: Instant,
         engine: &mut Engine<C>,
-        plan: crate::retry::RetryPlan,
+        plan: crate::policy::retry::RetryPlan,
         directives: &ServerDirectives,
     ) -> Decision {
         let config = &engine.config;

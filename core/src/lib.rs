@@ -15,13 +15,13 @@
 //!
 //! # The modules
 //! - [`h1`]: request encoding and an incremental, strict response decoder.
-//! - [`outcome`]: the one table that classifies an attempt's outcome into
+//! - [`outcome`](policy::outcome): the one table that classifies an attempt's outcome into
 //!   evidence, breaker effect, retry eligibility and latency sample.
-//! - [`retry`]: whether and when to retry, Retry-After, the retry budget.
-//! - [`backoff`] and [`latency`]: delays whose floor follows the origin's p95.
-//! - [`breaker`]: a per-origin circuit breaker with epochs and bounded probes.
-//! - [`idempotency`]: which requests are safe to resend, and their keys.
-//! - [`auth`]: a single-flight cache for expiring tokens.
+//! - [`retry`](policy::retry): whether and when to retry, Retry-After, the retry budget.
+//! - [`backoff`](policy::backoff) and [`latency`](policy::latency): delays whose floor follows the origin's p95.
+//! - [`breaker`](policy::breaker): a per-origin circuit breaker with epochs and bounded probes.
+//! - [`idempotency`](policy::idempotency): which requests are safe to resend, and their keys.
+//! - [`auth`](policy::auth): a single-flight cache for expiring tokens.
 //! - [`pool`]: connection-pool admission with exact accounting.
 //! - [`call`]: the orchestrator that sequences one logical call.
 //!
@@ -45,11 +45,11 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use breakwater_core::backoff::BackoffPolicy;
-//! use breakwater_core::breaker::{Breaker, BreakerConfig};
+//! use breakwater_core::policy::backoff::BackoffPolicy;
+//! use breakwater_core::policy::breaker::{Breaker, BreakerConfig};
 //! use breakwater_core::h1::{RequestContext, ResponseDecoder, ResponseEvent};
-//! use breakwater_core::latency::{LatencyConfig, LatencyWindow};
-//! use breakwater_core::outcome::BreakerEffect;
+//! use breakwater_core::policy::latency::{LatencyConfig, LatencyWindow};
+//! use breakwater_core::policy::outcome::BreakerEffect;
 //! use breakwater_core::Instant;
 //! use bytes::BytesMut;
 //!
@@ -79,17 +79,11 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod backoff;
-pub mod breaker;
 pub mod call;
 pub mod h1;
-pub mod idempotency;
-pub mod latency;
 pub mod origin;
-pub mod outcome;
+pub mod policy;
 pub mod pool;
-pub mod retry;
 pub mod time;
 
 pub use origin::{Origin, OriginError, Scheme};

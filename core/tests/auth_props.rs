@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use breakwater_core::auth::{
+use breakwater_core::policy::auth::{
     AccessToken, AuthError, FetchCompletion, FetchId, FetchTicket, TokenCache, TokenCacheConfig,
     TokenDecision, TokenFetchError, TokenGeneration, TokenLease, TokenResponse, TokenState,
     WaitTicket,

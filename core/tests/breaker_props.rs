@@ -27,11 +27,11 @@
 
 use std::time::Duration;
 
-use breakwater_core::breaker::{
+use breakwater_core::policy::breaker::{
     Breaker, BreakerConfig, BreakerPermit, BreakerState, BreakerTransition, FailureRateRule,
     Recorded, RejectReason, TransitionCause,
 };
-use breakwater_core::outcome::BreakerEffect;
+use breakwater_core::policy::outcome::BreakerEffect;
 use breakwater_core::Instant;
 use proptest::prelude::*;
 

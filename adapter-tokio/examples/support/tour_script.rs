@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as WallInstant};
 
 use breakwater::auth::OAuth2ClientCredentials;
-use breakwater::core::backoff::BackoffPolicy;
-use breakwater::core::breaker::{BreakerConfig, BreakerStateKind};
+use breakwater::core::policy::backoff::BackoffPolicy;
+use breakwater::core::policy::breaker::{BreakerConfig, BreakerStateKind};
 use breakwater::runtime::Runtime;
 use breakwater::{Client, ClientBuilder, Error};
 use futures_lite::StreamExt;

@@ -53,7 +53,7 @@
 //! 1. Before dispatching an attempt, call [`Breaker::try_acquire`]. On `Err`, do not dispatch;
 //!    [`BreakerRejected`] says when an admission may next succeed.
 //! 2. Answer every permit exactly once: [`Breaker::record`] with the outcome's
-//!    [`BreakerEffect`] (from the classification in [`crate::outcome`]), or
+//!    [`BreakerEffect`] (from the classification in [`crate::policy::outcome`]), or
 //!    [`Breaker::release`] if the attempt was cancelled before it produced an outcome.
 //! 3. Optionally arm a timer at [`Breaker::next_deadline`] and call [`Breaker::handle_timeout`]
 //!    when it fires; an early or repeated tick is harmless.
@@ -77,8 +77,8 @@
 //! # Example
 //!
 //! ```
-//! use breakwater_core::breaker::{Breaker, BreakerConfig, BreakerState};
-//! use breakwater_core::outcome::BreakerEffect;
+//! use breakwater_core::policy::breaker::{Breaker, BreakerConfig, BreakerState};
+//! use breakwater_core::policy::outcome::BreakerEffect;
 //! use breakwater_core::Instant;
 //! use std::time::Duration;
 //!
@@ -97,14 +97,14 @@
 //! assert!(probe.is_probe());
 //! breaker.record(later, probe, BreakerEffect::Success);
 //! assert!(matches!(breaker.state(), BreakerState::Closed { .. }));
-//! # Ok::<(), breakwater_core::breaker::BreakerConfigError>(())
+//! # Ok::<(), breakwater_core::policy::breaker::BreakerConfigError>(())
 //! ```
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use crate::outcome::BreakerEffect;
+use crate::policy::outcome::BreakerEffect;
 use crate::time::duration_to_nanos;
 use crate::Instant;
 
@@ -124,7 +124,7 @@ pub const MAX_WINDOW_BUCKETS: u32 = 1_000;
 /// Build it from [`BreakerConfig::default`] with the `with_*` setters:
 ///
 /// ```
-/// use breakwater_core::breaker::{BreakerConfig, FailureRateRule};
+/// use breakwater_core::policy::breaker::{BreakerConfig, FailureRateRule};
 /// use std::time::Duration;
 ///
 /// let config = BreakerConfig::default()

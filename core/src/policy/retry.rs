@@ -2,15 +2,15 @@
 //! that, and the per-origin retry budget that caps amplification during an outage.
 //!
 //! The specification is docs/spec/retry.md (with docs/spec/budget.md for the budget). This
-//! module decides *whether* and *how* to retry; the delay itself comes from `crate::backoff`.
+//! module decides *whether* and *how* to retry; the delay itself comes from `crate::policy::backoff`.
 //!
 //! # Calling order (for the call orchestrator)
-//! 1. Classify the attempt's outcome ([`crate::outcome::classify`]).
+//! 1. Classify the attempt's outcome ([`crate::policy::outcome::classify`]).
 //! 2. Read the response's directives ([`RetryPolicy::directives`]) and, on 429/503, feed
 //!    the origin's [`RetryAfterGate`].
 //! 3. [`decide`] — the outcome rule's retry kind, the absolute safety rule, replayable body,
 //!    attempt limits, "do not retry" directives. Gives a [`RetryVerdict`].
-//! 4. For a delayed retry, draw the backoff delay (`crate::backoff`), then [`schedule`] it
+//! 4. For a delayed retry, draw the backoff delay (`crate::policy::backoff`), then [`schedule`] it
 //!    against the deadline, the Retry-After cap and the origin's gate (a transparent retry is
 //!    scheduled with a zero delay: it still honours the deadline).
 //! 5. Pay: [`RetryBudget::charge`] (free for transparent retries and auth replays). Paying
@@ -25,7 +25,7 @@
 //! - 3 attempts in total including the original, hard cap 10 ([`MAX_ATTEMPTS_CAP`]);
 //!   transparent retries and the auth replay do not count (docs/spec/retry.md#attempts).
 //! - Retried statuses 429, 500, 502, 503, 504, those of the httpx tutorial's `ApiClient`
-//!   ([`crate::outcome::StatusSet`]).
+//!   ([`crate::policy::outcome::StatusSet`]).
 //! - Retry-After honoured up to 60 s; above the cap, or when it would end after the deadline,
 //!   the call fails at once with a rate-limited error carrying the instant
 //!   ([`Schedule::RateLimited`]; docs/spec/retry.md#retry-after).
@@ -51,7 +51,7 @@ use std::time::{Duration, SystemTime};
 use http::header::HeaderName;
 use http::{HeaderMap, StatusCode};
 
-use crate::outcome::{
+use crate::policy::outcome::{
     Classification, Evidence, NoRetryReason, OutcomePolicy, RetryEligibility, StatusSet,
 };
 use crate::time::duration_to_nanos;
@@ -63,7 +63,7 @@ pub const MAX_ATTEMPTS_CAP: u32 = 10;
 /// Retry settings for a client (per-call overrides go into [`AttemptLedger::new`]).
 ///
 /// ```
-/// use breakwater_core::retry::RetryPolicy;
+/// use breakwater_core::policy::retry::RetryPolicy;
 /// use std::time::Duration;
 ///
 /// let policy = RetryPolicy::default()
@@ -198,7 +198,7 @@ pub struct ServerDirectives {
 /// for `u64` seconds saturates (and will exceed any cap).
 ///
 /// ```
-/// use breakwater_core::retry::parse_retry_after;
+/// use breakwater_core::policy::retry::parse_retry_after;
 /// use http::HeaderMap;
 /// use std::time::{Duration, SystemTime};
 ///
@@ -453,7 +453,7 @@ impl std::fmt::Display for GiveUpReason {
 /// (docs/spec/retry.md#deciding-a-retry).
 ///
 /// The safety rule is checked on its own, whatever the classification says: a request that is
-/// neither idempotent nor keyed is resent only after [`NotSent`](crate::outcome::Evidence) or
+/// neither idempotent nor keyed is resent only after [`NotSent`](crate::policy::outcome::Evidence) or
 /// `NotProcessed` evidence. Budget, deadline, Retry-After and breaker are checked afterwards
 /// by [`schedule`], [`RetryBudget::charge`] and the breaker.
 pub fn decide(
@@ -733,7 +733,7 @@ struct Slot {
 /// and tower do). Fixed-size, allocation-free, integer-only.
 ///
 /// ```
-/// use breakwater_core::retry::{RetryBudget, RetryBudgetConfig};
+/// use breakwater_core::policy::retry::{RetryBudget, RetryBudgetConfig};
 /// use breakwater_core::Instant;
 ///
 /// let mut budget = RetryBudget::new(RetryBudgetConfig::default().with_min_retries_per_sec(0))
@@ -876,7 +876,7 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{classify, AttemptOutcome, ClassifyContext, ConnectFailure};
+    use crate::policy::outcome::{classify, AttemptOutcome, ClassifyContext, ConnectFailure};
     use http::HeaderValue;
 
     const SEC: Duration = Duration::from_secs(1);
@@ -1061,7 +1061,7 @@ mod tests {
             Err(GiveUpReason::BodyNotReplayable)
         );
         // Nothing of the body left: it can still be sent once more.
-        let refused = AttemptOutcome::ConnectFailed(crate::outcome::ConnectFailure::Refused);
+        let refused = AttemptOutcome::ConnectFailed(crate::policy::outcome::ConnectFailure::Refused);
         assert!(kind(verdict(refused, no_body, &ledger)).is_ok());
     }
 

@@ -109,7 +109,7 @@
 //! # Example
 //!
 //! ```
-//! use breakwater_core::auth::{AccessToken, TokenCache, TokenCacheConfig, TokenDecision,
+//! use breakwater_core::policy::auth::{AccessToken, TokenCache, TokenCacheConfig, TokenDecision,
 //!     TokenResponse};
 //! use breakwater_core::Instant;
 //! use std::time::Duration;
@@ -155,7 +155,7 @@ use crate::Instant;
 /// (a reference count), so leases can carry the token without copying it.
 ///
 /// ```
-/// use breakwater_core::auth::Secret;
+/// use breakwater_core::policy::auth::Secret;
 ///
 /// let secret = Secret::new("hunter2");
 /// assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
@@ -205,7 +205,7 @@ impl From<&str> for Secret {
 /// timeline these settings shape.
 ///
 /// ```
-/// use breakwater_core::auth::TokenCacheConfig;
+/// use breakwater_core::policy::auth::TokenCacheConfig;
 /// use std::time::Duration;
 ///
 /// let config = TokenCacheConfig::default()
@@ -600,7 +600,7 @@ impl TokenFetchError {
     /// came with.
     ///
     /// ```
-    /// use breakwater_core::auth::TokenFetchError;
+    /// use breakwater_core::policy::auth::TokenFetchError;
     /// use http::StatusCode;
     ///
     /// assert!(!TokenFetchError::from_oauth_error("invalid_client", Some(StatusCode::UNAUTHORIZED))
