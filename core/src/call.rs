@@ -140,19 +140,21 @@ use crate::policy::backoff::BackoffPolicy;
 use crate::policy::breaker::{
     Breaker, BreakerConfig, BreakerConfigError, BreakerPermit, BreakerRejected, BreakerTransition,
 };
-use crate::policy::idempotency::{key_for_call, CallKey, Idempotence, IdempotencyConfig, IdempotencyKey};
+use crate::policy::budget::{BudgetConfigError, RetryBudget, RetryBudgetConfig};
+use crate::policy::idempotency::{
+    key_for_call, CallKey, Idempotence, IdempotencyConfig, IdempotencyKey,
+};
 use crate::policy::latency::{LatencyConfig, LatencyWindow};
 use crate::policy::outcome::{
     classify, AttemptOutcome, BreakerEffect, ConnectFailure, LocalExhaustion, OutcomeRow,
 };
+use crate::policy::retry::{
+    decide, schedule, AttemptLedger, GiveUpReason, RequestFacts, RetryAfterGate, RetryKind,
+    RetryPolicy, RetryVerdict, Schedule, ScheduleInput, ServerDirectives,
+};
 use crate::pool::{
     AcquireError, Acquired, CloseReason, ConnId, Grant, OriginId, OriginLimits, Pool, PoolConfig,
     PoolError, PoolEvent, Reservation, WaiterId,
-};
-use crate::policy::retry::{
-    decide, schedule, AttemptLedger, BudgetConfigError, GiveUpReason, RequestFacts, RetryAfterGate,
-    RetryBudget, RetryBudgetConfig, RetryKind, RetryPolicy, RetryVerdict, Schedule, ScheduleInput,
-    ServerDirectives,
 };
 use crate::{Instant, Origin};
 

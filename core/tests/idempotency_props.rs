@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use breakwater_core::policy::budget::{RetryBudget, RetryBudgetConfig};
 use breakwater_core::policy::idempotency::{
     key_for_call, CallKey, IdempotencyConfig, IdempotencyKey, KeyWireFormat,
 };
@@ -11,8 +12,8 @@ use breakwater_core::policy::outcome::{
     classify, AttemptOutcome, ClassifyContext, ConnectFailure, NoRetryReason,
 };
 use breakwater_core::policy::retry::{
-    decide, schedule, AttemptLedger, GiveUpReason, RequestFacts, RetryBudget, RetryBudgetConfig,
-    RetryKind, RetryVerdict, Schedule, ScheduleInput, ServerDirectives,
+    decide, schedule, AttemptLedger, GiveUpReason, RequestFacts, RetryKind, RetryVerdict, Schedule,
+    ScheduleInput, ServerDirectives,
 };
 use breakwater_core::Instant;
 use http::{HeaderValue, Method, StatusCode};

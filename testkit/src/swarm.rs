@@ -36,8 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use breakwater::core::policy::breaker::{BreakerConfig, BreakerStateKind};
+use breakwater::core::policy::budget::RetryBudgetConfig;
 use breakwater::core::pool::PoolConfig;
-use breakwater::core::policy::retry::RetryBudgetConfig;
 use breakwater::core::Instant;
 use breakwater::ErrorKind;
 

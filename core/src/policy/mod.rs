@@ -6,8 +6,9 @@
 //!
 //! - [`outcome`]: the outcome table — what an attempt's ending proves, its breaker effect,
 //!   whether it may be retried, whether it is a latency sample (docs/spec/outcomes.md);
-//! - [`retry`]: whether a failed attempt is sent again, and when, and the per-origin retry
-//!   budget that caps retry amplification (docs/spec/retry.md, docs/spec/budget.md);
+//! - [`retry`]: whether a failed attempt is sent again, and when (docs/spec/retry.md);
+//! - [`budget`]: the per-origin retry budget that caps retry amplification
+//!   (docs/spec/budget.md);
 //! - [`backoff`]: the delay before a retry (docs/spec/backoff.md);
 //! - [`latency`]: the per-origin latency window whose p95 floors that delay
 //!   (docs/spec/latency.md);
@@ -23,6 +24,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod breaker;
+pub mod budget;
 pub mod idempotency;
 pub mod latency;
 pub mod outcome;
