@@ -14,7 +14,7 @@ use crate::policy::breaker::{Breaker, BreakerPermit, BreakerTransition};
 use crate::policy::budget::RetryBudget;
 use crate::policy::latency::LatencyWindow;
 use crate::policy::outcome::BreakerEffect;
-use crate::policy::retry::RetryAfterGate;
+use crate::policy::retry::{RetryAfterGate, RetryOrigin};
 use crate::pool::{CloseReason, Grant, OriginId, Pool, PoolEvent, WaiterId};
 use crate::{Instant, Origin};
 
@@ -418,6 +418,19 @@ impl<C> Engine<C> {
     }
 
     // ---- helpers -----------------------------------------------------------------------------
+
+    /// What placing a retry to `origin` reads and pays from: the policies, and the origin's
+    /// latency window, Retry-After gate and budget.
+    pub(super) fn retry_origin(&mut self, origin: OriginId) -> Option<RetryOrigin<'_>> {
+        let health = self.health.get_mut(origin.index())?.as_mut()?;
+        Some(RetryOrigin {
+            policy: &self.config.retry,
+            backoff: &self.config.backoff,
+            latency: &health.latency,
+            gate: &health.gate,
+            budget: &mut health.budget,
+        })
+    }
 
     pub(super) fn observe(&mut self, now: Instant) -> Instant {
         self.latest_now = self.latest_now.max(now);

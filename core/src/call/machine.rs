@@ -15,8 +15,8 @@ use crate::policy::outcome::{
     classify, AttemptOutcome, BreakerEffect, ConnectFailure, LocalExhaustion, OutcomeRow,
 };
 use crate::policy::retry::{
-    decide, schedule, AttemptLedger, GiveUpReason, RequestFacts, RetryKind, RetryVerdict, Schedule,
-    ScheduleInput, ServerDirectives,
+    decide, place_retry, AttemptLedger, BackoffHistory, CallRetries, GiveUpReason, Placement,
+    RequestFacts, RetryKind, RetryPlan, RetryVerdict, ServerDirectives,
 };
 use crate::pool::{
     AcquireError, Acquired, CloseReason, ConnId, Grant, OriginId, Reservation, WaiterId,
@@ -29,10 +29,6 @@ use super::step::{
     AttemptKind, AttemptPlan, AttemptRecord, AttemptRecords, BodyEnd, CallError, CallErrorKind,
     CallMisuse, CallPhase, ConnectError, Step, TimeoutPhase,
 };
-
-/// Latency samples needed before the p50 is used as the least time an attempt takes
-/// (docs/spec/retry.md#scheduling-against-the-deadline).
-const ATTEMPT_FLOOR_MIN_SAMPLES: usize = 20;
 
 /// What a logical call is: given to [`Engine::start_call`].
 #[derive(Clone, Debug)]
@@ -161,8 +157,7 @@ pub struct Call<C> {
     attempt_kind: AttemptKind,
     attempt_started: Instant,
     need_fresh: bool,
-    backoff_retries: u32,
-    previous_delay: Option<Duration>,
+    backoff: BackoffHistory,
     deposited: bool,
     records: AttemptRecords,
     /// Set while a response whose body the driver has already read is concluded.
@@ -222,8 +217,7 @@ impl<C> Call<C> {
             attempt_kind: AttemptKind::Original,
             attempt_started: now,
             need_fresh: false,
-            backoff_retries: 0,
-            previous_delay: None,
+            backoff: BackoffHistory::default(),
             deposited: false,
             records: AttemptRecords::new(),
             body_read_reusable: None,
@@ -812,11 +806,13 @@ impl<C> Call<C> {
         }
         let verdict = decide(&classification, &self.facts, &directives, &self.ledger);
         let decision = match verdict {
-            RetryVerdict::Retry(plan) => self.place_retry(now, engine, plan, &directives),
-            RetryVerdict::GiveUp(reason) => Decision::GiveUp(reason),
+            RetryVerdict::Retry(plan) => {
+                self.place_retry(now, engine, plan, directives.retry_after)
+            }
+            RetryVerdict::GiveUp(reason) => Placement::GiveUp(reason),
         };
         match (decision, status) {
-            (Decision::GiveUp(_), Some(_)) => {
+            (Placement::GiveUp(_), Some(_)) => {
                 // A response the caller gets; the breaker hears about it when the body ends.
                 self.phase = Phase::Delivered {
                     effect: classification.breaker,
@@ -828,7 +824,7 @@ impl<C> Call<C> {
                 let reusable = self.body_read_reusable.take().unwrap_or(false);
                 self.release_connection(now, engine, reusable);
                 match decision {
-                    Decision::Retry { kind, at } => {
+                    Placement::Retry { kind, at } => {
                         if kind == RetryKind::AuthReplay {
                             if let (Some(generation), Some(cache)) =
                                 (self.sent_generation, &mut engine.tokens)
@@ -840,14 +836,14 @@ impl<C> Call<C> {
                         self.attempt_kind = AttemptKind::Retry(kind);
                         self.phase = Phase::Admit { not_before: at };
                     }
-                    Decision::GiveUp(reason) => {
+                    Placement::GiveUp(reason) => {
                         let kind = error_kind(outcome, classification.row);
                         self.fail(now, engine, kind, Some(reason));
                     }
-                    Decision::RateLimited { until } => {
+                    Placement::RateLimited { until } => {
                         self.fail(now, engine, CallErrorKind::RateLimited { until }, None)
                     }
-                    Decision::DeadlineExceeded => {
+                    Placement::DeadlineExceeded => {
                         self.fail(now, engine, CallErrorKind::DeadlineExceeded, None)
                     }
                 }
@@ -855,84 +851,29 @@ impl<C> Call<C> {
         }
     }
 
-    /// Draws the delay, schedules it against the deadline and the Retry-After cap, then pays
-    /// (docs/spec/retry.md#deciding-a-retry); records the retry in the ledger when it will
-    /// happen.
+    /// Places an allowed retry with the retry policy's [`place_retry`], against the origin's
+    /// state the engine lends; a retry that will happen on a fresh connection says so.
     fn place_retry(
         &mut self,
         now: Instant,
         engine: &mut Engine<C>,
-        plan: crate::policy::retry::RetryPlan,
-        directives: &ServerDirectives,
-    ) -> Decision {
-        let config = &engine.config;
-        let Some(h) = engine
-            .health
-            .get_mut(self.origin.index())
-            .and_then(Option::as_mut)
-        else {
-            return Decision::GiveUp(GiveUpReason::BudgetExhausted);
+        plan: RetryPlan,
+        retry_after: Option<Duration>,
+    ) -> Placement {
+        let Some(origin) = engine.retry_origin(self.origin) else {
+            return Placement::GiveUp(GiveUpReason::BudgetExhausted);
         };
-        let p95 = h.latency.p95(now);
-        let attempt_floor = if h.latency.len(now) >= ATTEMPT_FLOOR_MIN_SAMPLES {
-            h.latency.p50(now).unwrap_or(Duration::ZERO)
-        } else {
-            Duration::ZERO
-        };
-        let gated = matches!(
-            plan.kind,
-            RetryKind::Ordinary | RetryKind::KeyedConflict | RetryKind::OneShot
-        );
-        let (mut delay, min_delay) = if plan.backoff {
-            let n = self.backoff_retries;
-            let delay = config
-                .backoff
-                .delay(n, p95, self.previous_delay, &mut self.rng);
-            (delay, config.backoff.earliest_delay(n, p95))
-        } else {
-            (Duration::ZERO, Duration::ZERO)
-        };
-        let mut retry_after = if gated { directives.retry_after } else { None };
-        if let Some(ra) = retry_after {
-            delay = config.backoff.apply_retry_after(delay, ra, &mut self.rng);
-        }
-        if gated {
-            if let Some(gate) = h.gate.remaining(now) {
-                retry_after = Some(retry_after.map_or(gate, |ra| ra.max(gate)));
-            }
-        }
-        let scheduled = schedule(&ScheduleInput {
-            now,
+        let call = CallRetries {
             deadline: self.deadline,
-            delay,
-            min_delay,
-            retry_after,
-            retry_after_cap: config.retry.retry_after_cap(),
-            attempt_floor,
-        });
-        match scheduled {
-            // An attempt that would start at the deadline has no time to run: do not wait for it.
-            Schedule::Proceed { at, .. } if at >= self.deadline => Decision::DeadlineExceeded,
-            Schedule::Proceed { delay, at } => {
-                match h.budget.charge(now, RetryVerdict::Retry(plan)) {
-                    RetryVerdict::GiveUp(reason) => Decision::GiveUp(reason),
-                    verdict @ RetryVerdict::Retry(_) => {
-                        self.ledger.record(&verdict);
-                        if plan.backoff {
-                            self.backoff_retries += 1;
-                            self.previous_delay = Some(delay);
-                        }
-                        self.need_fresh = plan.fresh_connection;
-                        Decision::Retry {
-                            kind: plan.kind,
-                            at,
-                        }
-                    }
-                }
-            }
-            Schedule::RateLimited { until } => Decision::RateLimited { until },
-            Schedule::DeadlineExceeded => Decision::DeadlineExceeded,
+            ledger: &mut self.ledger,
+            backoff: &mut self.backoff,
+            rng: &mut self.rng,
+        };
+        let placement = place_retry(now, plan, retry_after, origin, call);
+        if let Placement::Retry { .. } = placement {
+            self.need_fresh = plan.fresh_connection;
         }
+        placement
     }
 
     fn refuse_by_breaker(
@@ -1079,14 +1020,6 @@ impl<C> Call<C> {
     pub fn elapsed(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started_at)
     }
-}
-
-/// The outcome of weighing a retry.
-enum Decision {
-    Retry { kind: RetryKind, at: Instant },
-    GiveUp(GiveUpReason),
-    RateLimited { until: Instant },
-    DeadlineExceeded,
 }
 
 /// The error an unretried failure ends the call with.

@@ -51,6 +51,9 @@ use std::time::{Duration, SystemTime};
 use http::header::HeaderName;
 use http::{HeaderMap, StatusCode};
 
+use crate::policy::backoff::BackoffPolicy;
+use crate::policy::budget::RetryBudget;
+use crate::policy::latency::LatencyWindow;
 use crate::policy::outcome::{
     Classification, Evidence, NoRetryReason, OutcomePolicy, RetryEligibility, StatusSet,
 };
@@ -637,6 +640,126 @@ impl RetryAfterGate {
     /// (taking the longer of it and the response's own).
     pub fn remaining(&self, now: Instant) -> Option<Duration> {
         (now < self.not_before).then(|| self.not_before.saturating_duration_since(now))
+    }
+}
+
+/// Latency samples needed before the p50 is used as the least time an attempt takes
+/// (docs/spec/retry.md#scheduling-against-the-deadline).
+const ATTEMPT_FLOOR_MIN_SAMPLES: usize = 20;
+
+/// A call's backoff so far: the backoff retries it made and the last delay drawn (a
+/// decorrelated jitter grows from it).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct BackoffHistory {
+    pub(crate) retries: u32,
+    pub(crate) previous_delay: Option<Duration>,
+}
+
+/// What a retry is placed against on the origin's side: the policies, and the origin's latency
+/// window, Retry-After gate and budget.
+pub(crate) struct RetryOrigin<'a> {
+    pub(crate) policy: &'a RetryPolicy,
+    pub(crate) backoff: &'a BackoffPolicy,
+    pub(crate) latency: &'a LatencyWindow,
+    pub(crate) gate: &'a RetryAfterGate,
+    pub(crate) budget: &'a mut RetryBudget,
+}
+
+/// What a retry is placed against on the call's side: its deadline, its attempts so far, its
+/// backoff history and its RNG.
+pub(crate) struct CallRetries<'a> {
+    pub(crate) deadline: Instant,
+    pub(crate) ledger: &'a mut AttemptLedger,
+    pub(crate) backoff: &'a mut BackoffHistory,
+    pub(crate) rng: &'a mut fastrand::Rng,
+}
+
+/// Where [`place_retry`] puts a retry that [`decide`] allowed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Placement {
+    /// Send it again at `at`.
+    Retry { kind: RetryKind, at: Instant },
+    /// The budget cannot pay (or the origin is unknown).
+    GiveUp(GiveUpReason),
+    /// The server's Retry-After is over the cap or ends too late ([`Schedule::RateLimited`]).
+    RateLimited { until: Instant },
+    /// No retry fits before the deadline.
+    DeadlineExceeded,
+}
+
+/// Places a retry in time, then pays for it (docs/spec/retry.md#deciding-a-retry): steps 4 to
+/// 6 of the calling order above. Draws the backoff delay (none for an immediate retry), applies
+/// the response's Retry-After and the origin's gate (only to ordinary, keyed-conflict and
+/// one-shot retries: a transparent retry or the auth replay answers a broken connection or a
+/// token, not the server's load), [`schedule`]s it against the deadline, charges the budget,
+/// and records the retry in the call's ledger and backoff history when it will happen.
+///
+/// `retry_after` is the response's own Retry-After, if it gave one.
+pub(crate) fn place_retry(
+    now: Instant,
+    plan: RetryPlan,
+    retry_after: Option<Duration>,
+    origin: RetryOrigin<'_>,
+    call: CallRetries<'_>,
+) -> Placement {
+    let p95 = origin.latency.p95(now);
+    let attempt_floor = if origin.latency.len(now) >= ATTEMPT_FLOOR_MIN_SAMPLES {
+        origin.latency.p50(now).unwrap_or(Duration::ZERO)
+    } else {
+        Duration::ZERO
+    };
+    let gated = matches!(
+        plan.kind,
+        RetryKind::Ordinary | RetryKind::KeyedConflict | RetryKind::OneShot
+    );
+    let (mut delay, min_delay) = if plan.backoff {
+        let n = call.backoff.retries;
+        let delay = origin
+            .backoff
+            .delay(n, p95, call.backoff.previous_delay, call.rng);
+        (delay, origin.backoff.earliest_delay(n, p95))
+    } else {
+        (Duration::ZERO, Duration::ZERO)
+    };
+    let mut retry_after = if gated { retry_after } else { None };
+    if let Some(ra) = retry_after {
+        delay = origin.backoff.apply_retry_after(delay, ra, call.rng);
+    }
+    if gated {
+        if let Some(gate) = origin.gate.remaining(now) {
+            retry_after = Some(retry_after.map_or(gate, |ra| ra.max(gate)));
+        }
+    }
+    let scheduled = schedule(&ScheduleInput {
+        now,
+        deadline: call.deadline,
+        delay,
+        min_delay,
+        retry_after,
+        retry_after_cap: origin.policy.retry_after_cap(),
+        attempt_floor,
+    });
+    match scheduled {
+        // An attempt that would start at the deadline has no time to run: do not wait for it.
+        Schedule::Proceed { at, .. } if at >= call.deadline => Placement::DeadlineExceeded,
+        Schedule::Proceed { delay, at } => {
+            match origin.budget.charge(now, RetryVerdict::Retry(plan)) {
+                RetryVerdict::GiveUp(reason) => Placement::GiveUp(reason),
+                verdict @ RetryVerdict::Retry(_) => {
+                    call.ledger.record(&verdict);
+                    if plan.backoff {
+                        call.backoff.retries += 1;
+                        call.backoff.previous_delay = Some(delay);
+                    }
+                    Placement::Retry {
+                        kind: plan.kind,
+                        at,
+                    }
+                }
+            }
+        }
+        Schedule::RateLimited { until } => Placement::RateLimited { until },
+        Schedule::DeadlineExceeded => Placement::DeadlineExceeded,
     }
 }
 
