@@ -6,16 +6,21 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
+use http::StatusCode;
+
 use crate::policy::auth::{
-    FetchCompletion, FetchId, FetchTicket, TokenCache, TokenCacheError, TokenFetchError,
-    TokenResponse,
+    FetchCompletion, FetchId, FetchTicket, TokenCache, TokenCacheError, TokenDecision,
+    TokenFetchError, TokenGeneration, TokenResponse, WaitTicket,
 };
-use crate::policy::breaker::{Breaker, BreakerPermit, BreakerTransition};
+use crate::policy::breaker::{Breaker, BreakerPermit, BreakerRejected, BreakerTransition};
 use crate::policy::budget::RetryBudget;
 use crate::policy::latency::LatencyWindow;
 use crate::policy::outcome::BreakerEffect;
 use crate::policy::retry::{RetryAfterGate, RetryOrigin};
-use crate::pool::{CloseReason, Grant, OriginId, Pool, PoolEvent, WaiterId};
+use crate::pool::{
+    AcquireError, Acquired, CloseReason, ConnId, Grant, OriginId, Pool, PoolError, PoolEvent,
+    Reservation, WaiterId,
+};
 use crate::{Instant, Origin};
 
 use super::config::{EngineConfig, EngineConfigError, Timeouts};
@@ -33,12 +38,12 @@ pub struct CallId {
 /// The health a client keeps for one origin (docs/spec/README.md#words-used-throughout).
 #[derive(Debug)]
 pub struct OriginHealth {
-    pub(super) origin: OriginId,
-    pub(super) timeouts: Timeouts,
-    pub(super) breaker: Breaker,
-    pub(super) latency: LatencyWindow,
-    pub(super) budget: RetryBudget,
-    pub(super) gate: RetryAfterGate,
+    origin: OriginId,
+    timeouts: Timeouts,
+    breaker: Breaker,
+    latency: LatencyWindow,
+    budget: RetryBudget,
+    gate: RetryAfterGate,
 }
 
 impl OriginHealth {
@@ -139,34 +144,35 @@ pub(super) enum PoolAnswer<C> {
 
 /// A call's mailbox in the engine.
 #[derive(Debug)]
-pub(super) struct CallSlot<C> {
-    pub(super) generation: u32,
-    pub(super) live: bool,
-    pub(super) permit_granted: bool,
-    pub(super) pool_answer: Option<PoolAnswer<C>>,
+struct CallSlot<C> {
+    generation: u32,
+    live: bool,
+    permit_granted: bool,
+    pool_answer: Option<PoolAnswer<C>>,
 }
 
+/// The token request in flight, and the call that runs it (none for a background refresh).
 #[derive(Debug)]
-pub(super) struct InFlightFetch {
-    pub(super) ticket: FetchTicket,
-    pub(super) owner: Option<CallId>,
+struct InFlightFetch {
+    ticket: FetchTicket,
+    owner: Option<CallId>,
 }
 
 /// The client-wide decision state shared by every [`Call`]; see the [module docs](crate::call).
 pub struct Engine<C> {
-    pub(super) config: EngineConfig,
-    pub(super) pool: Pool<C>,
-    pub(super) health: Vec<Option<OriginHealth>>,
-    pub(super) limit: ConcurrencyLimit<CallId>,
-    pub(super) tokens: Option<TokenCache>,
-    pub(super) token_fetch: Option<InFlightFetch>,
-    pub(super) token_waiters: Vec<CallId>,
-    pub(super) pool_waiters: Vec<(WaiterId, CallId)>,
-    pub(super) calls: Vec<CallSlot<C>>,
-    pub(super) free_calls: Vec<u32>,
-    pub(super) events: VecDeque<EngineEvent<C>>,
-    pub(super) rng: fastrand::Rng,
-    pub(super) latest_now: Instant,
+    config: EngineConfig,
+    pool: Pool<C>,
+    health: Vec<Option<OriginHealth>>,
+    limit: ConcurrencyLimit<CallId>,
+    tokens: Option<TokenCache>,
+    token_fetch: Option<InFlightFetch>,
+    token_waiters: Vec<CallId>,
+    pool_waiters: Vec<(WaiterId, CallId)>,
+    calls: Vec<CallSlot<C>>,
+    free_calls: Vec<u32>,
+    events: VecDeque<EngineEvent<C>>,
+    rng: fastrand::Rng,
+    latest_now: Instant,
 }
 
 impl<C> fmt::Debug for Engine<C> {
@@ -370,18 +376,6 @@ impl<C> Engine<C> {
         self.pump_pool(now);
     }
 
-    /// The timeouts in force for an origin (its profile's, else the engine's).
-    pub(super) fn timeouts(&self, origin: OriginId) -> Timeouts {
-        match self.health.get(origin.index()) {
-            Some(Some(health)) => health.timeouts,
-            _ => Timeouts {
-                total: self.config.total_timeout,
-                attempt: self.config.attempt_timeout,
-                connect: self.config.connect_timeout,
-            },
-        }
-    }
-
     /// The connection pool, for its stats and limits.
     pub fn pool(&self) -> &Pool<C> {
         &self.pool
@@ -416,8 +410,251 @@ impl<C> Engine<C> {
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
+}
 
-    // ---- helpers -----------------------------------------------------------------------------
+/// What a call gives back to the engine when it ends, besides its breaker permit and its
+/// connection (which it returns itself, as it does between attempts).
+#[derive(Debug)]
+pub(super) struct Holdings {
+    /// A reservation to open a connection, not yet used.
+    pub(super) reservation: Option<Reservation>,
+    /// The call's place in the pool's queue.
+    pub(super) pool_waiter: Option<WaiterId>,
+    /// Whether the call holds a concurrency permit.
+    pub(super) permit: bool,
+    /// A token fetch the call was asked to run.
+    pub(super) token_fetch: Option<FetchId>,
+}
+
+/// What a [`Call`] asks of the engine. The call owns its own progress; everything shared with
+/// other calls (the pool, an origin's health, the concurrency cap, the token cache, the
+/// mailboxes and the event queue) changes only through these methods.
+impl<C> Engine<C> {
+    /// Takes `now` in; an earlier `now` than one already seen counts as the latest seen.
+    pub(super) fn observe(&mut self, now: Instant) -> Instant {
+        self.latest_now = self.latest_now.max(now);
+        self.latest_now
+    }
+
+    /// The timeouts in force for an origin (its profile's, else the engine's).
+    pub(super) fn timeouts(&self, origin: OriginId) -> Timeouts {
+        match self.health.get(origin.index()) {
+            Some(Some(health)) => health.timeouts,
+            _ => Timeouts {
+                total: self.config.total_timeout,
+                attempt: self.config.attempt_timeout,
+                connect: self.config.connect_timeout,
+            },
+        }
+    }
+
+    /// The origin's pool timeout: how long a call may wait for a connection or a permit.
+    pub(super) fn pool_timeout(&self, origin: OriginId) -> Duration {
+        self.pool
+            .limits(origin)
+            .map_or(Duration::ZERO, |l| l.pool_timeout)
+    }
+
+    // ---- the token cache ---------------------------------------------------------------------
+
+    /// Asks the token cache for a token; `None` when the engine has none.
+    pub(super) fn acquire_token(&mut self, now: Instant) -> Option<TokenDecision> {
+        self.tokens.as_mut().map(|cache| cache.acquire(now))
+    }
+
+    /// Asks again for the token a call waits for; `None` when the engine has no token cache.
+    pub(super) fn resume_token_wait(
+        &mut self,
+        now: Instant,
+        wait: WaitTicket,
+    ) -> Option<TokenDecision> {
+        self.tokens.as_mut().map(|cache| cache.resume(now, wait))
+    }
+
+    /// Keeps the ticket of a token request the driver is about to run, so that its reports
+    /// find it; `owner` is the call that runs it in the foreground (none for a background
+    /// refresh).
+    pub(super) fn track_token_fetch(
+        &mut self,
+        ticket: FetchTicket,
+        owner: Option<CallId>,
+    ) -> FetchId {
+        let fetch = ticket.id();
+        self.token_fetch = Some(InFlightFetch { ticket, owner });
+        fetch
+    }
+
+    /// Registers a call to be woken when the token request in flight ends.
+    pub(super) fn wait_for_token(&mut self, id: CallId) {
+        self.token_waiters.push(id);
+    }
+
+    /// A 401 proved the token of `generation` bad: the cache drops it if it still holds it.
+    pub(super) fn discard_token(&mut self, now: Instant, generation: TokenGeneration) {
+        if let Some(cache) = &mut self.tokens {
+            cache.handle_unauthorized(now, generation);
+        }
+    }
+
+    // ---- the breaker -------------------------------------------------------------------------
+
+    /// Asks the origin's breaker to admit an attempt (no permit when the origin is unknown).
+    pub(super) fn admit_to_breaker(
+        &mut self,
+        now: Instant,
+        origin: OriginId,
+    ) -> Result<Option<BreakerPermit>, BreakerRejected> {
+        let admitted = match self.health(origin) {
+            Some(h) => h.breaker.try_acquire(now).map(Some),
+            None => Ok(None),
+        };
+        self.pump_breaker(origin);
+        admitted
+    }
+
+    /// Answers a breaker permit with the attempt's effect.
+    pub(super) fn record_in_breaker(
+        &mut self,
+        now: Instant,
+        origin: OriginId,
+        permit: Option<BreakerPermit>,
+        effect: BreakerEffect,
+    ) {
+        if let (Some(permit), Some(h)) = (permit, self.health(origin)) {
+            h.breaker.record(now, permit, effect);
+            self.pump_breaker(origin);
+        }
+    }
+
+    /// Gives back a breaker permit whose attempt produced no outcome.
+    pub(super) fn release_breaker_permit(
+        &mut self,
+        now: Instant,
+        origin: OriginId,
+        permit: BreakerPermit,
+    ) {
+        if let Some(h) = self.health(origin) {
+            h.breaker.release(now, permit);
+            self.pump_breaker(origin);
+        }
+    }
+
+    // ---- the concurrency cap -----------------------------------------------------------------
+
+    /// Takes a concurrency permit for the call, or queues it (`false`): a released permit then
+    /// passes to it and wakes it.
+    pub(super) fn try_acquire_permit(&mut self, id: CallId) -> bool {
+        self.limit.try_acquire(id)
+    }
+
+    /// Whether a permit was passed to the call while it waited (and takes it).
+    pub(super) fn take_granted_permit(&mut self, id: CallId) -> bool {
+        self.slot(id)
+            .is_some_and(|s| std::mem::replace(&mut s.permit_granted, false))
+    }
+
+    /// Takes the call out of the permit queue.
+    pub(super) fn leave_permit_queue(&mut self, id: CallId) {
+        self.limit.cancel(&id);
+    }
+
+    // ---- the pool ----------------------------------------------------------------------------
+
+    /// Asks the pool for a connection to `origin` by `deadline`. When the call is queued, the
+    /// pool's answer will come to its mailbox ([`take_pool_answer`](Self::take_pool_answer))
+    /// with a wake.
+    pub(super) fn acquire_connection(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        origin: OriginId,
+        deadline: Instant,
+    ) -> Result<Acquired<C>, AcquireError> {
+        let acquired = self.pool.acquire(origin, Some(deadline), now);
+        self.pump_pool(now);
+        if let Ok(Acquired::Queued(waiter)) = acquired {
+            self.pool_waiters.push((waiter, id));
+        }
+        acquired
+    }
+
+    /// Applies the pool's timers now, so that an answer due at this very instant is given.
+    pub(super) fn fire_pool_timers(&mut self, now: Instant) {
+        self.pool.handle_timeout(now);
+        self.pump_pool(now);
+    }
+
+    /// The pool's answer to the queued call, if it came.
+    pub(super) fn take_pool_answer(&mut self, id: CallId) -> Option<PoolAnswer<C>> {
+        self.slot(id).and_then(|s| s.pool_answer.take())
+    }
+
+    /// Takes the call's waiter out of the pool's queue.
+    pub(super) fn leave_pool_queue(&mut self, now: Instant, waiter: WaiterId) {
+        self.forget_pool_waiter(now, waiter);
+        self.pump_pool(now);
+    }
+
+    /// The connection for `reservation` is open; the pool names it.
+    pub(super) fn connection_opened(
+        &mut self,
+        now: Instant,
+        reservation: Reservation,
+    ) -> Result<ConnId, PoolError> {
+        self.pool.handle_opened(reservation, now)
+    }
+
+    /// Opening the connection for `reservation` failed: its slot is free again.
+    pub(super) fn connect_failed(&mut self, now: Instant, reservation: Reservation) {
+        let _ = self.pool.handle_connect_failed(reservation, now);
+        self.pump_pool(now);
+    }
+
+    /// Returns a checked-out connection: to the idle set if `reusable`, else to be closed.
+    pub(super) fn release_connection(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        value: C,
+        reusable: bool,
+    ) {
+        let _ = self.pool.handle_released(conn, value, reusable, now);
+        self.pump_pool(now);
+    }
+
+    /// Asks the driver to close a connection the pool never accounted for.
+    pub(super) fn close_connection(&mut self, conn: C, reason: CloseReason) {
+        self.events.push_back(EngineEvent::Close { conn, reason });
+    }
+
+    // ---- the origin's health -----------------------------------------------------------------
+
+    /// The call's original attempt is dispatched: it pays into the origin's retry budget.
+    pub(super) fn deposit_in_budget(&mut self, now: Instant, origin: OriginId) {
+        if let Some(h) = self.health(origin) {
+            h.budget.deposit(now);
+        }
+    }
+
+    /// Adds an attempt's latency sample to the origin's window.
+    pub(super) fn record_latency(&mut self, now: Instant, origin: OriginId, sample: Duration) {
+        if let Some(h) = self.health(origin) {
+            h.latency.record(now, sample);
+        }
+    }
+
+    /// Shows a response to the origin's Retry-After gate.
+    pub(super) fn note_retry_after(
+        &mut self,
+        now: Instant,
+        origin: OriginId,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+    ) {
+        if let Some(h) = self.health(origin) {
+            h.gate.handle_response(now, status, retry_after);
+        }
+    }
 
     /// What placing a retry to `origin` reads and pays from: the policies, and the origin's
     /// latency window, Retry-After gate and budget.
@@ -432,16 +669,50 @@ impl<C> Engine<C> {
         })
     }
 
-    pub(super) fn observe(&mut self, now: Instant) -> Instant {
-        self.latest_now = self.latest_now.max(now);
-        self.latest_now
-    }
+    // ---- the end of a call -------------------------------------------------------------------
 
-    pub(super) fn health(&mut self, origin: OriginId) -> Option<&mut OriginHealth> {
+    /// Takes back everything an ending call holds in the engine, passes what it frees to the
+    /// calls waiting for it, and forgets the call. Safe in every state of the call.
+    pub(super) fn end_call(&mut self, now: Instant, id: CallId, held: Holdings) {
+        if let Some(reservation) = held.reservation {
+            let _ = self.pool.cancel_reservation(reservation, now);
+        }
+        if let Some(waiter) = held.pool_waiter {
+            self.forget_pool_waiter(now, waiter);
+        }
+        // An answer the pool already gave but the call never took.
+        if let Some(PoolAnswer::Granted(grant)) = self.take_pool_answer(id) {
+            self.give_back_grant(grant, now);
+        }
+        // A permit passed to the call after its last poll is the call's to give back.
+        let granted_unseen = self.take_granted_permit(id);
+        if held.permit || granted_unseen {
+            self.release_permit();
+        } else {
+            self.limit.cancel(&id);
+        }
+        self.token_waiters.retain(|waiting| *waiting != id);
+        if let Some(fetch) = held.token_fetch {
+            let owned = self
+                .token_fetch
+                .as_ref()
+                .is_some_and(|f| f.ticket.id() == fetch && f.owner == Some(id));
+            if owned {
+                let _ = self.cancel_token_fetch(now, fetch);
+            }
+        }
+        self.pump_pool(now);
+        self.free_call(id);
+    }
+}
+
+// The engine's own bookkeeping.
+impl<C> Engine<C> {
+    fn health(&mut self, origin: OriginId) -> Option<&mut OriginHealth> {
         self.health.get_mut(origin.index()).and_then(Option::as_mut)
     }
 
-    pub(super) fn allocate_call(&mut self) -> CallId {
+    fn allocate_call(&mut self) -> CallId {
         if let Some(index) = self.free_calls.pop() {
             if let Some(slot) = self.calls.get_mut(index as usize) {
                 slot.live = true;
@@ -464,13 +735,13 @@ impl<C> Engine<C> {
         }
     }
 
-    pub(super) fn slot(&mut self, id: CallId) -> Option<&mut CallSlot<C>> {
+    fn slot(&mut self, id: CallId) -> Option<&mut CallSlot<C>> {
         self.calls
             .get_mut(id.index as usize)
             .filter(|s| s.live && s.generation == id.generation)
     }
 
-    pub(super) fn free_call(&mut self, id: CallId) {
+    fn free_call(&mut self, id: CallId) {
         if let Some(slot) = self.slot(id) {
             slot.live = false;
             slot.permit_granted = false;
@@ -483,7 +754,7 @@ impl<C> Engine<C> {
         self.events.push_back(EngineEvent::Wake(id));
     }
 
-    pub(super) fn release_permit(&mut self) {
+    fn release_permit(&mut self) {
         if let Some(next) = self.limit.release() {
             if let Some(slot) = self.slot(next) {
                 slot.permit_granted = true;
@@ -492,8 +763,16 @@ impl<C> Engine<C> {
         }
     }
 
+    /// Takes a waiter out of the pool's queue and forgets whose it was, without passing on
+    /// what that frees yet.
+    fn forget_pool_waiter(&mut self, now: Instant, waiter: WaiterId) {
+        if self.pool.cancel_waiter(waiter, now).is_ok() {
+            self.pool_waiters.retain(|(w, _)| *w != waiter);
+        }
+    }
+
     /// Turns the pool's events into mailbox answers, wakes and closes.
-    pub(super) fn pump_pool(&mut self, now: Instant) {
+    fn pump_pool(&mut self, now: Instant) {
         while let Some(event) = self.pool.poll_event() {
             let (waiter, answer) = match event {
                 PoolEvent::Granted { waiter, grant } => (waiter, PoolAnswer::Granted(grant)),
@@ -528,7 +807,7 @@ impl<C> Engine<C> {
     }
 
     /// Returns an unused grant to the pool: a connection as reusable, a reservation cancelled.
-    pub(super) fn give_back_grant(&mut self, grant: Grant<C>, now: Instant) {
+    fn give_back_grant(&mut self, grant: Grant<C>, now: Instant) {
         // Errors only for ids from another pool, impossible for the pool's own grants.
         let _ = match grant {
             Grant::Idle { conn, value } => self.pool.handle_released(conn, value, true, now),
@@ -536,7 +815,7 @@ impl<C> Engine<C> {
         };
     }
 
-    pub(super) fn pump_breaker(&mut self, origin: OriginId) {
+    fn pump_breaker(&mut self, origin: OriginId) {
         self.pump_breaker_index(origin.index());
     }
 
@@ -549,19 +828,6 @@ impl<C> Engine<C> {
                 origin: h.origin,
                 transition,
             });
-        }
-    }
-
-    pub(super) fn breaker_record(
-        &mut self,
-        now: Instant,
-        origin: OriginId,
-        permit: Option<BreakerPermit>,
-        effect: BreakerEffect,
-    ) {
-        if let (Some(permit), Some(h)) = (permit, self.health(origin)) {
-            h.breaker.record(now, permit, effect);
-            self.pump_breaker(origin);
         }
     }
 

@@ -24,7 +24,7 @@ use crate::pool::{
 use crate::Instant;
 
 use super::config::EngineConfig;
-use super::engine::{CallId, Engine, EngineEvent, InFlightFetch, PoolAnswer};
+use super::engine::{CallId, Engine, Holdings, PoolAnswer};
 use super::step::{
     AttemptKind, AttemptPlan, AttemptRecord, AttemptRecords, BodyEnd, CallError, CallErrorKind,
     CallMisuse, CallPhase, ConnectError, Step, TimeoutPhase,
@@ -224,7 +224,7 @@ impl<C> Call<C> {
         }
     }
 
-    /// The call's id (named by [`EngineEvent::Wake`]).
+    /// The call's id (named by [`EngineEvent::Wake`](super::EngineEvent::Wake)).
     pub fn id(&self) -> CallId {
         self.id
     }
@@ -296,9 +296,8 @@ impl<C> Call<C> {
                         self.fail(now, engine, CallErrorKind::DeadlineExceeded, None);
                         continue;
                     }
-                    let decision = match &mut engine.tokens {
-                        Some(cache) => cache.resume(now, wait),
-                        None => return self.end_step(),
+                    let Some(decision) = engine.resume_token_wait(now, wait) else {
+                        return self.end_step();
                     };
                     if let TokenDecision::Wait(_) = decision {
                         return Step::Wait {
@@ -313,16 +312,13 @@ impl<C> Call<C> {
                     }
                 }
                 Phase::WaitPermit { until } => {
-                    let granted = engine
-                        .slot(self.id)
-                        .is_some_and(|s| std::mem::replace(&mut s.permit_granted, false));
-                    if granted {
+                    if engine.take_granted_permit(self.id) {
                         self.holds_permit = true;
                         self.phase = Phase::Admit {
                             not_before: Instant::ZERO,
                         };
                     } else if now >= until {
-                        engine.limit.cancel(&self.id);
+                        engine.leave_permit_queue(self.id);
                         self.refuse_locally(now, engine, LocalExhaustion::ConcurrencyLimit);
                     } else {
                         return Step::Wait { until: Some(until) };
@@ -331,11 +327,9 @@ impl<C> Call<C> {
                 Phase::WaitPool { waiter, until } => {
                     if now >= until {
                         // Let the pool decide first: an answer may be due exactly now.
-                        engine.pool.handle_timeout(now);
-                        engine.pump_pool(now);
+                        engine.fire_pool_timers(now);
                     }
-                    let answer = engine.slot(self.id).and_then(|s| s.pool_answer.take());
-                    match answer {
+                    match engine.take_pool_answer(self.id) {
                         Some(PoolAnswer::Granted(grant)) => {
                             self.phase = Phase::Admit {
                                 not_before: Instant::ZERO,
@@ -353,9 +347,7 @@ impl<C> Call<C> {
                         }
                         None if now >= until => {
                             // The pool did not answer by our own bound: treat as its timeout.
-                            let _ = engine.pool.cancel_waiter(waiter, now);
-                            engine.pool_waiters.retain(|(w, _)| *w != waiter);
-                            engine.pump_pool(now);
+                            engine.leave_pool_queue(now, waiter);
                             self.refuse_locally(now, engine, LocalExhaustion::PoolTimeout);
                         }
                         None => return Step::Wait { until: Some(until) },
@@ -384,13 +376,10 @@ impl<C> Call<C> {
         let now = self.observe(now, engine);
         let (Phase::Connecting { .. }, Some(reservation)) = (&self.phase, self.reservation.take())
         else {
-            engine.events.push_back(EngineEvent::Close {
-                conn,
-                reason: CloseReason::Unknown,
-            });
+            engine.close_connection(conn, CloseReason::Unknown);
             return Err(self.wrong_state("handle_connected"));
         };
-        match engine.pool.handle_opened(reservation, now) {
+        match engine.connection_opened(now, reservation) {
             Ok(id) => {
                 self.check_out(now, engine, id, conn, false);
                 self.phase = Phase::Admit {
@@ -399,10 +388,7 @@ impl<C> Call<C> {
                 Ok(())
             }
             Err(e) => {
-                engine.events.push_back(EngineEvent::Close {
-                    conn,
-                    reason: CloseReason::Unknown,
-                });
+                engine.close_connection(conn, CloseReason::Unknown);
                 self.fail(
                     now,
                     engine,
@@ -426,8 +412,7 @@ impl<C> Call<C> {
         else {
             return Err(self.wrong_state("handle_connect_failed"));
         };
-        let _ = engine.pool.handle_connect_failed(reservation, now);
-        engine.pump_pool(now);
+        engine.connect_failed(now, reservation);
         let outcome = match failure {
             ConnectError::Failed(kind) => AttemptOutcome::ConnectFailed(kind),
             ConnectError::CertificateInvalid => AttemptOutcome::CertificateInvalid,
@@ -507,7 +492,7 @@ impl<C> Call<C> {
             BodyEnd::Abandoned => (effect, false),
         };
         let permit = self.breaker_permit.take();
-        engine.breaker_record(now, self.origin, permit, effect);
+        engine.record_in_breaker(now, self.origin, permit, effect);
         self.release_connection(now, engine, reusable);
         self.end(now, engine);
         Ok(())
@@ -536,10 +521,9 @@ impl<C> Call<C> {
         // 1. A token (waiting for one holds nothing).
         if self.authenticated && !self.lease.as_ref().is_some_and(|l| l.is_usable_at(now)) {
             self.lease = None;
-            let decision = match &mut engine.tokens {
-                Some(cache) => cache.acquire(now),
-                None => TokenDecision::Failed(AuthError::ExpiredOnArrival),
-            };
+            let decision = engine
+                .acquire_token(now)
+                .unwrap_or(TokenDecision::Failed(AuthError::ExpiredOnArrival));
             if let Some(step) = self.take_token_decision(now, engine, decision) {
                 return Some(step);
             }
@@ -549,12 +533,7 @@ impl<C> Call<C> {
         // 2. The breaker.
         if self.breaker_permit.is_none() && self.conn.is_none() {
             self.attempt_started = now;
-            let admitted = match engine.health(self.origin) {
-                Some(h) => h.breaker.try_acquire(now).map(Some),
-                None => Ok(None),
-            };
-            engine.pump_breaker(self.origin);
-            match admitted {
+            match engine.admit_to_breaker(now, self.origin) {
                 Ok(permit) => self.breaker_permit = permit,
                 Err(rejected) => {
                     self.refuse_by_breaker(now, engine, rejected);
@@ -564,7 +543,7 @@ impl<C> Call<C> {
         }
         // 3. Concurrency, once per call.
         if !self.holds_permit {
-            if engine.limit.try_acquire(self.id) {
+            if engine.try_acquire_permit(self.id) {
                 self.holds_permit = true;
             } else {
                 let until = self.local_wait_bound(now, engine);
@@ -604,25 +583,17 @@ impl<C> Call<C> {
             }
             TokenDecision::UseAndRefresh(lease, ticket) => {
                 self.lease = Some(lease);
-                let fetch = ticket.id();
-                engine.token_fetch = Some(InFlightFetch {
-                    ticket,
-                    owner: None,
-                });
+                let fetch = engine.track_token_fetch(ticket, None);
                 Some(Step::FetchToken {
                     fetch,
                     background: true,
                 })
             }
             TokenDecision::Fetch(ticket) => {
-                let fetch = ticket.id();
                 let wait = ticket.wait_ticket();
-                engine.token_fetch = Some(InFlightFetch {
-                    ticket,
-                    owner: Some(self.id),
-                });
+                let fetch = engine.track_token_fetch(ticket, Some(self.id));
                 self.owned_fetch = Some(fetch);
-                engine.token_waiters.push(self.id);
+                engine.wait_for_token(self.id);
                 self.phase = Phase::WaitToken(wait);
                 Some(Step::FetchToken {
                     fetch,
@@ -630,7 +601,7 @@ impl<C> Call<C> {
                 })
             }
             TokenDecision::Wait(wait) => {
-                engine.token_waiters.push(self.id);
+                engine.wait_for_token(self.id);
                 self.phase = Phase::WaitToken(wait);
                 Some(Step::Wait {
                     until: Some(self.deadline),
@@ -645,18 +616,14 @@ impl<C> Call<C> {
 
     fn acquire_connection(&mut self, now: Instant, engine: &mut Engine<C>) -> Option<Step> {
         loop {
-            let acquired = engine.pool.acquire(self.origin, Some(self.deadline), now);
-            engine.pump_pool(now);
-            match acquired {
+            match engine.acquire_connection(now, self.id, self.origin, self.deadline) {
                 Ok(Acquired::Ready(Grant::Idle { conn, value })) if self.need_fresh => {
                     // A transparent retry needs a fresh connection; this idle one is most
                     // likely as stale as the one that just died.
-                    let _ = engine.pool.handle_released(conn, value, false, now);
-                    engine.pump_pool(now);
+                    engine.release_connection(now, conn, value, false);
                 }
                 Ok(Acquired::Ready(grant)) => return self.take_grant(now, engine, grant),
                 Ok(Acquired::Queued(waiter)) => {
-                    engine.pool_waiters.push((waiter, self.id));
                     let until = self.local_wait_bound(now, engine);
                     self.phase = Phase::WaitPool { waiter, until };
                     return Some(Step::Wait { until: Some(until) });
@@ -689,8 +656,7 @@ impl<C> Call<C> {
     ) -> Option<Step> {
         match grant {
             Grant::Idle { conn, value } if self.need_fresh => {
-                let _ = engine.pool.handle_released(conn, value, false, now);
-                engine.pump_pool(now);
+                engine.release_connection(now, conn, value, false);
                 None // admission loops and asks the pool again
             }
             Grant::Idle { conn, value } => {
@@ -739,18 +705,12 @@ impl<C> Call<C> {
     /// (docs/spec/budget.md#arithmetic).
     fn deposit(&mut self, now: Instant, engine: &mut Engine<C>) {
         self.deposited = true;
-        if let Some(h) = engine.health(self.origin) {
-            h.budget.deposit(now);
-        }
+        engine.deposit_in_budget(now, self.origin);
     }
 
     /// How long a local wait (concurrency, pool queue) may last.
     fn local_wait_bound(&self, now: Instant, engine: &Engine<C>) -> Instant {
-        let pool_timeout = engine
-            .pool
-            .limits(self.origin)
-            .map_or(Duration::ZERO, |l| l.pool_timeout);
-        (now + pool_timeout).min(self.deadline)
+        (now + engine.pool_timeout(self.origin)).min(self.deadline)
     }
 
     fn plan(&self, engine: &Engine<C>) -> AttemptPlan {
@@ -782,7 +742,7 @@ impl<C> Call<C> {
         received_wall: SystemTime,
     ) {
         let ctx = engine
-            .config
+            .config()
             .retry
             .outcome_policy()
             .context(self.facts.keyed, self.sent_generation.is_some());
@@ -793,16 +753,14 @@ impl<C> Call<C> {
         };
         self.push_record(now, classification.row, status);
         let directives = match status {
-            Some(_) => engine.config.retry.directives(headers, received_wall),
+            Some(_) => engine.config().retry.directives(headers, received_wall),
             None => ServerDirectives::default(),
         };
-        if let Some(h) = engine.health(self.origin) {
-            if let Some(sample) = classification.latency_sample {
-                h.latency.record(now, sample);
-            }
-            if let Some(status) = status {
-                h.gate.handle_response(now, status, directives.retry_after);
-            }
+        if let Some(sample) = classification.latency_sample {
+            engine.record_latency(now, self.origin, sample);
+        }
+        if let Some(status) = status {
+            engine.note_retry_after(now, self.origin, status, directives.retry_after);
         }
         let verdict = decide(&classification, &self.facts, &directives, &self.ledger);
         let decision = match verdict {
@@ -820,16 +778,14 @@ impl<C> Call<C> {
             }
             (decision, _) => {
                 let permit = self.breaker_permit.take();
-                engine.breaker_record(now, self.origin, permit, classification.breaker);
+                engine.record_in_breaker(now, self.origin, permit, classification.breaker);
                 let reusable = self.body_read_reusable.take().unwrap_or(false);
                 self.release_connection(now, engine, reusable);
                 match decision {
                     Placement::Retry { kind, at } => {
                         if kind == RetryKind::AuthReplay {
-                            if let (Some(generation), Some(cache)) =
-                                (self.sent_generation, &mut engine.tokens)
-                            {
-                                cache.handle_unauthorized(now, generation);
+                            if let Some(generation) = self.sent_generation {
+                                engine.discard_token(now, generation);
                             }
                             self.lease = None;
                         }
@@ -893,10 +849,10 @@ impl<C> Call<C> {
     /// A local limit refused the attempt (rule `local-exhaustion`): no retry, no budget; the
     /// breaker hears the rule's effect (Ignore unless the user counts local exhaustion).
     fn refuse_locally(&mut self, now: Instant, engine: &mut Engine<C>, why: LocalExhaustion) {
-        let ctx = engine.config.retry.outcome_policy().context(false, false);
+        let ctx = engine.config().retry.outcome_policy().context(false, false);
         let effect = classify(&AttemptOutcome::LocalExhaustion(why), &ctx).breaker;
         let permit = self.breaker_permit.take();
-        engine.breaker_record(now, self.origin, permit, effect);
+        engine.record_in_breaker(now, self.origin, permit, effect);
         self.push_record(now, OutcomeRow::LocalExhaustion, None);
         let kind = if now >= self.deadline && why != LocalExhaustion::QueueFull {
             CallErrorKind::DeadlineExceeded
@@ -938,55 +894,29 @@ impl<C> Call<C> {
     fn end(&mut self, now: Instant, engine: &mut Engine<C>) {
         self.release_breaker(now, engine);
         self.release_connection(now, engine, false);
-        if let Some(reservation) = self.reservation.take() {
-            let _ = engine.pool.cancel_reservation(reservation, now);
-        }
-        if let Phase::WaitPool { waiter, .. } = self.phase {
-            if engine.pool.cancel_waiter(waiter, now).is_ok() {
-                engine.pool_waiters.retain(|(w, _)| *w != waiter);
-            }
-        }
-        // An answer the pool already gave but the call never took.
-        if let Some(PoolAnswer::Granted(grant)) =
-            engine.slot(self.id).and_then(|s| s.pool_answer.take())
-        {
-            engine.give_back_grant(grant, now);
-        }
-        let granted_unseen = engine
-            .slot(self.id)
-            .is_some_and(|s| std::mem::replace(&mut s.permit_granted, false));
-        if self.holds_permit || granted_unseen {
-            self.holds_permit = false;
-            engine.release_permit();
-        } else {
-            engine.limit.cancel(&self.id);
-        }
-        engine.token_waiters.retain(|id| *id != self.id);
-        if let Some(fetch) = self.owned_fetch.take() {
-            let owned = engine
-                .token_fetch
-                .as_ref()
-                .is_some_and(|f| f.ticket.id() == fetch && f.owner == Some(self.id));
-            if owned {
-                let _ = engine.cancel_token_fetch(now, fetch);
-            }
-        }
-        engine.pump_pool(now);
-        engine.free_call(self.id);
+        let pool_waiter = match self.phase {
+            Phase::WaitPool { waiter, .. } => Some(waiter),
+            _ => None,
+        };
+        let held = Holdings {
+            reservation: self.reservation.take(),
+            pool_waiter,
+            permit: std::mem::take(&mut self.holds_permit),
+            token_fetch: self.owned_fetch.take(),
+        };
+        engine.end_call(now, self.id, held);
         self.phase = Phase::Ended;
     }
 
     fn release_breaker(&mut self, now: Instant, engine: &mut Engine<C>) {
-        if let (Some(permit), Some(h)) = (self.breaker_permit.take(), engine.health(self.origin)) {
-            h.breaker.release(now, permit);
-            engine.pump_breaker(self.origin);
+        if let Some(permit) = self.breaker_permit.take() {
+            engine.release_breaker_permit(now, self.origin, permit);
         }
     }
 
     fn release_connection(&mut self, now: Instant, engine: &mut Engine<C>, reusable: bool) {
         if let Some(c) = self.conn.take() {
-            let _ = engine.pool.handle_released(c.id, c.value, reusable, now);
-            engine.pump_pool(now);
+            engine.release_connection(now, c.id, c.value, reusable);
         }
     }
 
