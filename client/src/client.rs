@@ -841,7 +841,6 @@ impl Shared {
                         "circuit breaker transition"
                     );
                 }
-                _ => {}
             }
         }
         drained
@@ -1033,11 +1032,7 @@ async fn run(
                 fetch_token(&mut guard, fetch).await;
                 now = runtime.now();
             }
-            Step::Connect {
-                origin,
-                connect_deadline,
-            } => {
-                let _ = origin;
+            Step::Connect { connect_deadline } => {
                 // A new attempt: an earlier one's response is not its outcome.
                 head = None;
                 let connect_started = now;
@@ -1246,9 +1241,6 @@ async fn run(
                     last_failure,
                     head.as_ref().map(|(h, _)| h),
                 ));
-            }
-            _ => {
-                return Err(Error::new(ErrorKind::Protocol).with_message("unknown step"));
             }
         }
     }

@@ -67,7 +67,6 @@ impl OriginHealth {
 
 /// Something the driver must act on, drained with [`Engine::poll_event`].
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum EngineEvent<C> {
     /// A call waiting on another call (permit, pool slot, token) can go on: poll it.
     Wake(CallId),

@@ -354,10 +354,7 @@ impl<C> Call<C> {
                     }
                 }
                 Phase::Connecting { connect_deadline } => {
-                    return Step::Connect {
-                        origin: self.origin,
-                        connect_deadline,
-                    }
+                    return Step::Connect { connect_deadline }
                 }
                 Phase::Sending => return Step::Send(self.plan(engine)),
                 Phase::Delivered { .. } => return Step::Deliver,
@@ -671,10 +668,7 @@ impl<C> Call<C> {
                 let connect_deadline =
                     (now + engine.timeouts(self.origin).connect).min(self.deadline);
                 self.phase = Phase::Connecting { connect_deadline };
-                Some(Step::Connect {
-                    origin: self.origin,
-                    connect_deadline,
-                })
+                Some(Step::Connect { connect_deadline })
             }
         }
     }

@@ -10,11 +10,11 @@ use http::StatusCode;
 use crate::policy::auth::{AuthError, FetchId};
 use crate::policy::outcome::{ConnectFailure, LocalExhaustion, OutcomeRow};
 use crate::policy::retry::{GiveUpReason, RetryKind};
-use crate::pool::{OriginId, PoolError};
+use crate::pool::PoolError;
 use crate::Instant;
 
 #[cfg(doc)]
-use super::{Call, Engine, EngineEvent};
+use super::{Call, CallSpec, Engine, EngineEvent};
 
 /// Attempt records a call keeps: 10 counted attempts, a transparent retry for each, the auth
 /// replay and a final admission refusal fit.
@@ -23,7 +23,6 @@ pub(super) const MAX_RECORDS: usize = 24;
 /// What the driver does next for a call.
 #[must_use = "a step must be executed (or the call cancelled)"]
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum Step {
     /// Run the token request `fetch` and report it with [`Engine::handle_token_fetched`].
     /// `background: true` means the call goes on meanwhile (poll it again at once); otherwise
@@ -39,11 +38,10 @@ pub enum Step {
         /// The instant to poll again at, at the latest.
         until: Option<Instant>,
     },
-    /// Open a connection to `origin` by `connect_deadline`, then report
-    /// [`Call::handle_connected`] or [`Call::handle_connect_failed`].
+    /// Open a connection to the call's origin (the one its [`CallSpec`] names) by
+    /// `connect_deadline`, then report [`Call::handle_connected`] or
+    /// [`Call::handle_connect_failed`].
     Connect {
-        /// The origin.
-        origin: OriginId,
         /// When the connect attempt must be given up (connect timeout, clipped to the deadline).
         connect_deadline: Instant,
     },

@@ -217,7 +217,6 @@ pub enum CloseReason {
 
 /// Something the driver must act on, drained with [`Pool::poll_event`].
 #[derive(Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum PoolEvent<C> {
     /// A queued request is served.
     Granted {

@@ -263,7 +263,6 @@ impl TokenLease {
 /// What a request that needs a token does next (see the calling contract in the module
 /// docs).
 #[must_use = "the decision says whether to send, fetch, wait or fail"]
-#[non_exhaustive]
 #[derive(Debug)]
 pub enum TokenDecision {
     /// Send with this token.
