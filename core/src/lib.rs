@@ -34,7 +34,7 @@
 //! 1. Inputs are methods that take `now` (`handle_*`, `record`, `acquire`, ...).
 //! 2. Outputs are drained with `poll_*` methods until they return `None`.
 //! 3. A machine with timers reports the next instant it needs through
-//!    `poll_timeout`/`next_deadline`; calling `handle_timeout` early or twice
+//!    `poll_timeout`/`poll_timeout`; calling `handle_timeout` early or twice
 //!    is harmless.
 //! 4. `now` never goes backwards; an earlier `now` is treated as the latest seen.
 //!

@@ -292,7 +292,7 @@ impl<C> Engine<C> {
             .health
             .iter()
             .flatten()
-            .filter_map(|h| h.breaker.next_deadline())
+            .filter_map(|h| h.breaker.poll_timeout())
             .min();
         match (self.pool.poll_timeout(), breakers) {
             (Some(a), Some(b)) => Some(a.min(b)),

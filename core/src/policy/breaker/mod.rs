@@ -26,7 +26,7 @@
 //!   then multiplied by a uniform factor in `[0.8, 1.2]` (docs/spec/breaker.md#open). k returns
 //!   to 0 once the breaker has stayed Closed for 60 s. The move to HalfOpen is **lazy**: the first
 //!   [`Breaker::try_acquire`] at or after `until` performs it (as resilience4j, Polly and
-//!   Hystrix do). [`Breaker::next_deadline`] reports `until`, and [`Breaker::handle_timeout`]
+//!   Hystrix do). [`Breaker::poll_timeout`] reports `until`, and [`Breaker::handle_timeout`]
 //!   performs the move for a driver that armed a timer.
 //! - **HalfOpen**: at most `half_open_probes` (1) probes are admitted. Any probe failure
 //!   re-opens the breaker (k + 1); once that many probes have succeeded it closes with a fresh
@@ -55,7 +55,7 @@
 //! 2. Answer every permit exactly once: [`Breaker::record`] with the outcome's
 //!    [`BreakerEffect`] (from the classification in [`crate::policy::outcome`]), or
 //!    [`Breaker::release`] if the attempt was cancelled before it produced an outcome.
-//! 3. Optionally arm a timer at [`Breaker::next_deadline`] and call [`Breaker::handle_timeout`]
+//! 3. Optionally arm a timer at [`Breaker::poll_timeout`] and call [`Breaker::handle_timeout`]
 //!    when it fires; an early or repeated tick is harmless.
 //! 4. Drain [`Breaker::poll_event`] for the transitions, to log or publish them.
 //!
@@ -449,7 +449,7 @@ impl Breaker {
 
     /// The next instant at which [`Breaker::handle_timeout`] would change something: `until`
     /// while Open, the probe timeout while HalfOpen with a probe in flight, otherwise `None`.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Open { until } => Some(until),
             State::HalfOpen {
@@ -614,7 +614,7 @@ impl Breaker {
                 );
             }
             State::HalfOpen { .. }
-                if self.next_deadline().is_some_and(|deadline| now >= deadline) =>
+                if self.poll_timeout().is_some_and(|deadline| now >= deadline) =>
             {
                 self.open(now, TransitionCause::ProbeTimedOut);
             }

@@ -153,7 +153,7 @@ fn open_rejects_with_the_instant_and_moves_lazily_to_half_open() {
     assert_eq!(rejected.reason, RejectReason::Open);
     assert_eq!(rejected.retry_at, Some(at(30)));
     assert_eq!(rejected.retry_after, Some(20 * SEC));
-    assert_eq!(b.next_deadline(), Some(at(30)));
+    assert_eq!(b.poll_timeout(), Some(at(30)));
     // Still Open in the snapshot after `until`: the move is lazy.
     b.handle_timeout(at(29));
     assert!(matches!(b.state(), BreakerState::Open { .. }));
@@ -213,7 +213,7 @@ fn handle_timeout_moves_to_half_open_so_a_driver_timer_does_not_spin() {
             ..
         }
     ));
-    assert_eq!(b.next_deadline(), None);
+    assert_eq!(b.poll_timeout(), None);
 }
 
 #[test]
@@ -381,7 +381,7 @@ fn an_unanswered_probe_times_out_as_a_failure() {
     let mut b = breaker(BreakerConfig::default().with_probe_timeout(Some(10 * SEC)));
     fail(&mut b, at(0), 5);
     let leaked = b.try_acquire(at(30)).unwrap();
-    assert_eq!(b.next_deadline(), Some(at(40)));
+    assert_eq!(b.poll_timeout(), Some(at(40)));
     b.handle_timeout(at(39));
     assert!(matches!(b.state(), BreakerState::HalfOpen { .. }));
     b.handle_timeout(at(40));
@@ -459,7 +459,7 @@ fn administrative_states() {
         (rejected.reason, rejected.retry_at),
         (RejectReason::ForcedOpen, None)
     );
-    assert_eq!(b.next_deadline(), None);
+    assert_eq!(b.poll_timeout(), None);
     b.disable(at(2));
     fail(&mut b, at(2), 50);
     assert_eq!(b.state(), BreakerState::Disabled);
