@@ -142,9 +142,10 @@ impl LatencyConfig {
 
 /// The rolling latency window of one origin; see the [module documentation](self).
 ///
-/// Calling contract: `now` never goes backwards. An earlier `now` (to [`record`](Self::record)
-/// or to a query) is treated as the latest instant already seen, so a sample is never stored
-/// "in the past" and an answer never resurrects an expired sample.
+/// As everywhere in the crate ([run loop](crate#the-run-loop)), `now` never goes backwards:
+/// an earlier `now` (to [`record`](Self::record) or to a query) is treated as the latest
+/// instant already seen, so a sample is never stored "in the past" and an answer never
+/// resurrects an expired sample.
 #[derive(Clone, Debug)]
 pub struct LatencyWindow {
     config: LatencyConfig,

@@ -12,7 +12,7 @@ use super::{
 };
 
 /// The pool admission state machine; `C` is the driver's connection value. See the
-/// [module documentation](crate::pool) for the rules and the calling contract.
+/// [module documentation](crate::pool) for the rules and its inputs and outputs.
 pub struct Pool<C> {
     config: PoolConfig,
     origins: Vec<OriginRecord<C>>,

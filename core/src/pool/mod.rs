@@ -46,20 +46,21 @@
 //! business, this module only reports [`PoolEvent::TimedOut`] and
 //! [`AcquireError::QueueFull`].
 //!
-//! # Calling contract
-//! 1. Once per origin, [`Pool::origin_id`] turns an [`Origin`](crate::Origin) into an [`OriginId`].
-//! 2. [`Pool::acquire`] answers at once with a [`Grant`] or a [`WaiterId`].
+//! # Inputs and outputs
+//! The pool follows the crate's [run loop](crate#the-run-loop) (inputs take `now`, events
+//! are drained after every input, timers through [`Pool::poll_timeout`] and
+//! [`Pool::handle_timeout`]). What is particular to it:
+//! 1. Once per origin, [`Pool::origin_id`] turns an [`Origin`](crate::Origin) into an
+//!    [`OriginId`].
+//! 2. [`Pool::acquire`] answers at once with a [`Grant`] or a [`WaiterId`]; a waiter's answer
+//!    comes later as a [`PoolEvent`].
 //! 3. The driver reports what happened: [`Pool::handle_connected`],
 //!    [`Pool::handle_connect_failed`], [`Pool::handle_released`] (with `reusable: false` for
 //!    bad bytes, an unread body or a request cancelled mid-exchange —
 //!    docs/spec/pool.md#when-a-connection-is-not-reused),
 //!    [`Pool::handle_closed_by_peer`] for an idle connection, [`Pool::cancel_waiter`] and
 //!    [`Pool::cancel_reservation`] for requests that were dropped.
-//! 4. After every input, drain [`Pool::poll_event`] until it returns `None`: grants to
-//!    waiters, pool timeouts, and connections the driver must close.
-//! 5. Sleep until [`Pool::poll_timeout`] and call [`Pool::handle_timeout`]; an early or
-//!    repeated tick is harmless. `now` never goes backwards: an earlier `now` is treated as
-//!    the latest one seen.
+//! 4. Its events are grants to waiters, pool timeouts, and connections the driver must close.
 //!
 //! A [`Reservation`] and a checked-out connection are owed back to the pool. The driver holds
 //! each in a guard whose `Drop` calls [`Pool::cancel_reservation`] or

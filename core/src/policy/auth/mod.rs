@@ -77,7 +77,10 @@
 //!   ([`TokenCache::handle_fetch_cancelled`]) is neither a failure nor a token; its waiters
 //!   resume and one of them starts the next fetch.
 //!
-//! # Calling contract
+//! # Inputs and outputs
+//!
+//! The cache follows the crate's [run loop](crate#the-run-loop); it has no timer and no
+//! events, and answers each input with a [`TokenDecision`]. What is particular to it:
 //!
 //! 1. A request that needs a token calls [`TokenCache::acquire`] and acts on the
 //!    [`TokenDecision`]:
@@ -96,8 +99,6 @@
 //!    [`TokenCache::handle_fetch_cancelled`]) and wake every request parked on that fetch id.
 //! 4. On a 401 from a request sent with generation `g`, call
 //!    [`TokenCache::handle_unauthorized`], then acquire again for the one replay.
-//!
-//! `now` never goes backwards: an earlier `now` is treated as the latest one seen.
 //!
 //! # Secrets
 //!
@@ -260,8 +261,8 @@ impl TokenLease {
     }
 }
 
-/// What a request that needs a token does next (see the calling contract in the module
-/// docs).
+/// What a request that needs a token does next (see "Inputs and outputs" in the
+/// [module documentation](self)).
 #[must_use = "the decision says whether to send, fetch, wait or fail"]
 #[derive(Debug)]
 pub enum TokenDecision {

@@ -48,20 +48,21 @@
 //! can never close a HalfOpen breaker, and a late failure from before a trip cannot count
 //! against the fresh window.
 //!
-//! # Calling contract
+//! # Inputs and outputs
+//!
+//! The breaker follows the crate's [run loop](crate#the-run-loop). What is particular to it:
 //!
 //! 1. Before dispatching an attempt, call [`Breaker::try_acquire`]. On `Err`, do not dispatch;
 //!    [`BreakerRejected`] says when an admission may next succeed.
 //! 2. Answer every permit exactly once: [`Breaker::record`] with the outcome's
 //!    [`BreakerEffect`] (from the classification in [`crate::policy::outcome`]), or
 //!    [`Breaker::release`] if the attempt was cancelled before it produced an outcome.
-//! 3. Optionally arm a timer at [`Breaker::poll_timeout`] and call [`Breaker::handle_timeout`]
-//!    when it fires; an early or repeated tick is harmless.
-//! 4. Drain [`Breaker::poll_event`] for the transitions, to log or publish them.
+//! 3. Its timer ([`Breaker::poll_timeout`], [`Breaker::handle_timeout`]) is optional: the
+//!    move to HalfOpen also happens lazily at the next admission.
+//! 4. Its events ([`Breaker::poll_event`]) are its transitions, to log or publish.
 //!
-//! `now` never needs to be exact: an earlier `now` than one already seen is treated as the
-//! latest seen. Admission and recording are O(1) and allocation-free (the failure-rate window
-//! rolls at most `buckets` buckets per call).
+//! Admission and recording are O(1) and allocation-free (the failure-rate window rolls at
+//! most `buckets` buckets per call).
 //!
 //! # Scope of an event
 //!

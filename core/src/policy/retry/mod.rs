@@ -1,8 +1,9 @@
-//! Retries: whether a failed attempt is sent again, how server directives and deadlines bound
-//! that, and the per-origin retry budget that caps amplification during an outage.
+//! Retries: whether a failed attempt is sent again, and when, within the server's directives,
+//! the call's deadline and the origin's budget.
 //!
-//! The specification is docs/spec/retry.md (with docs/spec/budget.md for the budget). This
-//! module decides *whether* and *how* to retry; the delay itself comes from `crate::policy::backoff`.
+//! The specification is docs/spec/retry.md. This module decides *whether* and *how* to retry;
+//! the delay itself comes from [`crate::policy::backoff`] and the payment from
+//! [`crate::policy::budget`].
 //!
 //! # Calling order (for the call orchestrator)
 //! 1. Classify the attempt's outcome ([`crate::policy::outcome::classify`]).
@@ -10,16 +11,17 @@
 //!    the origin's [`RetryAfterGate`].
 //! 3. [`decide`] — the outcome rule's retry kind, the absolute safety rule, replayable body,
 //!    attempt limits, "do not retry" directives. Gives a [`RetryVerdict`].
-//! 4. For a delayed retry, draw the backoff delay (`crate::policy::backoff`), then [`schedule`] it
-//!    against the deadline, the Retry-After cap and the origin's gate (a transparent retry is
-//!    scheduled with a zero delay: it still honours the deadline).
-//! 5. Pay: [`RetryBudget::charge`](crate::policy::budget::RetryBudget::charge) (free for transparent retries and auth replays). Paying
+//! 4. For a delayed retry, draw the backoff delay ([`crate::policy::backoff`]), then
+//!    [`schedule`] it against the deadline, the Retry-After cap and the origin's gate (a
+//!    transparent retry is scheduled with a zero delay: it still honours the deadline).
+//! 5. Pay: [`RetryBudget::charge`] (free for transparent retries and auth replays). Paying
 //!    last means a retry that cannot happen costs nothing.
 //! 6. Record the retry in the call's [`AttemptLedger`] and dispatch it (the breaker admits it
 //!    at dispatch).
 //!
-//! Every original attempt deposits into its origin's budget on dispatch
-//! ([`RetryBudget::deposit`](crate::policy::budget::RetryBudget::deposit)); retries never deposit.
+//! Steps 4 to 6 are one function of this module, `place_retry`, which the call orchestrator
+//! runs with the origin's state. Every original attempt deposits into its origin's budget on
+//! dispatch ([`RetryBudget::deposit`]); retries never deposit.
 //!
 //! # Defaults
 //! - 3 attempts in total including the original, hard cap 10 ([`MAX_ATTEMPTS_CAP`]);
