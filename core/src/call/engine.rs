@@ -157,7 +157,8 @@ struct InFlightFetch {
     owner: Option<CallId>,
 }
 
-/// The client-wide decision state shared by every [`Call`]; see the [module docs](crate::call).
+/// The client-wide decision state shared by every [`Call`]; see the [module docs](crate::call)
+/// for what it decides and the crate's [run loop](crate#the-run-loop) for how to drive it.
 pub struct Engine<C> {
     config: EngineConfig,
     pool: Pool<C>,

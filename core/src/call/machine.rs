@@ -1,5 +1,10 @@
 //! The [`Call`]: one logical request's state machine, from admission through every attempt
 //! to its response or its error.
+//!
+//! One file, longer than its neighbours, because every transition in it shares one list of
+//! things the call holds (permits, a reservation, a queue place or a connection, a token
+//! lease or fetch) that [`Call::cancel`] must give back in every state: reading the
+//! transitions beside that list is how one checks that nothing is lost.
 
 use std::time::{Duration, SystemTime};
 
@@ -131,7 +136,8 @@ struct Checkout<C> {
     sent_at: Instant,
 }
 
-/// One logical request; see the [module docs](crate::call).
+/// One logical request; see the [module docs](crate::call) for what it decides and the
+/// crate's [run loop](crate#the-run-loop) for how to drive it.
 #[derive(Debug)]
 pub struct Call<C> {
     id: CallId,
