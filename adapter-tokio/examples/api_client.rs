@@ -25,8 +25,8 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakwater::core::breaker::{BreakerConfig, FailureRateRule};
-use breakwater::core::idempotency::IdempotencyConfig;
+use breakwater::core::policy::breaker::{BreakerConfig, FailureRateRule};
+use breakwater::core::policy::idempotency::IdempotencyConfig;
 use breakwater::core::pool::PoolConfig;
 use breakwater::oauth2::ClientCredentials;
 use breakwater::runtime::Runtime;

@@ -5,7 +5,7 @@ mod http_server;
 
 use std::time::Duration;
 
-use breakwater::core::backoff::BackoffPolicy;
+use breakwater::core::policy::backoff::BackoffPolicy;
 use http_server::{respond, TestServer};
 
 fn fast_backoff(

@@ -3,12 +3,13 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use breakwater_core::backoff::BackoffPolicy;
-use breakwater_core::breaker::{Breaker, BreakerConfig};
-use breakwater_core::latency::{LatencyConfig, LatencyWindow};
-use breakwater_core::outcome::{classify, AttemptOutcome, BreakerEffect, OutcomePolicy};
+use breakwater_core::policy::backoff::BackoffPolicy;
+use breakwater_core::policy::breaker::{Breaker, BreakerConfig};
+use breakwater_core::policy::budget::{RetryBudget, RetryBudgetConfig};
+use breakwater_core::policy::latency::{LatencyConfig, LatencyWindow};
+use breakwater_core::policy::outcome::{classify, AttemptOutcome, BreakerEffect, OutcomePolicy};
+use breakwater_core::policy::retry::{decide, RequestFacts, RetryPolicy};
 use breakwater_core::pool::{Acquired, Grant, Pool, PoolConfig};
-use breakwater_core::retry::{decide, RequestFacts, RetryBudget, RetryBudgetConfig, RetryPolicy};
 use breakwater_core::{Instant, Origin};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, StatusCode};

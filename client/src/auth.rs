@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-pub use breakwater_core::auth::{Secret, TokenFetchError, TokenResponse};
+pub use breakwater_core::policy::auth::{Secret, TokenFetchError, TokenResponse};
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 
 use crate::runtime::BoxFuture;

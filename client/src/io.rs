@@ -14,7 +14,7 @@ use std::task::{Poll, Waker};
 
 use breakwater_core::call::AttemptPlan;
 use breakwater_core::h1::{DecodeError, RequestContext, ResponseDecoder, ResponseEvent};
-use breakwater_core::outcome::AttemptOutcome;
+use breakwater_core::policy::outcome::AttemptOutcome;
 use breakwater_core::Instant;
 use bytes::BytesMut;
 use futures_io::AsyncRead;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use breakwater_core::h1::BodyLength;
-use breakwater_core::idempotency::{Idempotence, IdempotencyKey};
+use breakwater_core::policy::idempotency::{Idempotence, IdempotencyKey};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;

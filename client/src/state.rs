@@ -226,7 +226,6 @@ impl Shared {
                         "circuit breaker transition"
                     );
                 }
-                _ => {}
             }
         }
         drained

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use breakwater_core::breaker::BreakerStateKind;
 use breakwater_core::call::Engine;
+use breakwater_core::policy::breaker::BreakerStateKind;
 use breakwater_core::pool::PoolStats;
 use breakwater_core::{Instant, Origin};
 

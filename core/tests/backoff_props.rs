@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use breakwater_core::backoff::{clip_to_deadline, BackoffPolicy, BackoffStrategy};
+use breakwater_core::policy::backoff::{clip_to_deadline, BackoffPolicy, BackoffStrategy};
 use proptest::prelude::*;
 
 const STRATEGIES: [BackoffStrategy; 5] = [

@@ -27,11 +27,11 @@
 
 use std::time::Duration;
 
-use breakwater_core::breaker::{
+use breakwater_core::policy::breaker::{
     Breaker, BreakerConfig, BreakerPermit, BreakerState, BreakerTransition, FailureRateRule,
     Recorded, RejectReason, TransitionCause,
 };
-use breakwater_core::outcome::BreakerEffect;
+use breakwater_core::policy::outcome::BreakerEffect;
 use breakwater_core::Instant;
 use proptest::prelude::*;
 
@@ -55,7 +55,7 @@ enum Op {
     },
     /// `handle_timeout` at the current time.
     Tick,
-    /// Jump to `next_deadline()`, if any, and `handle_timeout` there.
+    /// Jump to `poll_timeout()`, if any, and `handle_timeout` there.
     TickAtDeadline,
     ForceOpen,
     Disable,
@@ -201,7 +201,7 @@ impl Harness {
     }
 
     fn timer_due(&self, at: Instant) -> bool {
-        self.breaker.next_deadline().is_some_and(|d| at >= d)
+        self.breaker.poll_timeout().is_some_and(|d| at >= d)
     }
 
     fn step(&mut self, op: &Op) {
@@ -442,7 +442,7 @@ impl Harness {
     }
 
     fn tick_at_deadline(&mut self) {
-        let Some(deadline) = self.breaker.next_deadline() else {
+        let Some(deadline) = self.breaker.poll_timeout() else {
             return;
         };
         self.now = self.now.max(deadline);

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use breakwater_core::breaker::{BreakerConfig, BreakerStateKind};
 use breakwater_core::call::{CallSpec, Engine, EngineConfig, OriginProfile, Step};
-use breakwater_core::outcome::AttemptOutcome;
+use breakwater_core::policy::breaker::{BreakerConfig, BreakerStateKind};
+use breakwater_core::policy::outcome::AttemptOutcome;
 use breakwater_core::pool::OriginLimits;
 use breakwater_core::{Instant, Origin, Scheme};
 use http::{HeaderMap, Method, StatusCode};

@@ -6,8 +6,8 @@
 use std::time::{Duration, SystemTime};
 
 use breakwater_core::call::{BodyEnd, Call, CallSpec, ConnectError, Engine, EngineConfig, Step};
-use breakwater_core::idempotency::IdempotencyKey;
-use breakwater_core::outcome::{classify, AttemptOutcome, ConnectFailure, OutcomePolicy};
+use breakwater_core::policy::idempotency::IdempotencyKey;
+use breakwater_core::policy::outcome::{classify, AttemptOutcome, ConnectFailure, OutcomePolicy};
 use breakwater_core::pool::PoolConfig;
 use breakwater_core::{Instant, Origin, Scheme};
 use http::{HeaderMap, Method, StatusCode};

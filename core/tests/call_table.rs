@@ -3,15 +3,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use breakwater_core::auth::{AccessToken, TokenCacheConfig, TokenResponse};
-use breakwater_core::breaker::{BreakerConfig, BreakerStateKind};
 use breakwater_core::call::{
     AttemptKind, BodyEnd, Call, CallErrorKind, CallSpec, Engine, EngineConfig, Step,
 };
-use breakwater_core::idempotency::IdempotencyKey;
-use breakwater_core::outcome::{AttemptOutcome, LocalExhaustion};
+use breakwater_core::policy::auth::{AccessToken, TokenCacheConfig, TokenResponse};
+use breakwater_core::policy::breaker::{BreakerConfig, BreakerStateKind};
+use breakwater_core::policy::idempotency::IdempotencyKey;
+use breakwater_core::policy::outcome::{AttemptOutcome, LocalExhaustion};
+use breakwater_core::policy::retry::{GiveUpReason, RetryKind};
 use breakwater_core::pool::{OriginId, PoolConfig};
-use breakwater_core::retry::{GiveUpReason, RetryKind};
 use breakwater_core::{Instant, Origin, Scheme};
 use http::{HeaderMap, Method, StatusCode};
 
@@ -162,7 +162,6 @@ impl Harness {
                     seen.push(Seen::Fail(self.now, error.kind, error.give_up));
                     break;
                 }
-                other => panic!("unexpected step {other:?}"),
             }
             while self.engine.poll_event().is_some() {}
         }
@@ -284,7 +283,9 @@ fn post_without_key_reset_after_write_is_not_resent() {
             send(t(0), 1, ORIGINAL, false),
             Seen::Fail(
                 t(10),
-                CallErrorKind::Transport(breakwater_core::outcome::OutcomeRow::ExchangeFailed),
+                CallErrorKind::Transport(
+                    breakwater_core::policy::outcome::OutcomeRow::ExchangeFailed
+                ),
                 Some(GiveUpReason::UnsafeToResend)
             ),
         ]

@@ -4,15 +4,16 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use breakwater_core::idempotency::{
+use breakwater_core::policy::budget::{RetryBudget, RetryBudgetConfig};
+use breakwater_core::policy::idempotency::{
     key_for_call, CallKey, IdempotencyConfig, IdempotencyKey, KeyWireFormat,
 };
-use breakwater_core::outcome::{
+use breakwater_core::policy::outcome::{
     classify, AttemptOutcome, ClassifyContext, ConnectFailure, NoRetryReason,
 };
-use breakwater_core::retry::{
-    decide, schedule, AttemptLedger, GiveUpReason, RequestFacts, RetryBudget, RetryBudgetConfig,
-    RetryKind, RetryVerdict, Schedule, ScheduleInput, ServerDirectives,
+use breakwater_core::policy::retry::{
+    decide, schedule, AttemptLedger, GiveUpReason, RequestFacts, RetryKind, RetryVerdict, Schedule,
+    ScheduleInput, ServerDirectives,
 };
 use breakwater_core::Instant;
 use http::{HeaderValue, Method, StatusCode};
@@ -106,7 +107,7 @@ proptest! {
                 replay.push(key.clone());
             }
             let request = RequestFacts {
-                idempotent: breakwater_core::idempotency::is_idempotent(method),
+                idempotent: breakwater_core::policy::idempotency::is_idempotent(method),
                 keyed: call_key.is_keyed(),
                 body_replayable: true,
             };
@@ -189,7 +190,7 @@ proptest! {
         }
         let before = budget.balance(now);
         let c = classify(&response(409), &ctx);
-        prop_assert_eq!(c.breaker, breakwater_core::outcome::BreakerEffect::Ignore);
+        prop_assert_eq!(c.breaker, breakwater_core::policy::outcome::BreakerEffect::Ignore);
         let v = decide(&c, &request, &none, &ledger);
         let sched = schedule(&ScheduleInput {
             now,

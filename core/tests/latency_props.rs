@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use breakwater_core::latency::{LatencyConfig, LatencyWindow};
+use breakwater_core::policy::latency::{LatencyConfig, LatencyWindow};
 use breakwater_core::Instant;
 use proptest::prelude::*;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use breakwater_core::outcome::{
+use breakwater_core::policy::outcome::{
     classify, AttemptOutcome, BreakerEffect, ClassifyContext, ConnectFailure, Evidence,
     LocalExhaustion, NoRetryReason, OutcomePolicy, OutcomeRow, RetryEligibility,
 };
@@ -136,7 +136,8 @@ fn the_users_switches() {
     assert_eq!(c.retry, R::Never(NoRetryReason::StatusNotRetried));
     // Removing a gateway status keeps it a breaker failure but stops retrying it.
     let policy = OutcomePolicy::default().with_retried_statuses(
-        breakwater_core::outcome::StatusSet::default().without(StatusCode::SERVICE_UNAVAILABLE),
+        breakwater_core::policy::outcome::StatusSet::default()
+            .without(StatusCode::SERVICE_UNAVAILABLE),
     );
     let c = classify(&response(503), &policy.context(false, false));
     assert_eq!(

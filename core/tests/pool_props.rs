@@ -427,7 +427,6 @@ impl Harness {
                     );
                     model.custody = Custody::Closed;
                 }
-                other => prop_assert!(false, "unexpected event {:?}", other),
             }
         }
         Ok(())

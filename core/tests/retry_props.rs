@@ -6,14 +6,15 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use breakwater_core::outcome::BreakerEffect;
-use breakwater_core::outcome::{
+use breakwater_core::policy::budget::{RetryBudget, RetryBudgetConfig};
+use breakwater_core::policy::outcome::BreakerEffect;
+use breakwater_core::policy::outcome::{
     classify, AttemptOutcome, Classification, ClassifyContext, ConnectFailure, Evidence,
     LocalExhaustion, NoRetryReason, OutcomeRow, RetryEligibility,
 };
-use breakwater_core::retry::{
-    decide, schedule, AttemptLedger, GiveUpReason, RequestFacts, RetryBudget, RetryBudgetConfig,
-    RetryKind, RetryVerdict, Schedule, ScheduleInput, ServerDirectives,
+use breakwater_core::policy::retry::{
+    decide, schedule, AttemptLedger, GiveUpReason, RequestFacts, RetryKind, RetryVerdict, Schedule,
+    ScheduleInput, ServerDirectives,
 };
 use breakwater_core::Instant;
 use http::StatusCode;

@@ -35,9 +35,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use breakwater::core::breaker::{BreakerConfig, BreakerStateKind};
+use breakwater::core::policy::breaker::{BreakerConfig, BreakerStateKind};
+use breakwater::core::policy::budget::RetryBudgetConfig;
 use breakwater::core::pool::PoolConfig;
-use breakwater::core::retry::RetryBudgetConfig;
 use breakwater::core::Instant;
 use breakwater::ErrorKind;
 

@@ -530,8 +530,8 @@ fn a_slow_connect_is_a_connect_timeout() {
 /// the breaker) instead of being refused until a probe timeout.
 #[test]
 fn a_half_open_probe_whose_caller_gives_up_hands_its_slot_back() {
-    use breakwater::core::breaker::BreakerConfig;
-    use breakwater::core::breaker::BreakerStateKind;
+    use breakwater::core::policy::breaker::BreakerConfig;
+    use breakwater::core::policy::breaker::BreakerStateKind;
     const SECOND: Duration = Duration::from_secs(1);
     let mut sim = Sim::new(35);
     let api = sim.mock("https://api.test");

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakwater::core::breaker::{BreakerConfig, FailureRateRule};
+use breakwater::core::policy::breaker::{BreakerConfig, FailureRateRule};
 use breakwater_testkit::{Reply, Sim};
 
 #[test]

@@ -10,8 +10,8 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as WallInstant};
 
-use breakwater::core::backoff::BackoffPolicy;
-use breakwater::core::breaker::{BreakerConfig, BreakerStateKind};
+use breakwater::core::policy::backoff::BackoffPolicy;
+use breakwater::core::policy::breaker::{BreakerConfig, BreakerStateKind};
 use breakwater::oauth2::ClientCredentials;
 use breakwater::runtime::Runtime;
 use breakwater::{Client, ClientBuilder, Error};

@@ -19,10 +19,10 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use breakwater::auth::{TokenFetchError, TokenResponse};
-use breakwater::core::backoff::BackoffPolicy;
-use breakwater::core::breaker::{BreakerConfig, BreakerStateKind};
 use breakwater::core::call::EngineConfig;
 use breakwater::core::h1::DecodeError;
+use breakwater::core::policy::backoff::BackoffPolicy;
+use breakwater::core::policy::breaker::{BreakerConfig, BreakerStateKind};
 use breakwater::core::pool::PoolConfig;
 use breakwater::core::Instant;
 use breakwater::runtime::{

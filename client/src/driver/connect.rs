@@ -1,7 +1,7 @@
 //! Opening a connection for a call, by the core's connect deadline.
 
 use breakwater_core::call;
-use breakwater_core::outcome::ConnectFailure;
+use breakwater_core::policy::outcome::ConnectFailure;
 use breakwater_core::{Instant, Origin};
 
 use crate::error::{Error, ErrorKind, TimeoutPhase};

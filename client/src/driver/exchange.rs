@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use breakwater_core::call::{self, AttemptPlan};
 use breakwater_core::h1::{encode_request_head_for_target, BodyLength, RequestContext};
-use breakwater_core::outcome::AttemptOutcome;
+use breakwater_core::policy::outcome::AttemptOutcome;
 use breakwater_core::Instant;
 use http::header::HeaderMap;
 

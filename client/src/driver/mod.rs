@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use breakwater_core::call::{CallSpec, Step};
 use breakwater_core::h1::{BodyLength, ResponseHead};
-use breakwater_core::idempotency::{Idempotence, IdempotencyKey};
+use breakwater_core::policy::idempotency::{Idempotence, IdempotencyKey};
 use breakwater_core::pool::OriginId;
 use breakwater_core::{Instant, Origin};
 use bytes::Bytes;
@@ -130,9 +130,7 @@ pub(crate) async fn run(
                 token::fetch_for_call(&mut guard, fetch).await;
                 now = runtime.now();
             }
-            Step::Connect {
-                connect_deadline, ..
-            } => {
+            Step::Connect { connect_deadline } => {
                 progress.new_attempt();
                 now = connect::open(&mut guard, &request.origin, connect_deadline, &mut progress)
                     .await;
@@ -170,9 +168,6 @@ pub(crate) async fn run(
                     progress.last_failure,
                     head,
                 ));
-            }
-            _ => {
-                return Err(Error::new(ErrorKind::Protocol).with_message("unknown step"));
             }
         }
     }

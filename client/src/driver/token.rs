@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Weak};
 
-use breakwater_core::auth::FetchId;
+use breakwater_core::policy::auth::FetchId;
 use breakwater_core::Instant;
 
 use crate::auth::{Credentials, TokenFetchError};

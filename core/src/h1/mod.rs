@@ -14,6 +14,10 @@
 //! be reused. The rules follow RFC 9112; the limits default to a 64 KiB head
 //! and 100 headers.
 //!
+//! In a driver's loop the encoder runs when a call's step says to send, and
+//! the decoder is fed by the driver's reads until the head, then through the
+//! body the caller reads (the crate's [run loop](crate#the-run-loop)).
+//!
 //! ```
 //! use breakwater_core::h1::{ResponseDecoder, RequestContext, ResponseEvent};
 //! use bytes::BytesMut;

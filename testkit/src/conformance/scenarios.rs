@@ -11,8 +11,8 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use breakwater::auth::{TokenFetchError, TokenResponse};
-use breakwater::core::backoff::BackoffPolicy;
 use breakwater::core::call::EngineConfig;
+use breakwater::core::policy::backoff::BackoffPolicy;
 use breakwater::core::pool::PoolConfig;
 use breakwater::runtime::Runtime;
 use breakwater::{Client, ClientBuilder, ErrorKind};

@@ -4,7 +4,7 @@
 //! harmless: its method is idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT,
 //! DELETE, plus QUERY) or it carries an idempotency key that the server honours
 //! (docs/spec/idempotency.md). Everything else is resent only on proof that it was not sent or
-//! not processed (the safety rule, enforced in `crate::retry::decide`;
+//! not processed (the safety rule, enforced in `crate::policy::retry::decide`;
 //! docs/spec/idempotency.md#never-left-the-client).
 //!
 //! Keys (docs/spec/idempotency.md#keys):
@@ -36,7 +36,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 /// DELETE) or the QUERY method draft.
 ///
 /// ```
-/// use breakwater_core::idempotency::is_idempotent;
+/// use breakwater_core::policy::idempotency::is_idempotent;
 /// use http::Method;
 ///
 /// assert!(is_idempotent(&Method::PUT));
@@ -147,7 +147,7 @@ impl IdempotencyConfig {
 /// servers: prefer [`IdempotencyKey::generate`] or a value with enough entropy.
 ///
 /// ```
-/// use breakwater_core::idempotency::IdempotencyKey;
+/// use breakwater_core::policy::idempotency::IdempotencyKey;
 ///
 /// let key = IdempotencyKey::new("order-1234").unwrap();
 /// assert_eq!(key.as_str(), "order-1234");

@@ -1,31 +1,33 @@
-//! Retries: whether a failed attempt is sent again, how server directives and deadlines bound
-//! that, and the per-origin retry budget that caps amplification during an outage.
+//! Retries: whether a failed attempt is sent again, and when, within the server's directives,
+//! the call's deadline and the origin's budget.
 //!
-//! The specification is docs/spec/retry.md (with docs/spec/budget.md for the budget). This
-//! module decides *whether* and *how* to retry; the delay itself comes from `crate::backoff`.
+//! The specification is docs/spec/retry.md. This module decides *whether* and *how* to retry;
+//! the delay itself comes from [`crate::policy::backoff`] and the payment from
+//! [`crate::policy::budget`].
 //!
 //! # Calling order (for the call orchestrator)
-//! 1. Classify the attempt's outcome ([`crate::outcome::classify`]).
+//! 1. Classify the attempt's outcome ([`crate::policy::outcome::classify`]).
 //! 2. Read the response's directives ([`RetryPolicy::directives`]) and, on 429/503, feed
 //!    the origin's [`RetryAfterGate`].
 //! 3. [`decide`] — the outcome rule's retry kind, the absolute safety rule, replayable body,
 //!    attempt limits, "do not retry" directives. Gives a [`RetryVerdict`].
-//! 4. For a delayed retry, draw the backoff delay (`crate::backoff`), then [`schedule`] it
-//!    against the deadline, the Retry-After cap and the origin's gate (a transparent retry is
-//!    scheduled with a zero delay: it still honours the deadline).
+//! 4. For a delayed retry, draw the backoff delay ([`crate::policy::backoff`]), then
+//!    [`schedule`] it against the deadline, the Retry-After cap and the origin's gate (a
+//!    transparent retry is scheduled with a zero delay: it still honours the deadline).
 //! 5. Pay: [`RetryBudget::charge`] (free for transparent retries and auth replays). Paying
 //!    last means a retry that cannot happen costs nothing.
 //! 6. Record the retry in the call's [`AttemptLedger`] and dispatch it (the breaker admits it
 //!    at dispatch).
 //!
-//! Every original attempt deposits into its origin's budget on dispatch
-//! ([`RetryBudget::deposit`]); retries never deposit.
+//! Steps 4 to 6 are one function of this module, `place_retry`, which the call orchestrator
+//! runs with the origin's state. Every original attempt deposits into its origin's budget on
+//! dispatch ([`RetryBudget::deposit`]); retries never deposit.
 //!
 //! # Defaults
 //! - 3 attempts in total including the original, hard cap 10 ([`MAX_ATTEMPTS_CAP`]);
 //!   transparent retries and the auth replay do not count (docs/spec/retry.md#attempts).
 //! - Retried statuses 429, 500, 502, 503, 504, those of the httpx tutorial's `ApiClient`
-//!   ([`crate::outcome::StatusSet`]).
+//!   ([`crate::policy::outcome::StatusSet`]).
 //! - Retry-After honoured up to 60 s; above the cap, or when it would end after the deadline,
 //!   the call fails at once with a rate-limited error carrying the instant
 //!   ([`Schedule::RateLimited`]; docs/spec/retry.md#retry-after).
@@ -44,17 +46,19 @@
 //! - One-shot retries (408/421/425) and auth replays are immediate (no backoff); one-shot
 //!   retries still count as attempts, so they cannot exceed `max_attempts`.
 //! - `max_attempts` outside 1..=10 is clamped, not rejected; budget settings outside their
-//!   ranges are rejected with [`BudgetConfigError`].
+//!   ranges are rejected with [`BudgetConfigError`](crate::policy::budget::BudgetConfigError).
 
 use std::time::{Duration, SystemTime};
 
 use http::header::HeaderName;
 use http::{HeaderMap, StatusCode};
 
-use crate::outcome::{
+use crate::policy::backoff::BackoffPolicy;
+use crate::policy::budget::RetryBudget;
+use crate::policy::latency::LatencyWindow;
+use crate::policy::outcome::{
     Classification, Evidence, NoRetryReason, OutcomePolicy, RetryEligibility, StatusSet,
 };
-use crate::time::duration_to_nanos;
 use crate::Instant;
 
 /// The most attempts (original included) any call may make.
@@ -63,7 +67,7 @@ pub const MAX_ATTEMPTS_CAP: u32 = 10;
 /// Retry settings for a client (per-call overrides go into [`AttemptLedger::new`]).
 ///
 /// ```
-/// use breakwater_core::retry::RetryPolicy;
+/// use breakwater_core::policy::retry::RetryPolicy;
 /// use std::time::Duration;
 ///
 /// let policy = RetryPolicy::default()
@@ -198,7 +202,7 @@ pub struct ServerDirectives {
 /// for `u64` seconds saturates (and will exceed any cap).
 ///
 /// ```
-/// use breakwater_core::retry::parse_retry_after;
+/// use breakwater_core::policy::retry::parse_retry_after;
 /// use http::HeaderMap;
 /// use std::time::{Duration, SystemTime};
 ///
@@ -387,7 +391,7 @@ impl RetryKind {
     }
 }
 
-/// The answer of [`decide`] (and of [`RetryBudget::charge`]).
+/// The answer of [`decide`] (and of [`RetryBudget::charge`](crate::policy::budget::RetryBudget::charge)).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[must_use]
 pub enum RetryVerdict {
@@ -416,7 +420,7 @@ pub enum GiveUpReason {
     OneShotUsed,
     /// The one auth replay was already used.
     AuthReplayUsed,
-    /// The origin's retry budget could not pay ([`RetryBudget::charge`]).
+    /// The origin's retry budget could not pay ([`RetryBudget::charge`](crate::policy::budget::RetryBudget::charge)).
     BudgetExhausted,
 }
 
@@ -453,9 +457,9 @@ impl std::fmt::Display for GiveUpReason {
 /// (docs/spec/retry.md#deciding-a-retry).
 ///
 /// The safety rule is checked on its own, whatever the classification says: a request that is
-/// neither idempotent nor keyed is resent only after [`NotSent`](crate::outcome::Evidence) or
+/// neither idempotent nor keyed is resent only after [`NotSent`](crate::policy::outcome::Evidence) or
 /// `NotProcessed` evidence. Budget, deadline, Retry-After and breaker are checked afterwards
-/// by [`schedule`], [`RetryBudget::charge`] and the breaker.
+/// by [`schedule`], [`RetryBudget::charge`](crate::policy::budget::RetryBudget::charge) and the breaker.
 pub fn decide(
     classification: &Classification,
     request: &RequestFacts,
@@ -641,597 +645,125 @@ impl RetryAfterGate {
     }
 }
 
-/// Settings of a [`RetryBudget`]. Defaults (Finagle, tower, reqwest): ttl 10 s, 10 retries
-/// per second minimum, 20 % of original attempts.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct RetryBudgetConfig {
-    /// How long a deposit counts. Must lie in 1..=60 s (Finagle's range).
-    pub ttl: Duration,
-    /// Retries per second always allowed, from a reserve that never expires.
-    pub min_retries_per_sec: u32,
-    /// Retries allowed per 100 original attempts; 0..=1000 (Finagle's range, ×100).
-    pub retry_percent: u32,
-}
+/// Latency samples needed before the p50 is used as the least time an attempt takes
+/// (docs/spec/retry.md#scheduling-against-the-deadline).
+const ATTEMPT_FLOOR_MIN_SAMPLES: usize = 20;
 
-impl Default for RetryBudgetConfig {
-    fn default() -> RetryBudgetConfig {
-        RetryBudgetConfig {
-            ttl: Duration::from_secs(10),
-            min_retries_per_sec: 10,
-            retry_percent: 20,
-        }
-    }
-}
-
-impl RetryBudgetConfig {
-    /// How long a deposit counts (1..=60 s).
-    pub fn with_ttl(mut self, ttl: Duration) -> RetryBudgetConfig {
-        self.ttl = ttl;
-        self
-    }
-
-    /// Retries per second always allowed.
-    pub fn with_min_retries_per_sec(mut self, min: u32) -> RetryBudgetConfig {
-        self.min_retries_per_sec = min;
-        self
-    }
-
-    /// Retries allowed per 100 original attempts (0..=1000).
-    pub fn with_retry_percent(mut self, percent: u32) -> RetryBudgetConfig {
-        self.retry_percent = percent;
-        self
-    }
-}
-
-/// A budget setting out of range.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[non_exhaustive]
-pub enum BudgetConfigError {
-    /// `ttl` is outside 1..=60 s.
-    TtlOutOfRange(Duration),
-    /// `retry_percent` is above 1000.
-    PercentOutOfRange(u32),
-}
-
-impl std::fmt::Display for BudgetConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BudgetConfigError::TtlOutOfRange(ttl) => {
-                write!(f, "retry budget ttl {ttl:?} is outside 1 s..=60 s")
-            }
-            BudgetConfigError::PercentOutOfRange(p) => {
-                write!(f, "retry budget percent {p} is above 1000")
-            }
-        }
-    }
-}
-
-impl std::error::Error for BudgetConfigError {}
-
-/// Number of time slots a budget's ttl is split into.
-pub const BUDGET_SLOTS: usize = 10;
-
-/// Units deposited per original attempt (Finagle's scale factor).
-pub const DEPOSIT_UNITS: i64 = 1000;
-
+/// A call's backoff so far: the backoff retries it made and the last delay drawn (a
+/// decorrelated jitter grows from it).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-struct Slot {
-    /// Absolute slot number (`now / slot_length`) the units belong to.
-    index: u64,
-    units: i64,
+pub(crate) struct BackoffHistory {
+    pub(crate) retries: u32,
+    pub(crate) previous_delay: Option<Duration>,
 }
 
-/// A per-origin retry budget with Finagle / tower semantics (docs/spec/budget.md).
-///
-/// Every original attempt deposits [`DEPOSIT_UNITS`] into the current slot; a charged retry
-/// withdraws `⌊1000 × 100 / retry_percent⌋` units (5000 at 20 %) and succeeds iff
-/// `reserve + Σ live deposits − Σ live withdrawals ≥ cost`; the reserve is
-/// `min_retries_per_sec × ttl_secs × cost` and never expires. Time is cut into
-/// [`BUDGET_SLOTS`] slots of `ttl / 10`, aligned on the caller's epoch; a slot is live while
-/// it is one of the 10 most recent (the current one included). With `retry_percent = 0`,
-/// deposits are worth nothing and a retry costs 1 unit, so only the reserve pays (as Finagle
-/// and tower do). Fixed-size, allocation-free, integer-only.
-///
-/// ```
-/// use breakwater_core::retry::{RetryBudget, RetryBudgetConfig};
-/// use breakwater_core::Instant;
-///
-/// let mut budget = RetryBudget::new(RetryBudgetConfig::default().with_min_retries_per_sec(0))
-///     .unwrap();
-/// let now = Instant::ZERO;
-/// for _ in 0..5 {
-///     budget.deposit(now);
-/// }
-/// assert!(budget.try_withdraw(now)); // 5 originals pay for 1 retry at 20 %
-/// assert!(!budget.try_withdraw(now));
-/// ```
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct RetryBudget {
-    slot_nanos: u64,
-    deposit_units: i64,
-    withdraw_units: i64,
-    reserve: i64,
-    latest_slot: u64,
-    slots: [Slot; BUDGET_SLOTS],
+/// What a retry is placed against on the origin's side: the policies, and the origin's latency
+/// window, Retry-After gate and budget.
+pub(crate) struct RetryOrigin<'a> {
+    pub(crate) policy: &'a RetryPolicy,
+    pub(crate) backoff: &'a BackoffPolicy,
+    pub(crate) latency: &'a LatencyWindow,
+    pub(crate) gate: &'a RetryAfterGate,
+    pub(crate) budget: &'a mut RetryBudget,
 }
 
-impl Default for RetryBudget {
-    fn default() -> RetryBudget {
-        RetryBudget::from_valid(RetryBudgetConfig::default())
-    }
+/// What a retry is placed against on the call's side: its deadline, its attempts so far, its
+/// backoff history and its RNG.
+pub(crate) struct CallRetries<'a> {
+    pub(crate) deadline: Instant,
+    pub(crate) ledger: &'a mut AttemptLedger,
+    pub(crate) backoff: &'a mut BackoffHistory,
+    pub(crate) rng: &'a mut fastrand::Rng,
 }
 
-impl RetryBudget {
-    /// A budget, or an error naming the setting out of range.
-    pub fn new(config: RetryBudgetConfig) -> Result<RetryBudget, BudgetConfigError> {
-        if config.ttl < Duration::from_secs(1) || config.ttl > Duration::from_secs(60) {
-            return Err(BudgetConfigError::TtlOutOfRange(config.ttl));
-        }
-        if config.retry_percent > 1000 {
-            return Err(BudgetConfigError::PercentOutOfRange(config.retry_percent));
-        }
-        Ok(RetryBudget::from_valid(config))
-    }
+/// Where [`place_retry`] puts a retry that [`decide`] allowed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Placement {
+    /// Send it again at `at`.
+    Retry { kind: RetryKind, at: Instant },
+    /// The budget cannot pay (or the origin is unknown).
+    GiveUp(GiveUpReason),
+    /// The server's Retry-After is over the cap or ends too late ([`Schedule::RateLimited`]).
+    RateLimited { until: Instant },
+    /// No retry fits before the deadline.
+    DeadlineExceeded,
+}
 
-    fn from_valid(config: RetryBudgetConfig) -> RetryBudget {
-        let (deposit_units, withdraw_units) = match config.retry_percent {
-            0 => (0, 1),
-            p => (DEPOSIT_UNITS, DEPOSIT_UNITS * 100 / i64::from(p)),
-        };
-        let ttl_secs = i64::try_from(config.ttl.as_secs()).unwrap_or(60);
-        let reserve = i64::from(config.min_retries_per_sec)
-            .saturating_mul(ttl_secs)
-            .saturating_mul(withdraw_units);
-        RetryBudget {
-            slot_nanos: (duration_to_nanos(config.ttl) / BUDGET_SLOTS as u64).max(1),
-            deposit_units,
-            withdraw_units,
-            reserve,
-            latest_slot: 0,
-            slots: [Slot::default(); BUDGET_SLOTS],
+/// Places a retry in time, then pays for it (docs/spec/retry.md#deciding-a-retry): steps 4 to
+/// 6 of the calling order above. Draws the backoff delay (none for an immediate retry), applies
+/// the response's Retry-After and the origin's gate (only to ordinary, keyed-conflict and
+/// one-shot retries: a transparent retry or the auth replay answers a broken connection or a
+/// token, not the server's load), [`schedule`]s it against the deadline, charges the budget,
+/// and records the retry in the call's ledger and backoff history when it will happen.
+///
+/// `retry_after` is the response's own Retry-After, if it gave one.
+pub(crate) fn place_retry(
+    now: Instant,
+    plan: RetryPlan,
+    retry_after: Option<Duration>,
+    origin: RetryOrigin<'_>,
+    call: CallRetries<'_>,
+) -> Placement {
+    let p95 = origin.latency.p95(now);
+    let attempt_floor = if origin.latency.len(now) >= ATTEMPT_FLOOR_MIN_SAMPLES {
+        origin.latency.p50(now).unwrap_or(Duration::ZERO)
+    } else {
+        Duration::ZERO
+    };
+    let gated = matches!(
+        plan.kind,
+        RetryKind::Ordinary | RetryKind::KeyedConflict | RetryKind::OneShot
+    );
+    let (mut delay, min_delay) = if plan.backoff {
+        let n = call.backoff.retries;
+        let delay = origin
+            .backoff
+            .delay(n, p95, call.backoff.previous_delay, call.rng);
+        (delay, origin.backoff.earliest_delay(n, p95))
+    } else {
+        (Duration::ZERO, Duration::ZERO)
+    };
+    let mut retry_after = if gated { retry_after } else { None };
+    if let Some(ra) = retry_after {
+        delay = origin.backoff.apply_retry_after(delay, ra, call.rng);
+    }
+    if gated {
+        if let Some(gate) = origin.gate.remaining(now) {
+            retry_after = Some(retry_after.map_or(gate, |ra| ra.max(gate)));
         }
     }
-
-    /// Records the dispatch of an original attempt (never a retry), whatever its outcome.
-    pub fn deposit(&mut self, now: Instant) {
-        let amount = self.deposit_units;
-        self.put(now, amount);
-    }
-
-    /// Withdraws the cost of one retry if the balance covers it.
-    #[must_use = "a refused withdrawal means the retry must not be sent"]
-    pub fn try_withdraw(&mut self, now: Instant) -> bool {
-        if self.balance(now) >= self.withdraw_units {
-            let amount = self.withdraw_units;
-            self.put(now, -amount);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Pays for a retry the verdict plans: withdraws for a charged retry, or turns the verdict
-    /// into [`GiveUpReason::BudgetExhausted`] when the balance cannot cover it. Free retries
-    /// (transparent, auth replay) and give-ups pass unchanged and touch nothing.
-    pub fn charge(&mut self, now: Instant, verdict: RetryVerdict) -> RetryVerdict {
-        match verdict {
-            RetryVerdict::Retry(plan) if plan.charge_budget => {
-                if self.try_withdraw(now) {
-                    verdict
-                } else {
-                    RetryVerdict::GiveUp(GiveUpReason::BudgetExhausted)
+    let scheduled = schedule(&ScheduleInput {
+        now,
+        deadline: call.deadline,
+        delay,
+        min_delay,
+        retry_after,
+        retry_after_cap: origin.policy.retry_after_cap(),
+        attempt_floor,
+    });
+    match scheduled {
+        // An attempt that would start at the deadline has no time to run: do not wait for it.
+        Schedule::Proceed { at, .. } if at >= call.deadline => Placement::DeadlineExceeded,
+        Schedule::Proceed { delay, at } => {
+            match origin.budget.charge(now, RetryVerdict::Retry(plan)) {
+                RetryVerdict::GiveUp(reason) => Placement::GiveUp(reason),
+                verdict @ RetryVerdict::Retry(_) => {
+                    call.ledger.record(&verdict);
+                    if plan.backoff {
+                        call.backoff.retries += 1;
+                        call.backoff.previous_delay = Some(delay);
+                    }
+                    Placement::Retry {
+                        kind: plan.kind,
+                        at,
+                    }
                 }
             }
-            other => other,
         }
-    }
-
-    /// Units available at `now`: reserve + live deposits − live withdrawals.
-    pub fn balance(&self, now: Instant) -> i64 {
-        let current = self.slot_index(now);
-        self.slots
-            .iter()
-            .filter(|s| current - s.index < BUDGET_SLOTS as u64)
-            .fold(self.reserve, |sum, s| sum.saturating_add(s.units))
-    }
-
-    /// Units one charged retry costs.
-    pub fn withdrawal_cost(&self) -> i64 {
-        self.withdraw_units
-    }
-
-    /// Units one original attempt deposits.
-    pub fn deposit_amount(&self) -> i64 {
-        self.deposit_units
-    }
-
-    /// The never-expiring reserve, in units.
-    pub fn reserve(&self) -> i64 {
-        self.reserve
-    }
-
-    /// The length of one slot.
-    pub fn slot_length(&self) -> Duration {
-        Duration::from_nanos(self.slot_nanos)
-    }
-
-    /// The absolute slot of `now`; an earlier `now` than seen before counts as the latest.
-    fn slot_index(&self, now: Instant) -> u64 {
-        (now.as_nanos() / self.slot_nanos).max(self.latest_slot)
-    }
-
-    fn put(&mut self, now: Instant, amount: i64) {
-        let index = self.slot_index(now);
-        self.latest_slot = index;
-        let position = (index % BUDGET_SLOTS as u64) as usize;
-        if let Some(slot) = self.slots.get_mut(position) {
-            if slot.index != index {
-                *slot = Slot { index, units: 0 };
-            }
-            slot.units = slot.units.saturating_add(amount);
-        }
+        Schedule::RateLimited { until } => Placement::RateLimited { until },
+        Schedule::DeadlineExceeded => Placement::DeadlineExceeded,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::outcome::{classify, AttemptOutcome, ClassifyContext, ConnectFailure};
-    use http::HeaderValue;
-
-    const SEC: Duration = Duration::from_secs(1);
-
-    fn at(secs: u64) -> Instant {
-        Instant::ZERO + Duration::from_secs(secs)
-    }
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // 08:49:37
-        let ra = |v| parse_retry_after(&headers(&[("retry-after", v)]), wall);
-        assert_eq!(ra("0"), Some(Duration::ZERO));
-        assert_eq!(ra(" 7 "), Some(7 * SEC));
-        assert_eq!(ra("-5"), None);
-        assert_eq!(ra("1.5"), None);
-        assert_eq!(ra("soon"), None);
-        assert_eq!(
-            ra("99999999999999999999999"),
-            Some(Duration::from_secs(u64::MAX))
-        );
-        assert_eq!(ra("Sun, 06 Nov 1994 08:49:47 GMT"), Some(10 * SEC));
-        assert_eq!(ra("Sunday, 06-Nov-94 08:49:57 GMT"), Some(20 * SEC));
-        assert_eq!(ra("Sun Nov  6 08:50:07 1994"), Some(30 * SEC));
-        assert_eq!(ra("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
-        // The response's own Date cancels a skewed local clock.
-        let skewed = wall + Duration::from_secs(3600);
-        let h = headers(&[
-            ("retry-after", "Sun, 06 Nov 1994 08:49:47 GMT"),
-            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
-        ]);
-        assert_eq!(parse_retry_after(&h, skewed), Some(10 * SEC));
-        // A broken Date falls back to the wall clock.
-        let h = headers(&[
-            ("retry-after", "Sun, 06 Nov 1994 08:49:47 GMT"),
-            ("date", "x"),
-        ]);
-        assert_eq!(parse_retry_after(&h, wall), Some(10 * SEC));
-    }
-
-    #[test]
-    fn directives_forbid_and_amz_hint() {
-        let policy = RetryPolicy::default()
-            .with_dont_retry_header(HeaderName::from_static("x-should-retry"));
-        let d = policy.directives(
-            &headers(&[("stripe-should-retry", "False")]),
-            SystemTime::UNIX_EPOCH,
-        );
-        assert!(d.forbid);
-        let d = policy.directives(
-            &headers(&[("x-should-retry", "true")]),
-            SystemTime::UNIX_EPOCH,
-        );
-        assert!(!d.forbid);
-        let d = policy.directives(
-            &headers(&[("x-should-retry", "false")]),
-            SystemTime::UNIX_EPOCH,
-        );
-        assert!(d.forbid);
-        let d = policy.directives(
-            &headers(&[("x-amz-retry-after", "1500")]),
-            SystemTime::UNIX_EPOCH,
-        );
-        assert_eq!(d.retry_after, Some(Duration::from_millis(1500)));
-        let d = policy.directives(
-            &headers(&[("x-amz-retry-after", "1500"), ("retry-after", "3")]),
-            SystemTime::UNIX_EPOCH,
-        );
-        assert_eq!(d.retry_after, Some(3 * SEC));
-        let none = RetryPolicy::default().without_dont_retry_headers();
-        assert!(
-            !none
-                .directives(
-                    &headers(&[("stripe-should-retry", "false")]),
-                    SystemTime::UNIX_EPOCH
-                )
-                .forbid
-        );
-    }
-
-    fn facts(idempotent: bool, keyed: bool) -> RequestFacts {
-        RequestFacts {
-            idempotent,
-            keyed,
-            body_replayable: true,
-        }
-    }
-
-    fn verdict(
-        outcome: AttemptOutcome,
-        request: RequestFacts,
-        ledger: &AttemptLedger,
-    ) -> RetryVerdict {
-        let ctx = ClassifyContext {
-            keyed: request.keyed,
-            token_authenticated: true,
-            ..ClassifyContext::default()
-        };
-        decide(
-            &classify(&outcome, &ctx),
-            &request,
-            &ServerDirectives::default(),
-            ledger,
-        )
-    }
-
-    fn response(code: u16) -> AttemptOutcome {
-        AttemptOutcome::Response {
-            status: StatusCode::from_u16(code).unwrap(),
-            elapsed: SEC,
-        }
-    }
-
-    #[test]
-    fn safety_rule_and_kinds() {
-        let ledger = AttemptLedger::new(3);
-        let post = facts(false, false);
-        let kind = |v: RetryVerdict| match v {
-            RetryVerdict::Retry(p) => Ok(p.kind),
-            RetryVerdict::GiveUp(r) => Err(r),
-        };
-        assert_eq!(
-            kind(verdict(response(503), post, &ledger)),
-            Err(GiveUpReason::UnsafeToResend)
-        );
-        assert_eq!(
-            kind(verdict(response(503), facts(false, true), &ledger)),
-            Ok(RetryKind::Ordinary)
-        );
-        assert_eq!(
-            kind(verdict(
-                AttemptOutcome::ConnectFailed(ConnectFailure::Refused),
-                post,
-                &ledger
-            )),
-            Ok(RetryKind::Ordinary)
-        );
-        assert_eq!(
-            kind(verdict(
-                AttemptOutcome::ConnectionDeadBeforeWrite { reused: true },
-                post,
-                &ledger
-            )),
-            Ok(RetryKind::Transparent)
-        );
-        assert_eq!(
-            kind(verdict(
-                AttemptOutcome::ClosedBeforeResponse { reused: true },
-                post,
-                &ledger
-            )),
-            Err(GiveUpReason::UnsafeToResend)
-        );
-        assert_eq!(
-            kind(verdict(response(421), post, &ledger)),
-            Ok(RetryKind::OneShot)
-        );
-        assert_eq!(
-            kind(verdict(response(401), post, &ledger)),
-            Ok(RetryKind::AuthReplay)
-        );
-        assert_eq!(
-            kind(verdict(response(409), facts(false, true), &ledger)),
-            Ok(RetryKind::KeyedConflict)
-        );
-        assert_eq!(
-            kind(verdict(response(404), facts(true, false), &ledger)),
-            Err(GiveUpReason::NotRetryable(NoRetryReason::Completed))
-        );
-        let mut no_body = facts(true, false);
-        no_body.body_replayable = false;
-        assert_eq!(
-            kind(verdict(response(503), no_body, &ledger)),
-            Err(GiveUpReason::BodyNotReplayable)
-        );
-        // Nothing of the body left: it can still be sent once more.
-        let refused = AttemptOutcome::ConnectFailed(crate::outcome::ConnectFailure::Refused);
-        assert!(kind(verdict(refused, no_body, &ledger)).is_ok());
-    }
-
-    #[test]
-    fn ledger_limits() {
-        let get = facts(true, false);
-        let mut ledger = AttemptLedger::new(2);
-        let v = verdict(response(503), get, &ledger);
-        assert!(matches!(v, RetryVerdict::Retry(p) if p.kind == RetryKind::Ordinary));
-        ledger.record(&v);
-        assert_eq!(
-            verdict(response(503), get, &ledger),
-            RetryVerdict::GiveUp(GiveUpReason::AttemptsExhausted)
-        );
-        // Transparent retries do not count, but only one per counted attempt.
-        let stale = AttemptOutcome::ConnectionDeadBeforeWrite { reused: true };
-        let v = verdict(stale, get, &ledger);
-        assert_eq!(v, RetryVerdict::Retry(RetryKind::Transparent.plan()));
-        ledger.record(&v);
-        assert_eq!(
-            verdict(stale, get, &ledger),
-            RetryVerdict::GiveUp(GiveUpReason::AttemptsExhausted)
-        );
-        let mut ledger = AttemptLedger::new(3);
-        let v = verdict(response(408), get, &ledger);
-        ledger.record(&v);
-        assert_eq!(
-            verdict(response(408), get, &ledger),
-            RetryVerdict::GiveUp(GiveUpReason::OneShotUsed)
-        );
-        let v = verdict(response(401), get, &ledger);
-        ledger.record(&v);
-        assert_eq!(
-            verdict(response(401), get, &ledger),
-            RetryVerdict::GiveUp(GiveUpReason::AuthReplayUsed)
-        );
-        assert_eq!(ledger.counted_attempts(), 2);
-    }
-
-    #[test]
-    fn directive_wins_over_everything() {
-        let c = classify(
-            &AttemptOutcome::ConnectionDeadBeforeWrite { reused: true },
-            &ClassifyContext::default(),
-        );
-        let forbid = ServerDirectives {
-            retry_after: None,
-            forbid: true,
-        };
-        assert_eq!(
-            decide(&c, &facts(true, true), &forbid, &AttemptLedger::new(3)),
-            RetryVerdict::GiveUp(GiveUpReason::DirectiveForbids)
-        );
-    }
-
-    fn input(now: u64, deadline: u64, delay: Duration, ra: Option<Duration>) -> ScheduleInput {
-        ScheduleInput {
-            now: at(now),
-            deadline: at(deadline),
-            delay,
-            min_delay: Duration::from_millis(500),
-            retry_after: ra,
-            retry_after_cap: Duration::from_secs(60),
-            attempt_floor: Duration::ZERO,
-        }
-    }
-
-    #[test]
-    fn schedule_rules() {
-        assert_eq!(
-            schedule(&input(0, 30, 2 * SEC, None)),
-            Schedule::Proceed {
-                delay: 2 * SEC,
-                at: at(2)
-            }
-        );
-        // Retry-After wins when longer.
-        assert_eq!(
-            schedule(&input(0, 30, 2 * SEC, Some(5 * SEC))),
-            Schedule::Proceed {
-                delay: 5 * SEC,
-                at: at(5)
-            }
-        );
-        // Above the cap, or past the deadline: rate limited at once, carrying the instant.
-        assert_eq!(
-            schedule(&input(0, 300, SEC, Some(61 * SEC))),
-            Schedule::RateLimited { until: at(61) }
-        );
-        assert_eq!(
-            schedule(&input(0, 30, SEC, Some(31 * SEC))),
-            Schedule::RateLimited { until: at(31) }
-        );
-        // Clipped to the deadline, but never below the floor.
-        assert_eq!(
-            schedule(&input(0, 3, 5 * SEC, None)),
-            Schedule::Proceed {
-                delay: 3 * SEC,
-                at: at(3)
-            }
-        );
-        let mut late = input(0, 3, 5 * SEC, None);
-        late.min_delay = 4 * SEC;
-        assert_eq!(schedule(&late), Schedule::DeadlineExceeded);
-        let mut floor = input(0, 3, SEC, None);
-        floor.attempt_floor = 4 * SEC;
-        assert_eq!(schedule(&floor), Schedule::DeadlineExceeded);
-        assert_eq!(
-            schedule(&input(40, 30, Duration::ZERO, None)),
-            Schedule::DeadlineExceeded
-        );
-    }
-
-    #[test]
-    fn gate_only_on_429_and_503_and_only_later() {
-        let mut gate = RetryAfterGate::new();
-        gate.handle_response(at(0), StatusCode::BAD_GATEWAY, Some(10 * SEC));
-        assert_eq!(gate.remaining(at(0)), None);
-        gate.handle_response(at(0), StatusCode::TOO_MANY_REQUESTS, Some(10 * SEC));
-        gate.handle_response(at(1), StatusCode::SERVICE_UNAVAILABLE, Some(2 * SEC));
-        assert_eq!(gate.not_before(), at(10));
-        assert_eq!(gate.remaining(at(4)), Some(6 * SEC));
-        assert_eq!(gate.remaining(at(10)), None);
-    }
-
-    #[test]
-    fn budget_defaults_follow_finagle() {
-        let mut b = RetryBudget::default();
-        assert_eq!(
-            (b.deposit_amount(), b.withdrawal_cost(), b.reserve()),
-            (1000, 5000, 500_000)
-        );
-        // The reserve alone pays for 100 retries in a window...
-        assert_eq!((0..200).filter(|_| b.try_withdraw(at(0))).count(), 100);
-        // ...and they expire with their slots, the reserve does not.
-        assert!(!b.try_withdraw(at(9)));
-        assert!(b.try_withdraw(at(10)));
-        // An earlier `now` is treated as the latest seen.
-        assert_eq!(b.balance(at(0)), b.balance(at(10)));
-        assert_eq!(
-            RetryBudget::new(RetryBudgetConfig::default().with_ttl(Duration::from_millis(500))),
-            Err(BudgetConfigError::TtlOutOfRange(Duration::from_millis(500)))
-        );
-        assert_eq!(
-            RetryBudget::new(RetryBudgetConfig::default().with_retry_percent(1001)),
-            Err(BudgetConfigError::PercentOutOfRange(1001))
-        );
-        let zero = RetryBudget::new(RetryBudgetConfig::default().with_retry_percent(0)).unwrap();
-        assert_eq!(
-            (
-                zero.deposit_amount(),
-                zero.withdrawal_cost(),
-                zero.reserve()
-            ),
-            (0, 1, 100)
-        );
-    }
-
-    #[test]
-    fn charge_is_free_for_transparent_and_auth() {
-        let mut b =
-            RetryBudget::new(RetryBudgetConfig::default().with_min_retries_per_sec(0)).unwrap();
-        for kind in [RetryKind::Transparent, RetryKind::AuthReplay] {
-            let v = RetryVerdict::Retry(kind.plan());
-            assert_eq!(b.charge(at(0), v), v);
-        }
-        assert_eq!(
-            b.charge(at(0), RetryVerdict::Retry(RetryKind::Ordinary.plan())),
-            RetryVerdict::GiveUp(GiveUpReason::BudgetExhausted)
-        );
-        assert_eq!(b.balance(at(0)), 0);
-    }
-}
+mod tests;

@@ -3,10 +3,10 @@
 //!
 //! A retry that fires sooner than the upstream usually answers only adds load while the first
 //! attempt may still be in progress, so the delay has a *floor* taken from the origin's p95
-//! ([`crate::latency`]); and retries from many clients that failed together must not fire
+//! ([`crate::policy::latency`]); and retries from many clients that failed together must not fire
 //! together again, so every delay carries random *jitter*. This module computes one delay;
 //! whether to retry at all, Retry-After parsing and the per-origin Retry-After gate belong to
-//! [`crate::retry`].
+//! [`crate::policy::retry`].
 //!
 //! # The default (docs/spec/backoff.md#the-default)
 //!
@@ -46,7 +46,7 @@
 //! [`BackoffPolicy::apply_retry_after`] applies the server's Retry-After as a band
 //! (docs/spec/backoff.md#retry-after): the delay becomes `max(delay, U(RA, 1.5·RA))`, never
 //! earlier than the server asked and not capped by `cap` (the decision to give up on a
-//! too-long Retry-After is [`crate::retry`]'s). [`clip_to_deadline`] fits a delay to the
+//! too-long Retry-After is [`crate::policy::retry`]'s). [`clip_to_deadline`] fits a delay to the
 //! deadline (docs/spec/backoff.md#deadline-clipping): a delay that would break the deadline is
 //! shortened to the latest acceptable one, but never below the strategy's earliest delay or the
 //! Retry-After; if that is impossible, there is no retry.
@@ -59,7 +59,7 @@
 //! delays on every platform. No call allocates.
 //!
 //! ```
-//! use breakwater_core::backoff::BackoffPolicy;
+//! use breakwater_core::policy::backoff::BackoffPolicy;
 //! use std::time::Duration;
 //!
 //! let policy = BackoffPolicy::default();
@@ -298,7 +298,7 @@ impl BackoffPolicy {
     ///
     /// The band spreads clients that were all told the same instant; the result is never
     /// earlier than the server asked, and is not capped by `cap` (refusing a Retry-After that is
-    /// too long is [`crate::retry`]'s decision). Draws exactly once from `rng`.
+    /// too long is [`crate::policy::retry`]'s decision). Draws exactly once from `rng`.
     #[must_use]
     pub fn apply_retry_after(
         &self,
@@ -327,7 +327,7 @@ impl BackoffPolicy {
 /// is raised to it.
 ///
 /// ```
-/// use breakwater_core::backoff::clip_to_deadline;
+/// use breakwater_core::policy::backoff::clip_to_deadline;
 /// use std::time::Duration;
 ///
 /// let s = Duration::from_secs;

@@ -4,7 +4,7 @@
 //! [`Classification`]: what the outcome proves about whether the server applied the request
 //! ([`Evidence`]), how it moves the origin's breaker ([`BreakerEffect`]), whether and how it may
 //! be retried ([`RetryEligibility`]) and whether it is a latency sample. The retry decision
-//! (`crate::retry`), the breaker, the latency window and the idempotency rules read only that
+//! (`crate::policy::retry`), the breaker, the latency window and the idempotency rules read only that
 //! record, so the whole policy can be audited in [`table`] below: one line per rule of the
 //! outcome table in `docs/spec/outcomes.md`, in the same order. Each rule is an
 //! [`OutcomeRow`] variant and is named, in prose, by that variant in kebab-case (rule
@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::idempotency::{keyed_status, KeyedStatus};
+use crate::policy::idempotency::{keyed_status, KeyedStatus};
 
 /// What an attempt's outcome proves about whether the server applied the request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -251,7 +251,7 @@ impl OutcomeRow {
 
 /// Whether, and in which way, an outcome may lead to another dispatch of the same request.
 ///
-/// This is the outcome rule's own retry rule; `crate::retry::decide` adds the request's facts
+/// This is the outcome rule's own retry rule; `crate::policy::retry::decide` adds the request's facts
 /// (method, key, body, attempts used, server directives) and the absolute safety rule
 /// (docs/spec/retry.md#the-safety-rule).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -328,7 +328,7 @@ pub struct Classification {
 /// A set of HTTP error statuses (400–599), as a fixed bitset: lookup is one shift and mask.
 ///
 /// ```
-/// use breakwater_core::outcome::StatusSet;
+/// use breakwater_core::policy::outcome::StatusSet;
 /// use http::StatusCode;
 ///
 /// let set = StatusSet::default();

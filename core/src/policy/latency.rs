@@ -29,7 +29,7 @@
 //!
 //! # Which outcomes are samples
 //!
-//! The classification table in [`crate::outcome`] decides
+//! The classification table in [`crate::policy::outcome`] decides
 //! (docs/spec/latency.md#which-outcomes-are-samples); this window only records. A sample is
 //! the time the upstream took to answer, from the request being completely written to the
 //! response headers received, for the outcome rules that end in a response (`unauthorized`,
@@ -51,7 +51,7 @@
 //! p95 query on a full default window (release build, shared 2-core machine).
 //!
 //! ```
-//! use breakwater_core::latency::{LatencyConfig, LatencyWindow};
+//! use breakwater_core::policy::latency::{LatencyConfig, LatencyWindow};
 //! use breakwater_core::Instant;
 //! use std::time::Duration;
 //!
@@ -142,9 +142,10 @@ impl LatencyConfig {
 
 /// The rolling latency window of one origin; see the [module documentation](self).
 ///
-/// Calling contract: `now` never goes backwards. An earlier `now` (to [`record`](Self::record)
-/// or to a query) is treated as the latest instant already seen, so a sample is never stored
-/// "in the past" and an answer never resurrects an expired sample.
+/// As everywhere in the crate ([run loop](crate#the-run-loop)), `now` never goes backwards:
+/// an earlier `now` (to [`record`](Self::record) or to a query) is treated as the latest
+/// instant already seen, so a sample is never stored "in the past" and an answer never
+/// resurrects an expired sample.
 #[derive(Clone, Debug)]
 pub struct LatencyWindow {
     config: LatencyConfig,
