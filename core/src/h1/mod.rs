@@ -40,6 +40,7 @@
 //! # Ok::<(), breakwater_core::h1::DecodeError>(())
 //! ```
 
+mod chunked;
 mod decode;
 mod encode;
 

@@ -1,4 +1,4 @@
-//! Medians over rounds, ratios, and the targets of issue 8, as Markdown.
+//! Medians over rounds, ratios, and the performance targets, as Markdown.
 
 use std::fmt::Write;
 
