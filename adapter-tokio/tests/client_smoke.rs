@@ -1,12 +1,9 @@
 //! A first end-to-end check of the client on tokio against a hyper server.
 
-#[path = "http/server.rs"]
-mod http_server;
-
 use std::time::Duration;
 
 use breakwater::core::policy::backoff::BackoffPolicy;
-use http_server::{respond, TestServer};
+use breakwater_testkit::conformance::sockets::server::{respond, TestServer};
 
 fn fast_backoff(
     config: breakwater::core::call::EngineConfig,

@@ -1,6 +1,8 @@
-//! The shared runtime scenarios (tests/common) on `TokioRuntime`.
+//! The testkit's transport scenarios (connect, TLS, timers on real sockets)
+//! on `TokioRuntime`, and what only tokio has: a paused clock, runtimes
+//! built and driven apart.
 
-mod common;
+use breakwater_testkit::conformance::sockets::transport as common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,16 +13,16 @@ fn runtime() -> Arc<dyn breakwater::runtime::Runtime> {
     Arc::new(TokioRuntime::new())
 }
 
-macro_rules! scenarios {
-    ($($scenario:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $scenario() {
-            common::$scenario(runtime()).await;
-        }
-    )*};
+/// A current-thread tokio runtime's `block_on`, as `#[tokio::test]` uses.
+fn block_on(future: breakwater::runtime::BoxFuture<'static, ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
 }
 
-include!("common/list.rs");
+breakwater_testkit::socket_transport_tests!(runtime(), block_on);
 
 /// Transports move between worker threads of a multi-threaded runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

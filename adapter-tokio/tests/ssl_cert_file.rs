@@ -3,7 +3,7 @@
 //! Alone in its own test binary because it sets a process-wide environment
 //! variable that every other TLS test would otherwise see.
 
-mod common;
+use breakwater_testkit::conformance::sockets::transport as common;
 
 use breakwater::runtime::Runtime;
 use breakwater::tls::TlsOptions;

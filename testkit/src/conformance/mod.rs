@@ -38,6 +38,8 @@
 
 mod loopback;
 pub mod scenarios;
+#[cfg(feature = "sockets")]
+pub mod sockets;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -12,8 +12,6 @@
 //! - [`RawServer`]: a hostile peer on a bare TCP socket that answers each
 //!   request with canned bytes, for what hyper would never send.
 
-#![allow(dead_code)]
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,9 +31,13 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 /// What a handler sees of a request, with its body read.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// The method.
     pub method: http::Method,
+    /// The request target.
     pub uri: http::Uri,
+    /// The headers.
     pub headers: http::HeaderMap,
+    /// The body, read whole.
     pub body: Bytes,
     /// 1 for the first request the server served.
     pub hit: usize,
@@ -58,8 +60,11 @@ type Handler = dyn Fn(&Seen) -> Response<Body> + Send + Sync;
 
 /// A running test server. Dropping it stops the server.
 pub struct TestServer {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Connections accepted so far.
     pub accepted: Arc<AtomicUsize>,
+    /// Requests served so far.
     pub hits: Arc<AtomicUsize>,
     /// Connections open right now, as the server sees them.
     open: Arc<OpenConnections>,
@@ -67,6 +72,7 @@ pub struct TestServer {
     close_idle: tokio::sync::watch::Sender<u64>,
     /// The most connections that were ever open at once.
     pub peak_open: Arc<AtomicUsize>,
+    /// Every request served, in order.
     pub seen: Arc<Mutex<Vec<Seen>>>,
     tls: bool,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -148,10 +154,12 @@ impl Drop for OpenGuard {
 }
 
 impl TestServer {
+    /// A plain-HTTP server on 127.0.0.1 that answers with `handler`.
     pub fn start(handler: impl Fn(&Seen) -> Response<Body> + Send + Sync + 'static) -> Self {
         Self::start_with(Options::default(), handler)
     }
 
+    /// A server with `options` (TLS, delays) that answers with `handler`.
     pub fn start_with(
         options: Options,
         handler: impl Fn(&Seen) -> Response<Body> + Send + Sync + 'static,
@@ -220,14 +228,17 @@ impl TestServer {
         }
     }
 
+    /// Requests served so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
 
+    /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
 
+    /// Connections open right now.
     pub fn open(&self) -> usize {
         self.open.count()
     }
@@ -251,10 +262,12 @@ impl TestServer {
         }
     }
 
+    /// The most connections open at once so far.
     pub fn peak_open(&self) -> usize {
         self.peak_open.load(Ordering::SeqCst)
     }
 
+    /// Every request served, in order.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
@@ -440,14 +453,18 @@ type Script = dyn Fn(&RawRequest) -> Reply + Send + Sync;
 
 /// A bare TCP server that answers each request with whatever its script says.
 pub struct RawServer {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Connections accepted so far.
     pub accepted: Arc<AtomicUsize>,
+    /// Every request read, in order.
     pub requests: Arc<Mutex<Vec<RawRequest>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RawServer {
+    /// A raw server on 127.0.0.1 that answers each request with what `script` says.
     pub fn start(script: impl Fn(&RawRequest) -> Reply + Send + Sync + 'static) -> Self {
         let script: Arc<Script> = Arc::new(script);
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -471,14 +488,17 @@ impl RawServer {
         }
     }
 
+    /// The URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
 
+    /// Every request read, in order.
     pub fn requests(&self) -> Vec<RawRequest> {
         self.requests.lock().unwrap().clone()
     }

@@ -1,5 +1,9 @@
-//! The behavioural scenarios of the client, written once against
-//! `Arc<dyn Runtime>` and run by each adapter's `tests/client.rs`.
+//! The client's behavioural scenarios on real sockets, written once against
+//! `Arc<dyn Runtime>`, with hyper and tokio-rustls peers.
+//!
+//! One file, over 900 lines, because the scenarios share one set of helpers
+//! and read best as one table of contents; [`socket_client_tests!`]
+//! (crate::socket_client_tests) lists them.
 //!
 //! Every scenario starts its own peers, builds its own client on the runtime
 //! it is given, and panics on the first broken promise. Concurrency comes from
@@ -36,7 +40,7 @@ use super::server::{
     big_chunked, chunked, delayed, respond, respond_bytes, respond_with, streamed_with_length,
     Options, RawServer, Reply, TestServer,
 };
-use crate::common::{closed_port, localhost_ca, self_signed, tls_server_config, Identity, Pki};
+use super::transport::{closed_port, localhost_ca, self_signed, tls_server_config, Identity, Pki};
 
 // ---------------------------------------------------------------------------
 // Helpers

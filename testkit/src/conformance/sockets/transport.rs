@@ -1,17 +1,12 @@
-//! The runtime scenario suite, shared by both adapters' integration tests.
-//!
-//! One suite, two runtimes: `breakwater-tokio` runs these scenarios on tokio,
-//! `breakwater-smol` includes this file by path and runs them under three
-//! executors. Everything a scenario needs lives here: rcgen certificates,
-//! echo servers (plain and tokio-rustls) on 127.0.0.1, and the scenarios
-//! themselves, written against `dyn Runtime` only.
+//! The transport scenarios: what a runtime's `connect` and timers must do,
+//! on real sockets. Everything a scenario needs lives here: rcgen
+//! certificates, echo servers (plain and tokio-rustls) on 127.0.0.1, and the
+//! scenarios themselves, written against `dyn Runtime` only;
+//! [`socket_transport_tests!`](crate::socket_transport_tests) lists them.
 //!
 //! The servers run on a tokio runtime of their own in background threads, so
 //! a client under test never shares its executor with its peer (and the smol
 //! client never touches tokio).
-
-// Each test binary uses a different part of the suite.
-#![allow(dead_code)]
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,17 +34,27 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A certificate chain and its private key, both PEM.
 pub struct Identity {
+    /// The certificate chain, leaf first, as PEM.
     pub chain_pem: String,
+    /// The private key, as PEM.
     pub key_pem: String,
 }
 
 /// A private certificate authority that signs leaves for the tests.
 pub struct Pki {
+    /// The CA certificate, as PEM.
     pub ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
+impl Default for Pki {
+    fn default() -> Self {
+        Pki::new()
+    }
+}
+
 impl Pki {
+    /// A fresh CA.
     pub fn new() -> Pki {
         let mut params = CertificateParams::new(Vec::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -200,6 +205,7 @@ async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 // ---------------------------------------------------------------------------
 // Targets and probes
 
+/// A plain connect target for `addr`.
 pub fn http(addr: SocketAddr) -> ConnectTarget {
     ConnectTarget {
         origin: Origin::new(Scheme::Http, &addr.ip().to_string(), addr.port()),
@@ -241,6 +247,7 @@ async fn certificate_error(rt: &dyn Runtime, target: ConnectTarget) -> Certifica
     }
 }
 
+/// TLS options that trust `pki`'s CA.
 pub fn localhost_ca(pki: &Pki) -> TlsOptions {
     TlsOptions::default()
         .with_only_ca_pem(pki.ca_pem.as_bytes())
