@@ -43,6 +43,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+// The README's Rust snippets compile as doctests of this crate, which has
+// every crate they use among its dependencies.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeSnippets;
+
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use breakwater_core::policy::auth::{Secret, TokenFetchError, TokenResponse};
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::runtime::BoxFuture;
 
@@ -36,39 +36,48 @@ where
 }
 
 /// How requests to the base origin are authenticated.
+///
+/// Static credentials are headers (API keys, a bearer token, and every
+/// default header that carries a credential), sent only to the base origin
+/// and marked sensitive; they coexist when their names differ. Expiring
+/// tokens come from a source and go in `Authorization` per attempt.
 #[derive(Clone, Default)]
-pub(crate) enum Credentials {
-    #[default]
-    None,
-    /// A static header (API key or bearer token), already marked sensitive.
-    Header(HeaderName, HeaderValue),
+pub(crate) struct Credentials {
+    /// Static credential headers, values marked sensitive.
+    pub(crate) headers: HeaderMap,
     /// Tokens from a source, cached and refreshed by the core.
-    Tokens(Arc<dyn TokenSource>),
+    pub(crate) tokens: Option<Arc<dyn TokenSource>>,
 }
 
 impl Credentials {
-    pub(crate) fn api_key(
-        header: HeaderName,
-        key: &Secret,
-    ) -> Result<Self, http::header::InvalidHeaderValue> {
-        let mut value = HeaderValue::from_str(key.expose())?;
+    /// Adds a static credential header, replacing one of the same name.
+    pub(crate) fn set(&mut self, name: HeaderName, mut value: HeaderValue) {
         value.set_sensitive(true);
-        Ok(Credentials::Header(header, value))
+        self.headers.insert(name, value);
     }
 
-    pub(crate) fn bearer(token: &Secret) -> Result<Self, http::header::InvalidHeaderValue> {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))?;
+    /// Adds a value to a static credential header (a repeated default `Cookie`).
+    pub(crate) fn add(&mut self, name: HeaderName, mut value: HeaderValue) {
         value.set_sensitive(true);
-        Ok(Credentials::Header(AUTHORIZATION, value))
+        self.headers.append(name, value);
+    }
+
+    pub(crate) fn bearer_value(
+        token: &Secret,
+    ) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+        HeaderValue::from_str(&format!("Bearer {}", token.expose()))
     }
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Credentials::None => f.write_str("None"),
-            Credentials::Header(name, _) => write!(f, "Header({name}: <redacted>)"),
-            Credentials::Tokens(_) => f.write_str("Tokens(<source>)"),
+        let mut list = f.debug_list();
+        for name in self.headers.keys() {
+            list.entry(&format_args!("{name}: <redacted>"));
         }
+        if self.tokens.is_some() {
+            list.entry(&format_args!("tokens from a source"));
+        }
+        list.finish()
     }
 }

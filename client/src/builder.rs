@@ -11,13 +11,20 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
 use url::Url;
 
+use breakwater_core::request::is_credential;
+use http::header::USER_AGENT;
+
 use crate::auth::{Credentials, Secret, TokenSource};
 use crate::client::Client;
 use crate::error::{Error, ErrorKind};
+use crate::request::header_pair;
 use crate::runtime::Runtime;
 use crate::state::{Counters, Hooks, Housekeeping, Inner, RequestInfo, ResponseInfo, Shared};
 use crate::tls::TlsOptions;
 use crate::urls::{origin_of, without_userinfo};
+
+/// The `User-Agent` a client sends unless told otherwise.
+const DEFAULT_USER_AGENT: &str = concat!("breakwater/", env!("CARGO_PKG_VERSION"));
 
 /// Builds a [`Client`]; every setting has a production default.
 #[must_use]
@@ -25,7 +32,11 @@ pub struct ClientBuilder {
     runtime: Arc<dyn Runtime>,
     base_url: String,
     default_headers: HeaderMap,
-    credentials: Result<Credentials, Error>,
+    credentials: Credentials,
+    /// Header names the caller marked as carrying credentials.
+    sensitive: Vec<HeaderName>,
+    /// `None` until the caller chooses: then `breakwater/<version>`.
+    user_agent: Option<Option<HeaderValue>>,
     engine: EngineConfig,
     /// `None` until the caller gives settings. `build` then loads the
     /// defaults only for an https base URL; otherwise they wait for the
@@ -42,7 +53,7 @@ impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
             .field("base_url", &self.base_url)
-            .field("credentials", &self.credentials.as_ref().ok())
+            .field("credentials", &self.credentials)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -55,7 +66,9 @@ impl Client {
             runtime,
             base_url: base_url.into(),
             default_headers: HeaderMap::new(),
-            credentials: Ok(Credentials::None),
+            credentials: Credentials::default(),
+            sensitive: Vec::new(),
+            user_agent: None,
             engine: EngineConfig::default(),
             tls: None,
             body_timeout: None,
@@ -67,37 +80,102 @@ impl Client {
 }
 
 impl ClientBuilder {
-    /// Adds a header sent on every request.
-    pub fn default_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.default_headers.append(name, value);
+    /// Adds a header sent on every request, unless the request sets the
+    /// same name (it then replaces this one).
+    ///
+    /// A header that carries a credential (`Authorization`,
+    /// `Proxy-Authorization`, `Cookie`, or a name given to
+    /// [`sensitive_header`](Self::sensitive_header)) is treated like
+    /// [`api_key`](Self::api_key): sent to the base origin only, and redacted
+    /// everywhere. Names and values may be given as `&str`; an invalid one
+    /// fails [`build`](Self::build).
+    pub fn default_header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        match header_pair(name, value) {
+            Ok((name, value)) => {
+                self.default_headers.append(name, value);
+            }
+            Err(e) => self.fail(e.with_message("a default header is not a valid header")),
+        }
         self
     }
 
-    /// Sends an API key in `header` on requests to the base origin.
-    pub fn api_key(mut self, header: HeaderName, key: impl Into<Secret>) -> Self {
-        self.credentials = Credentials::api_key(header, &key.into()).map_err(|e| {
-            Error::new(ErrorKind::Builder)
-                .with_message("API key is not a valid header value")
-                .with_source(e)
-        });
+    /// Marks `name` as carrying a credential, like `Authorization`: a default
+    /// header of that name goes to the base origin only, and its values are
+    /// redacted in every `Debug`.
+    pub fn sensitive_header<K>(mut self, name: K) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+    {
+        match HeaderName::try_from(name) {
+            Ok(name) => self.sensitive.push(name),
+            Err(e) => self.fail(
+                Error::new(ErrorKind::Builder)
+                    .with_message("a sensitive header name is not a valid header name")
+                    .with_source(e.into()),
+            ),
+        }
+        self
+    }
+
+    /// The `User-Agent` sent on every request: `Some(value)` to choose one,
+    /// `None` to send none. Default: `breakwater/<version>`.
+    pub fn user_agent(mut self, agent: Option<&str>) -> Self {
+        match agent.map(HeaderValue::from_str).transpose() {
+            Ok(agent) => self.user_agent = Some(agent),
+            Err(e) => self.fail(
+                Error::new(ErrorKind::Builder)
+                    .with_message("the User-Agent is not a valid header value")
+                    .with_source(e),
+            ),
+        }
+        self
+    }
+
+    /// Sends an API key in `header` on requests to the base origin. It
+    /// coexists with a bearer token or another key in another header.
+    pub fn api_key<K>(mut self, header: K, key: impl Into<Secret>) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+    {
+        let key = key.into();
+        match header_pair(header, key.expose()) {
+            Ok((name, value)) => self.credentials.set(name, value),
+            Err(e) => self.fail(e.with_message("the API key's header is not a valid header")),
+        }
         self
     }
 
     /// Sends `Authorization: Bearer <token>` on requests to the base origin.
     pub fn bearer_token(mut self, token: impl Into<Secret>) -> Self {
-        self.credentials = Credentials::bearer(&token.into()).map_err(|e| {
-            Error::new(ErrorKind::Builder)
-                .with_message("token is not a valid header value")
-                .with_source(e)
-        });
+        match Credentials::bearer_value(&token.into()) {
+            Ok(value) => self.credentials.set(http::header::AUTHORIZATION, value),
+            Err(e) => self.fail(
+                Error::new(ErrorKind::Builder)
+                    .with_message("the token is not a valid header value")
+                    .with_source(e),
+            ),
+        }
         self
+    }
+
+    /// Keeps the first invalid setting, for `build` to report.
+    fn fail(&mut self, error: Error) {
+        self.error.get_or_insert(error);
     }
 
     /// Authenticates requests to the base origin with expiring tokens from
     /// `source`: fetched once for many waiters, refreshed early, replaced
     /// once after a 401.
     pub fn token_source(mut self, source: impl TokenSource) -> Self {
-        self.credentials = Ok(Credentials::Tokens(Arc::new(source)));
+        self.credentials.tokens = Some(Arc::new(source));
         if self.engine.tokens.is_none() {
             self.engine.tokens = Some(Default::default());
         }
@@ -211,7 +289,35 @@ impl ClientBuilder {
         })?;
         let base_url = without_userinfo(base_url, ErrorKind::Builder)?;
         let base_origin = origin_of(&base_url)?;
-        let credentials = self.credentials?;
+        // Default headers that carry a credential become credentials: the
+        // base origin only, redacted (docs/spec/request.md).
+        let mut credentials = self.credentials;
+        let mut default_headers = HeaderMap::new();
+        // A map's owned iterator names each header once, before its first value.
+        let mut last: Option<HeaderName> = None;
+        for (name, value) in self.default_headers {
+            let Some(name) = name.or_else(|| last.clone()) else {
+                continue;
+            };
+            last = Some(name.clone());
+            if is_credential(&name) || self.sensitive.contains(&name) {
+                credentials.add(name, value);
+            } else {
+                default_headers.append(name, value);
+            }
+        }
+        match self.user_agent {
+            Some(Some(agent)) => {
+                default_headers.insert(USER_AGENT, agent);
+            }
+            Some(None) => {
+                default_headers.remove(USER_AGENT);
+            }
+            None if !default_headers.contains_key(USER_AGENT) => {
+                default_headers.insert(USER_AGENT, HeaderValue::from_static(DEFAULT_USER_AGENT));
+            }
+            None => {}
+        }
         let seed = self.seed.unwrap_or_else(|| self.runtime.random_seed());
         let body_timeout = self.body_timeout.unwrap_or(self.engine.attempt_timeout);
         let engine = Engine::new(self.engine, fastrand::Rng::with_seed(seed))
@@ -241,7 +347,7 @@ impl ClientBuilder {
                 }),
                 base_url,
                 base_origin,
-                default_headers: self.default_headers,
+                default_headers,
                 credentials,
                 tls_options,
                 tls,

@@ -9,7 +9,7 @@ use http::Method;
 use crate::error::{Error, ErrorKind};
 use crate::request::RequestBuilder;
 use crate::state::Inner;
-use crate::urls::without_userinfo;
+use crate::urls::{resolve, without_userinfo};
 
 /// A resilient HTTP/1.1 client for one upstream (and any other origin it is pointed at).
 ///
@@ -57,19 +57,12 @@ impl Client {
         self.request(Method::DELETE, url)
     }
 
-    /// A request with any method. Relative URLs join onto the base URL the
-    /// way [`Url::join`](url::Url::join) does (`users/1` under `https://h/v1/` is
-    /// `https://h/v1/users/1`; `/users/1` replaces the path).
+    /// A request with any method. A relative URL is appended to the base
+    /// URL's path, as httpx does it: under `https://h/v1/` (or `https://h/v1`),
+    /// both `users/1` and `/users/1` are `https://h/v1/users/1`. An absolute
+    /// URL is used as it is.
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let url = self
-            .inner
-            .base_url
-            .join(url)
-            .map_err(|e| {
-                Error::new(ErrorKind::Request)
-                    .with_message("bad URL")
-                    .with_source(e)
-            })
+        let url = resolve(&self.inner.base_url, url)
             .and_then(|url| without_userinfo(url, ErrorKind::Request));
         RequestBuilder::new(self.inner.clone(), method, url)
     }

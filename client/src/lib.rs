@@ -36,6 +36,10 @@
 #![forbid(unsafe_code)]
 
 pub use breakwater_core as core;
+/// The `bytes` crate, whose `Bytes` carries bodies.
+pub use bytes;
+/// The `http` crate, whose types (`Method`, `HeaderName`, `StatusCode`, ...) the client speaks.
+pub use http;
 
 pub mod auth;
 mod batch;

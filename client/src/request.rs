@@ -11,7 +11,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use url::Url;
 
-use crate::auth::Credentials;
+use breakwater_core::request::{is_credential, plan_headers, HeaderLayers};
+
 use crate::driver::{self, CallOverrides, Prepared};
 use crate::error::{Error, ErrorKind};
 use crate::io::BodyStream;
@@ -19,13 +20,36 @@ use crate::response::Response;
 use crate::state::Inner;
 use crate::urls::{origin_of, MAX_URL_LEN};
 
+/// A header name and value from anything `http` converts, or the builder error.
+pub(crate) fn header_pair<K, V>(name: K, value: V) -> Result<(HeaderName, HeaderValue), Error>
+where
+    HeaderName: TryFrom<K>,
+    <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+    HeaderValue: TryFrom<V>,
+    <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+{
+    let name = HeaderName::try_from(name)
+        .map_err(|e| Error::new(ErrorKind::Builder).with_source(e.into()))?;
+    let value = HeaderValue::try_from(value).map_err(|e| {
+        Error::new(ErrorKind::Builder)
+            .with_message(format!("the value of {name} is not a valid header value"))
+            .with_source(e.into())
+    })?;
+    Ok((name, value))
+}
+
 /// A request being built; [`send`](RequestBuilder::send) runs it.
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
     inner: Arc<Inner>,
     method: Method,
     url: Result<Url, Error>,
+    /// Headers set: each name replaces the client's defaults of that name.
     headers: HeaderMap,
+    /// Headers appended: added to whatever else is sent.
+    appended: HeaderMap,
+    /// The `Content-Type` of the body helper used, if any.
+    body_type: Option<HeaderValue>,
     body: Bytes,
     has_body: bool,
     stream: Option<BodyStream>,
@@ -42,6 +66,7 @@ impl fmt::Debug for RequestBuilder {
             .field("method", &self.method)
             .field("url", &self.url.as_ref().map(Url::as_str).ok())
             .field("headers", &self.headers)
+            .field("appended", &self.appended)
             .field("body_len", &self.body.len())
             .finish_non_exhaustive()
     }
@@ -55,6 +80,8 @@ impl RequestBuilder {
             method,
             url,
             headers: HeaderMap::new(),
+            appended: HeaderMap::new(),
+            body_type: None,
             body: Bytes::new(),
             has_body: false,
             stream: None,
@@ -66,10 +93,52 @@ impl RequestBuilder {
         }
     }
 
-    /// Adds a header.
-    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+    /// Sets a header: it replaces the client's default of the same name (and
+    /// an earlier `header` call's). A per-request `Authorization` wins over
+    /// the client's credentials for this request. Names and values may be
+    /// `&str`; an invalid one fails [`send`](Self::send).
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        match header_pair(name, value) {
+            Ok((name, value)) => {
+                self.headers
+                    .insert(name.clone(), sensitive_if_credential(&name, value));
+            }
+            Err(e) => self.fail(e),
+        }
         self
+    }
+
+    /// Adds a header value without replacing anything: for a deliberate
+    /// repeat of a header the client or the request already sends.
+    pub fn header_append<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        match header_pair(name, value) {
+            Ok((name, value)) => {
+                self.appended
+                    .append(name.clone(), sensitive_if_credential(&name, value));
+            }
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// Keeps the first mistake, for `send` to report.
+    fn fail(&mut self, error: Error) {
+        let error = Error::new(ErrorKind::Request)
+            .with_message(error.to_string())
+            .with_source(error);
+        self.error.get_or_insert(error);
     }
 
     /// Adds query pairs, percent-encoded.
@@ -87,11 +156,8 @@ impl RequestBuilder {
     pub fn json<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
         match serde_json::to_vec(value) {
             Ok(body) => {
-                self.headers.insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
                 self.set_body(body.into());
+                self.body_type = Some(HeaderValue::from_static("application/json"));
             }
             Err(e) => {
                 self.error = Some(
@@ -109,11 +175,10 @@ impl RequestBuilder {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
             .finish();
-        self.headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-www-form-urlencoded"),
-        );
         self.set_body(body.into());
+        self.body_type = Some(HeaderValue::from_static(
+            "application/x-www-form-urlencoded",
+        ));
         self
     }
 
@@ -135,6 +200,7 @@ impl RequestBuilder {
     {
         self.stream = Some(Box::pin(stream));
         self.has_body = true;
+        self.body_type = None;
         self
     }
 
@@ -142,6 +208,7 @@ impl RequestBuilder {
         self.body = body;
         self.stream = None;
         self.has_body = true;
+        self.body_type = None;
     }
 
     /// The total time this call may take (overrides the client's).
@@ -209,15 +276,25 @@ impl RequestBuilder {
         } else {
             origin_of(&url)?
         };
-        let tokens = same_origin && matches!(inner.credentials, Credentials::Tokens(_));
-
-        let mut headers = inner.default_headers.clone();
-        for (name, value) in &self.headers {
-            headers.append(name.clone(), value.clone());
-        }
-        if let (true, Credentials::Header(name, value)) = (same_origin, &inner.credentials) {
-            headers.insert(name.clone(), value.clone());
-        }
+        let planned = plan_headers(HeaderLayers {
+            defaults: &inner.default_headers,
+            credentials: &inner.credentials.headers,
+            body_type: self.body_type.as_ref(),
+            set: &self.headers,
+            appended: &self.appended,
+            to_base_origin: same_origin,
+        })
+        .map_err(|e| {
+            Error::new(ErrorKind::Request)
+                .with_message(e.to_string())
+                .with_source(e)
+                .with_origin(origin.clone())
+        })?;
+        // A request that brought its own Authorization is the caller's: the
+        // client's tokens neither replace it nor answer its 401.
+        let tokens =
+            same_origin && inner.credentials.tokens.is_some() && !planned.caller_authorized;
+        let headers = planned.headers;
         let body_length = match (&self.stream, self.has_body) {
             (Some(_), _) => BodyLength::Streamed,
             (None, true) => BodyLength::Known(self.body.len() as u64),
@@ -244,4 +321,13 @@ impl RequestBuilder {
         let span = tracing::debug_span!("call", method = %request.method, url = %request.url);
         tracing::Instrument::instrument(driver::run(inner, request, overrides), span).await
     }
+}
+
+/// `value`, marked sensitive if `name` carries a credential, so that the
+/// request's `Debug` never shows it.
+fn sensitive_if_credential(name: &HeaderName, mut value: HeaderValue) -> HeaderValue {
+    if is_credential(name) {
+        value.set_sensitive(true);
+    }
+    value
 }

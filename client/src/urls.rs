@@ -1,5 +1,6 @@
 //! URLs as the client accepts them: no user information, a parseable origin, a bounded length.
 
+use breakwater_core::request::join_path;
 use breakwater_core::Origin;
 use http::Uri;
 use url::Url;
@@ -37,4 +38,28 @@ fn parse_uri(url: &Url) -> Result<Uri, Error> {
             .with_message(format!("bad URL {url}"))
             .with_source(e)
     })
+}
+
+/// Where `reference` lands under the client's base URL, by httpx's
+/// `base_url` rule (docs/spec/request.md, "URL joining"): an absolute URL is
+/// used as it is; anything else, with or without a leading slash, is
+/// appended to the base path, which is taken to end in a slash.
+pub(crate) fn resolve(base: &Url, reference: &str) -> Result<Url, Error> {
+    let bad = |e: url::ParseError| {
+        Error::new(ErrorKind::Request)
+            .with_message(format!("the URL {reference:?} does not parse"))
+            .with_source(e)
+    };
+    if reference.starts_with("//") {
+        return Err(Error::new(ErrorKind::Request).with_message(format!(
+            "the URL {reference:?} names a host without a scheme; write the scheme too"
+        )));
+    }
+    match Url::parse(reference) {
+        Ok(absolute) => Ok(absolute),
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            base.join(&join_path(base.path(), reference)).map_err(bad)
+        }
+        Err(e) => Err(bad(e)),
+    }
 }

@@ -306,6 +306,7 @@ pub mod h1;
 pub mod origin;
 pub mod policy;
 pub mod pool;
+pub mod request;
 pub mod time;
 
 pub use origin::{Origin, OriginError, Scheme};

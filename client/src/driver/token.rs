@@ -13,14 +13,14 @@ use std::sync::{Arc, Weak};
 use breakwater_core::policy::auth::FetchId;
 use breakwater_core::Instant;
 
-use crate::auth::{Credentials, TokenFetchError};
+use crate::auth::TokenFetchError;
 use crate::guard::CallGuard;
 use crate::io::with_deadline;
 use crate::state::Inner;
 
 /// Runs the token fetch the call waits for, by the call's deadline.
 pub(super) async fn fetch_for_call(guard: &mut CallGuard, fetch: FetchId) {
-    let Credentials::Tokens(source) = guard.inner.credentials.clone() else {
+    let Some(source) = guard.inner.credentials.tokens.clone() else {
         let _ = guard.report(|_, now, engine| engine.cancel_token_fetch(now, fetch));
         return;
     };
@@ -48,7 +48,7 @@ pub(super) fn spawn_background_refresh(inner: &Arc<Inner>, fetch: FetchId) {
         client: Arc::downgrade(inner),
         fetch: Some(fetch),
     };
-    let Credentials::Tokens(source) = inner.credentials.clone() else {
+    let Some(source) = inner.credentials.tokens.clone() else {
         return; // dropping `pending` cancels the fetch
     };
     let runtime = inner.runtime.clone();
