@@ -94,10 +94,18 @@ impl Client {
     }
 
     /// A snapshot of the client's gauges and counters.
+    ///
+    /// Read at the moment it is taken: a timer that has come due (an open
+    /// breaker's interval, an idle connection's expiry) is applied first, so
+    /// the snapshot never shows a state that has already passed.
     pub fn stats(&self) -> crate::ClientStats {
         let now = self.inner.runtime.now();
-        let shared = self.inner.lock();
-        crate::stats::snapshot(&shared.engine, &self.inner.counters, now)
+        self.inner.decide(|shared| {
+            if shared.engine.poll_timeout().is_some_and(|due| due <= now) {
+                shared.engine.handle_timeout(now);
+            }
+            crate::stats::snapshot(&shared.engine, &self.inner.counters, now)
+        })
     }
 
     pub(crate) fn inner(&self) -> &Arc<Inner> {

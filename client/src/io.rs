@@ -253,13 +253,8 @@ impl ConnectionState {
         self.requests += 1;
         self.decoder.reset(request);
 
-        // A reused connection may have been closed by the server while idle.
-        if reused && !self.looks_alive() {
-            return Exchange::Failed {
-                outcome: AttemptOutcome::ConnectionDeadBeforeWrite { reused },
-                detail: ExchangeError::Io(io::ErrorKind::ConnectionReset.into()),
-            };
-        }
+        // A reused connection was checked for a close while idle by the
+        // driver, before the attempt was announced (driver/exchange.rs).
         let head = std::mem::take(&mut self.write_buf);
         let write = async {
             let mut written_any = false;

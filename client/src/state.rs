@@ -70,6 +70,7 @@ pub(crate) struct Counters {
     pub(crate) attempts: std::sync::atomic::AtomicU64,
     pub(crate) retries: std::sync::atomic::AtomicU64,
     pub(crate) failures: std::sync::atomic::AtomicU64,
+    pub(crate) stale_connections: std::sync::atomic::AtomicU64,
 }
 
 /// The engine, the wake-up slots of the calls that wait on it, and the

@@ -31,6 +31,9 @@ pub struct ClientStats {
     pub failures: u64,
     /// Token requests started (foreground and background refreshes).
     pub token_fetches: u64,
+    /// Pooled connections found closed by the server before a request was
+    /// written on them, and replaced: not attempts, since nothing was sent.
+    pub stale_connections: u64,
 }
 
 /// The state of one origin.
@@ -89,6 +92,7 @@ pub(crate) fn snapshot(
         attempts: counters.attempts.load(Relaxed),
         retries: counters.retries.load(Relaxed),
         failures: counters.failures.load(Relaxed),
+        stale_connections: counters.stale_connections.load(Relaxed),
         token_fetches: engine
             .token_cache()
             .map_or(0, |cache| cache.stats().fetches_started),

@@ -231,3 +231,83 @@ fn a_hanging_background_refresh_is_given_up_and_handed_back() {
     );
     assert_eq!(fetches.load(Ordering::SeqCst), 3);
 }
+
+/// A pooled connection the server closed while idle is found before the
+/// request is written: it is no attempt, no hook hears of it, and the
+/// stats count it as what it was.
+#[test]
+fn a_connection_found_closed_before_writing_is_not_an_attempt() {
+    use breakwater_testkit::ServerConfig;
+    let mut sim = Sim::new(164);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/ping").respond(Reply::json("{}"));
+    api.server().set_config(ServerConfig {
+        idle_timeout: Some(5 * SECOND),
+        ..ServerConfig::default()
+    });
+    let announced = Arc::new(AtomicUsize::new(0));
+    let counted = announced.clone();
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .configure(|c| c.with_pool(PoolConfig::default().with_idle_expiry(60 * SECOND)))
+        .on_request(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let stats = sim.run(async move {
+        client
+            .get("ping")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        // The server closes the idle connection at 5 s; the client keeps it 60 s.
+        runtime.sleep_until(runtime.now() + 10 * SECOND).await;
+        let response = client.get("ping").send().await.unwrap();
+        assert_eq!(response.attempts(), 1);
+        client.stats()
+    });
+    assert_eq!(
+        announced.load(Ordering::SeqCst),
+        2,
+        "on_request fired for the dead connection"
+    );
+    assert_eq!(stats.attempts, 2);
+    assert_eq!(stats.stale_connections, 1);
+    assert_eq!(sim.connects(), 2);
+}
+
+/// `stats()` tells the breaker's state at the moment it is read: an open
+/// breaker whose interval has passed is half-open, with no call to move it.
+#[test]
+fn stats_show_the_breaker_as_it_is_when_read() {
+    use breakwater::core::policy::breaker::{BreakerConfig, BreakerStateKind};
+    let mut sim = Sim::new(165);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/down")
+        .respond(Reply::new(503, "down"));
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .configure(|c| {
+            c.with_breaker(
+                BreakerConfig::default()
+                    .with_consecutive_failures(Some(2))
+                    .with_open_interval(30 * SECOND),
+            )
+        })
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let (open, later) = sim.run(async move {
+        for _ in 0..2 {
+            let _ = client.get("down").attempts(1).send().await;
+        }
+        let open = client.stats().origins[0].breaker;
+        runtime.sleep_until(runtime.now() + 31 * SECOND).await;
+        (open, client.stats().origins[0].breaker)
+    });
+    assert_eq!(open, BreakerStateKind::Open);
+    assert_eq!(later, BreakerStateKind::HalfOpen, "stats kept a stale Open");
+}

@@ -62,6 +62,27 @@ pub(super) async fn send(
         None => {}
     }
     let reused = plan.reused;
+    // A pooled connection the server closed while it was idle: nothing is
+    // written, so this is not an attempt and no hook hears of it; the core
+    // replaces the connection and the attempt goes out on another.
+    if reused && !conn.looks_alive() {
+        inner
+            .counters
+            .stale_connections
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(attempt = plan.number, "pooled connection closed while idle");
+        let wall = inner.runtime.wall_clock();
+        let _ = guard.report_at(now, |call, now, engine| {
+            call.handle_attempt_outcome(
+                now,
+                engine,
+                AttemptOutcome::ConnectionDeadBeforeWrite { reused },
+                &HeaderMap::new(),
+                wall,
+            )
+        });
+        return Ok(now);
+    }
     inner.counters.attempts.fetch_add(1, Ordering::Relaxed);
     if plan.kind != call::AttemptKind::Original {
         inner.counters.retries.fetch_add(1, Ordering::Relaxed);
