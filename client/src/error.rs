@@ -31,6 +31,8 @@ pub struct Error {
 struct Inner {
     kind: ErrorKind,
     origin: Option<Origin>,
+    /// The call's method and URL (query values redacted), when it had one.
+    request: Option<(http::Method, String)>,
     attempts: u32,
     status: Option<StatusCode>,
     body_snippet: Option<String>,
@@ -97,6 +99,7 @@ impl Error {
             inner: Box::new(Inner {
                 kind,
                 origin: None,
+                request: None,
                 attempts: 0,
                 status: None,
                 body_snippet: None,
@@ -112,6 +115,15 @@ impl Error {
         Error::new(ErrorKind::CircuitOpen)
             .with_origin(origin)
             .with_retry_after(retry_after)
+    }
+
+    /// Names the call this error ended: its method and its URL, with query
+    /// values redacted.
+    pub(crate) fn with_request(mut self, method: &http::Method, url: &url::Url) -> Self {
+        if self.inner.request.is_none() {
+            self.inner.request = Some((method.clone(), redacted_url(url)));
+        }
+        self
     }
 
     pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
@@ -155,6 +167,17 @@ impl Error {
         self
     }
 
+    /// The method of the call that failed, if the error came from a call.
+    pub fn method(&self) -> Option<&http::Method> {
+        self.inner.request.as_ref().map(|(method, _)| method)
+    }
+
+    /// The URL of the call that failed, query values replaced by `…` (an API
+    /// key in a query string is never shown), if the error came from a call.
+    pub fn url(&self) -> Option<&str> {
+        self.inner.request.as_ref().map(|(_, url)| url.as_str())
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
@@ -176,7 +199,9 @@ impl Error {
         self.inner.status
     }
 
-    /// The first bytes of the error response's body, as text.
+    /// The first bytes of the error response's body, as text. Not part of
+    /// the error's `Display` (a body may echo a credential): log it where
+    /// you know what the upstream puts in it.
     pub fn body_snippet(&self) -> Option<&str> {
         self.inner.body_snippet.as_deref()
     }
@@ -252,8 +277,10 @@ impl fmt::Display for Error {
         if let Some(status) = inner.status {
             write!(f, " {status}")?;
         }
-        if let Some(origin) = &inner.origin {
-            write!(f, " for {origin}")?;
+        match (&inner.request, &inner.origin) {
+            (Some((method, url)), _) => write!(f, " for {method} {url}")?,
+            (None, Some(origin)) => write!(f, " for {origin}")?,
+            (None, None) => {}
         }
         if let Some(after) = inner.retry_after {
             if after < Duration::from_secs(1) {
@@ -269,9 +296,8 @@ impl fmt::Display for Error {
         if let Some(message) = &inner.message {
             write!(f, ": {message}")?;
         }
-        if let Some(snippet) = &inner.body_snippet {
-            write!(f, ": {snippet:?}")?;
-        }
+        // The body is not shown: an error body may echo what the request
+        // carried (a 401 that quotes the token). `body_snippet` has it.
         if let Some(source) = &inner.source {
             write!(f, " ({source})")?;
         }
@@ -285,6 +311,7 @@ impl fmt::Debug for Error {
         f.debug_struct("Error")
             .field("kind", &inner.kind)
             .field("origin", &inner.origin)
+            .field("request", &inner.request)
             .field("attempts", &inner.attempts)
             .field("status", &inner.status)
             .field("retry_after", &inner.retry_after)
@@ -298,4 +325,21 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.inner.source.as_deref().map(|e| e as _)
     }
+}
+
+/// `url` as errors and logs show it: query values replaced by `…`, so that
+/// an API key or a token in a query string (`?api_key=...`) is never printed;
+/// no user information (the client refuses it) and no fragment.
+pub(crate) fn redacted_url(url: &url::Url) -> String {
+    let mut shown = url[..url::Position::AfterPath].to_owned();
+    if let Some(query) = url.query() {
+        let keys: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+            .map(|(key, _)| format!("{key}=…"))
+            .collect();
+        if !keys.is_empty() || !query.is_empty() {
+            shown.push('?');
+            shown.push_str(&keys.join("&"));
+        }
+    }
+    shown
 }

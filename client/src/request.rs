@@ -64,7 +64,10 @@ impl fmt::Debug for RequestBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestBuilder")
             .field("method", &self.method)
-            .field("url", &self.url.as_ref().map(Url::as_str).ok())
+            .field(
+                "url",
+                &self.url.as_ref().map(crate::error::redacted_url).ok(),
+            )
             .field("headers", &self.headers)
             .field("appended", &self.appended)
             .field("body_len", &self.body.len())
@@ -318,7 +321,9 @@ impl RequestBuilder {
             timeout: self.timeout,
             attempts: self.attempts,
         };
-        let span = tracing::debug_span!("call", method = %request.method, url = %request.url);
+        // Logs name the URL with its query values redacted (they may hold keys).
+        let shown = crate::error::redacted_url(&request.url);
+        let span = tracing::debug_span!("call", method = %request.method, url = %shown);
         tracing::Instrument::instrument(driver::run(inner, request, overrides), span).await
     }
 }

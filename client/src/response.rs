@@ -12,7 +12,7 @@ use breakwater_core::call::BodyEnd;
 use breakwater_core::h1::{ResponseEvent, ResponseHead};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncWrite, AsyncWriteExt, Stream};
-use http::{HeaderMap, StatusCode, Version};
+use http::{HeaderMap, Method, StatusCode, Version};
 use url::Url;
 
 use crate::error::{Error, ErrorKind, TimeoutPhase};
@@ -53,6 +53,8 @@ pub struct Response {
     version: Version,
     headers: HeaderMap,
     url: Url,
+    /// The request's method, for the errors this response turns into.
+    method: Method,
     timings: Timings,
     /// Attempts the call made before this response was delivered.
     attempts: u32,
@@ -63,7 +65,7 @@ impl std::fmt::Debug for Response {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Response")
             .field("status", &self.status)
-            .field("url", &self.url.as_str())
+            .field("url", &crate::error::redacted_url(&self.url))
             .field("headers", &self.headers)
             .field("timings", &self.timings)
             .finish_non_exhaustive()
@@ -87,6 +89,7 @@ impl Response {
         guard: CallGuard,
         head: ResponseHead,
         prefetched: Prefetched,
+        method: Method,
         url: Url,
         timings: Timings,
     ) -> Self {
@@ -111,6 +114,7 @@ impl Response {
             version: head.version,
             headers: head.headers,
             url,
+            method,
             timings,
             attempts,
             body,
@@ -237,6 +241,7 @@ impl Response {
         if let Some(origin) = crate::urls::origin_of(&self.url).ok().or(origin) {
             err = err.with_origin(origin);
         }
+        err = err.with_request(&self.method, &self.url);
         Err(err)
     }
 

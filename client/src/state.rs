@@ -28,6 +28,7 @@
 //! are also checked when a call starts.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -100,7 +101,9 @@ type RequestHook = Arc<dyn Fn(&RequestInfo<'_>) + Send + Sync>;
 type ResponseHook = Arc<dyn Fn(&ResponseInfo<'_>) + Send + Sync>;
 
 /// What an `on_request` hook sees: one attempt about to be sent.
-#[derive(Debug)]
+///
+/// Its `Debug` shows the URL with query values redacted; `url` itself is
+/// the whole URL, for a hook that knows what it may log.
 #[non_exhaustive]
 pub struct RequestInfo<'a> {
     /// The method.
@@ -114,7 +117,9 @@ pub struct RequestInfo<'a> {
 }
 
 /// What an `on_response` hook sees: a response head that arrived.
-#[derive(Debug)]
+///
+/// Its `Debug` shows the URL with query values redacted, and `Set-Cookie`
+/// values are marked sensitive, so `http`'s `Debug` hides them.
 #[non_exhaustive]
 pub struct ResponseInfo<'a> {
     /// The method.
@@ -129,6 +134,30 @@ pub struct ResponseInfo<'a> {
     pub attempt: u32,
     /// Time from sending to the response head.
     pub elapsed: Duration,
+}
+
+impl fmt::Debug for RequestInfo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestInfo")
+            .field("method", self.method)
+            .field("url", &crate::error::redacted_url(self.url))
+            .field("attempt", &self.attempt)
+            .field("reused_connection", &self.reused_connection)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ResponseInfo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseInfo")
+            .field("method", self.method)
+            .field("url", &crate::error::redacted_url(self.url))
+            .field("status", &self.status)
+            .field("headers", self.headers)
+            .field("attempt", &self.attempt)
+            .field("elapsed", &self.elapsed)
+            .finish()
+    }
 }
 
 impl Inner {

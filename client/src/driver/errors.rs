@@ -2,7 +2,7 @@
 
 use breakwater_core::call::{self, CallErrorKind};
 use breakwater_core::h1::ResponseHead;
-use breakwater_core::Origin;
+use breakwater_core::{Instant, Origin};
 
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::io::ExchangeError;
@@ -28,6 +28,7 @@ pub(super) fn call_error(
     origin: &Origin,
     last_failure: Option<Error>,
     head: Option<&ResponseHead>,
+    now: Instant,
 ) -> Error {
     let attempts = error.attempts.len() as u32;
     let base = match error.kind {
@@ -42,8 +43,10 @@ pub(super) fn call_error(
             Error::new(ErrorKind::Request).with_message("plain http is forbidden for this origin")
         }
         CallErrorKind::RateLimited { until } => {
+            let wait = until.saturating_duration_since(now);
             let mut err = Error::new(ErrorKind::RateLimited)
-                .with_message(format!("server asked to wait until {until:?}"));
+                .with_retry_after(Some(wait))
+                .with_message("the server asked for a longer wait than the call can make");
             if let Some(head) = head {
                 err = err.with_status(head.status, None);
             }

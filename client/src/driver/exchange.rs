@@ -145,9 +145,17 @@ pub(super) async fn send(
     progress.timings.reused = reused;
     match exchange {
         Exchange::Head {
-            head: response_head,
+            head: mut response_head,
             written_at,
         } => {
+            // A session cookie is a credential: no Debug of the head shows it.
+            if let http::header::Entry::Occupied(mut cookies) =
+                response_head.headers.entry(http::header::SET_COOKIE)
+            {
+                cookies
+                    .iter_mut()
+                    .for_each(|value| value.set_sensitive(true));
+            }
             let elapsed = now.saturating_duration_since(sent_at);
             progress.timings.first_byte = Some(elapsed);
             // The upstream's latency, for the core's estimate:

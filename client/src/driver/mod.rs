@@ -104,7 +104,10 @@ pub(crate) async fn run(
     let runtime = inner.runtime.clone();
     let started = runtime.now();
     let mut now = started;
-    let mut guard = start(&inner, &request, overrides, now)?;
+    // Every error names the call (method, URL with query values redacted).
+    let named =
+        |error: Error, request: &Prepared| error.with_request(&request.method, &request.url);
+    let mut guard = start(&inner, &request, overrides, now).map_err(|e| named(e, &request))?;
     let mut progress = Progress::default();
     loop {
         match guard.poll_step(now) {
@@ -137,37 +140,37 @@ pub(crate) async fn run(
             }
             Step::Send(plan) => {
                 progress.new_attempt();
-                now = exchange::send(&mut guard, &mut request, &plan, now, &mut progress).await?;
+                now = exchange::send(&mut guard, &mut request, &plan, now, &mut progress)
+                    .await
+                    .map_err(|e| named(e, &request))?;
             }
             Step::Deliver => {
                 let Some((head, prefetched)) = progress.head.take() else {
-                    return Err(
-                        Error::new(ErrorKind::Protocol).with_message("delivery without a head")
-                    );
+                    let error =
+                        Error::new(ErrorKind::Protocol).with_message("delivery without a head");
+                    return Err(named(error, &request));
                 };
                 progress.timings.total = now.saturating_duration_since(started);
                 return Ok(Response::new(
                     guard,
                     head,
                     prefetched,
+                    request.method,
                     request.url,
                     progress.timings,
                 ));
             }
             Step::Done => {
-                return Err(
-                    Error::new(ErrorKind::Protocol).with_message("call ended without a response")
-                );
+                let error =
+                    Error::new(ErrorKind::Protocol).with_message("call ended without a response");
+                return Err(named(error, &request));
             }
             Step::Fail(error) => {
                 inner.counters.failures.fetch_add(1, Ordering::Relaxed);
                 let head = progress.head.as_ref().map(|(head, _)| head);
-                return Err(errors::call_error(
-                    error,
-                    &request.origin,
-                    progress.last_failure,
-                    head,
-                ));
+                let error =
+                    errors::call_error(error, &request.origin, progress.last_failure, head, now);
+                return Err(named(error, &request));
             }
         }
     }
