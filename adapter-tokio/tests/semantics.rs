@@ -284,3 +284,43 @@ async fn caller_mistakes_are_typed_errors_at_send() {
         ["application/vnd.api+json"]
     );
 }
+
+/// A GET answered with bytes that are not HTTP is reported at once, not sent
+/// three times to a broken server, and counts against the breaker; a response
+/// with both Content-Length and Transfer-Encoding is one of those.
+#[tokio::test]
+async fn a_malformed_response_is_not_retried_and_counts_against_the_breaker() {
+    use breakwater::core::policy::breaker::{BreakerConfig, BreakerStateKind};
+    use breakwater_testkit::conformance::sockets::server::{RawServer, Reply};
+
+    let server = RawServer::start(|request| {
+        match request.path() {
+        "/garbage" => Reply::WriteThenClose(b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec()),
+        _ => Reply::WriteThenClose(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+    }
+    });
+    let client = breakwater_tokio::client(server.url("/"))
+        .configure(|c| c.with_breaker(BreakerConfig::default().with_consecutive_failures(Some(2))))
+        .build()
+        .unwrap();
+    let garbage = client.get("garbage").send().await.unwrap_err();
+    assert_eq!(garbage.kind(), ErrorKind::Protocol, "{garbage}");
+    assert_eq!(garbage.attempts(), 1, "{garbage}");
+    let framing = client.get("both-lengths").send().await.unwrap_err();
+    assert_eq!(framing.kind(), ErrorKind::Protocol, "{framing}");
+    assert!(
+        framing
+            .to_string()
+            .contains("Content-Length and Transfer-Encoding"),
+        "{framing}"
+    );
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "a malformed response was retried"
+    );
+    assert_eq!(client.stats().origins[0].breaker, BreakerStateKind::Open);
+}

@@ -367,9 +367,19 @@ impl ConnectionState {
                             detail: ExchangeError::Protocol(DecodeError::ClosedBeforeResponse),
                         }
                     }
-                    Err(err) => {
+                    // The peer closed in the middle of the head: a broken
+                    // exchange, as a reset would be.
+                    Err(err @ DecodeError::IncompleteHead) => {
                         return Exchange::Failed {
                             outcome: AttemptOutcome::ExchangeFailed,
+                            detail: ExchangeError::Protocol(err),
+                        }
+                    }
+                    // Bytes that are not an HTTP response: reported at once,
+                    // never retried (docs/spec/outcomes.md#malformed-response).
+                    Err(err) => {
+                        return Exchange::Failed {
+                            outcome: AttemptOutcome::MalformedResponse,
                             detail: ExchangeError::Protocol(err),
                         }
                     }

@@ -155,10 +155,6 @@ pub enum ReuseBlocker {
     Http10,
     /// The body had no length and was read until the server closed the connection.
     ReadUntilClose,
-    /// The response had both `Content-Length` and `Transfer-Encoding`; it was
-    /// decoded as chunked (RFC 9112 §6.3), but a server that says two things
-    /// is not trusted with another request.
-    ContentLengthWithTransferEncoding,
     /// An HTTP/1.0 response used `Transfer-Encoding`, which HTTP/1.0 does not have.
     TransferEncodingInHttp10,
     /// The server switched protocols; the connection belongs to the new protocol.
@@ -192,6 +188,10 @@ pub enum DecodeError {
     ConflictingContentLength,
     /// `Transfer-Encoding` names a coding other than a single, final `chunked`.
     UnsupportedTransferCoding,
+    /// The response has both `Content-Length` and `Transfer-Encoding`. RFC
+    /// 9112 says such a message "ought to be handled as an error": two
+    /// parsers may frame it two ways, which is how responses are smuggled.
+    ContentLengthWithTransferEncoding,
     /// A chunk-size line does not start with a hexadecimal size.
     InvalidChunkSize,
     /// A chunk size does not fit in 64 bits.
@@ -251,6 +251,9 @@ impl fmt::Display for DecodeError {
             DecodeError::InvalidContentLength => f.write_str("invalid Content-Length"),
             DecodeError::ConflictingContentLength => {
                 f.write_str("conflicting Content-Length values")
+            }
+            DecodeError::ContentLengthWithTransferEncoding => {
+                f.write_str("the response has both Content-Length and Transfer-Encoding")
             }
             DecodeError::UnsupportedTransferCoding => {
                 f.write_str("Transfer-Encoding other than a single final `chunked`")
@@ -629,6 +632,9 @@ impl Framing {
         }
         let content_length = content_length(headers)?;
         let chunked = transfer_encoding_is_chunked(headers)?;
+        if chunked && content_length.is_some() {
+            return Err(DecodeError::ContentLengthWithTransferEncoding);
+        }
         if request.head_request
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -641,8 +647,6 @@ impl Framing {
         if chunked {
             let reuse_blocker = if parsed.version == Version::HTTP_10 {
                 Some(ReuseBlocker::TransferEncodingInHttp10)
-            } else if content_length.is_some() {
-                Some(ReuseBlocker::ContentLengthWithTransferEncoding)
             } else {
                 None
             };

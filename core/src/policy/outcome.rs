@@ -127,6 +127,9 @@ pub enum AttemptOutcome {
     BodyReadFailed,
     /// The caller cancelled the call (rule `cancelled`).
     Cancelled,
+    /// Response bytes arrived that cannot be read as an HTTP response: a garbage
+    /// status line, invalid headers, contradicting framing (rule `malformed-response`).
+    MalformedResponse,
 }
 
 /// Why no connection could be made (rule `connect-failure`).
@@ -218,10 +221,12 @@ pub enum OutcomeRow {
     BodyReadFailed,
     /// `cancelled` (20): caller cancellation.
     Cancelled,
+    /// `malformed-response` (21): response bytes that are not a valid HTTP response.
+    MalformedResponse,
 }
 
 impl OutcomeRow {
-    /// The rule's position (1–20) in the outcome table of docs/spec/outcomes.md, for compact
+    /// The rule's position (1–21) in the outcome table of docs/spec/outcomes.md, for compact
     /// records; prose names rules by their kebab-case name, not by number.
     pub const fn number(self) -> u8 {
         match self {
@@ -245,6 +250,7 @@ impl OutcomeRow {
             OutcomeRow::Completed => 18,
             OutcomeRow::BodyReadFailed => 19,
             OutcomeRow::Cancelled => 20,
+            OutcomeRow::MalformedResponse => 21,
         }
     }
 }
@@ -305,6 +311,10 @@ pub enum NoRetryReason {
     ResponseDelivered,
     /// The caller cancelled (rule `cancelled`).
     Cancelled,
+    /// The server answered with bytes that are not HTTP: sending them the
+    /// request again multiplies traffic to a broken server and cannot help
+    /// (rule `malformed-response`).
+    MalformedResponse,
 }
 
 /// The single record every later rule reads (docs/spec/outcomes.md).
@@ -580,6 +590,7 @@ pub fn table(
         OutcomeRow::Completed => (Processed, Success, R::Never(NoRetryReason::Completed), true),
         OutcomeRow::BodyReadFailed => (Processed, Failure, R::Never(NoRetryReason::ResponseDelivered), false),
         OutcomeRow::Cancelled => (MaybeProcessed, Ignore, R::Never(NoRetryReason::Cancelled), false),
+        OutcomeRow::MalformedResponse => (MaybeProcessed, Failure, R::Never(NoRetryReason::MalformedResponse), false),
     }
 }
 
@@ -600,6 +611,7 @@ pub fn row_of(outcome: &AttemptOutcome, ctx: &ClassifyContext) -> (OutcomeRow, O
         AttemptOutcome::Response { status, .. } => return (status_row(status, ctx), Some(status)),
         AttemptOutcome::BodyReadFailed => OutcomeRow::BodyReadFailed,
         AttemptOutcome::Cancelled => OutcomeRow::Cancelled,
+        AttemptOutcome::MalformedResponse => OutcomeRow::MalformedResponse,
     };
     (row, None)
 }
