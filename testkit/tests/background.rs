@@ -311,3 +311,49 @@ fn stats_show_the_breaker_as_it_is_when_read() {
     assert_eq!(open, BreakerStateKind::Open);
     assert_eq!(later, BreakerStateKind::HalfOpen, "stats kept a stale Open");
 }
+
+/// One 429 with `Retry-After: 120` holds the origin's retries back, but it
+/// does not turn another path's 503 into a rate-limited error: that 503 is
+/// delivered at once, unretried, while the 429's own call is rate limited
+/// with the server's wait as a `Duration`.
+#[test]
+fn the_retry_after_gate_never_makes_another_calls_5xx_rate_limited() {
+    let mut sim = Sim::new(166);
+    let api = sim.mock("http://api.test");
+    let export = api
+        .route(Method::GET, "/export")
+        .respond(Reply::new(429, "slow down").header("retry-after", "120"));
+    let users = api
+        .route(Method::GET, "/users")
+        .respond(Reply::new(503, "busy"));
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let (limited, users_status, took) = sim.run(async move {
+        let limited = client.get("export").send().await.unwrap_err();
+        let started = runtime.now();
+        let users = client
+            .get("users")
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        let took = runtime.now().saturating_duration_since(started);
+        (limited, users, took)
+    });
+    assert_eq!(
+        limited.kind(),
+        breakwater::ErrorKind::RateLimited,
+        "{limited}"
+    );
+    assert_eq!(limited.retry_after(), Some(120 * SECOND));
+    assert_eq!(limited.status().map(|s| s.as_u16()), Some(429));
+    assert_eq!(
+        users_status.unwrap(),
+        503,
+        "the gate turned an unrelated 503 into an error"
+    );
+    assert_eq!(users.calls(), 1, "the gated 503 was retried");
+    assert_eq!(export.calls(), 1);
+    assert!(took < SECOND, "the gated call waited {took:?}");
+}

@@ -422,6 +422,10 @@ pub enum GiveUpReason {
     AuthReplayUsed,
     /// The origin's retry budget could not pay ([`RetryBudget::charge`](crate::policy::budget::RetryBudget::charge)).
     BudgetExhausted,
+    /// Another response's Retry-After holds the origin's retries back longer
+    /// than this call can wait (docs/spec/retry.md#the-retry-after-gate): this
+    /// call's own outcome stands, and it is not rate limited itself.
+    OriginGated,
 }
 
 impl std::fmt::Display for GiveUpReason {
@@ -450,6 +454,9 @@ impl std::fmt::Display for GiveUpReason {
             GiveUpReason::OneShotUsed => "the one retry for 408, 421 or 425 was already used",
             GiveUpReason::AuthReplayUsed => "the one retry after a token refresh was already used",
             GiveUpReason::BudgetExhausted => "the origin's retry budget is spent",
+            GiveUpReason::OriginGated => {
+                "another response asked this origin's callers to wait longer than this call can"
+            }
         })
     }
 }
@@ -724,7 +731,8 @@ pub(crate) fn place_retry(
     } else {
         (Duration::ZERO, Duration::ZERO)
     };
-    let mut retry_after = if gated { retry_after } else { None };
+    let own_retry_after = if gated { retry_after } else { None };
+    let mut retry_after = own_retry_after;
     if let Some(ra) = retry_after {
         delay = origin.backoff.apply_retry_after(delay, ra, call.rng);
     }
@@ -733,13 +741,17 @@ pub(crate) fn place_retry(
             retry_after = Some(retry_after.map_or(gate, |ra| ra.max(gate)));
         }
     }
+    let retry_after_cap = origin.policy.retry_after_cap();
+    // Whether this attempt's own response asked for more than the call can wait.
+    let own_wait_too_long = own_retry_after
+        .is_some_and(|ra| ra > retry_after_cap || now + ra + attempt_floor > call.deadline);
     let scheduled = schedule(&ScheduleInput {
         now,
         deadline: call.deadline,
         delay,
         min_delay,
         retry_after,
-        retry_after_cap: origin.policy.retry_after_cap(),
+        retry_after_cap,
         attempt_floor,
     });
     match scheduled {
@@ -761,7 +773,11 @@ pub(crate) fn place_retry(
                 }
             }
         }
-        Schedule::RateLimited { until } => Placement::RateLimited { until },
+        // Only the response that asked for the wait makes its call rate
+        // limited; a call held back by another's Retry-After gives up its
+        // retry, and its own response (or failure) stands.
+        Schedule::RateLimited { until } if own_wait_too_long => Placement::RateLimited { until },
+        Schedule::RateLimited { .. } => Placement::GiveUp(GiveUpReason::OriginGated),
         Schedule::DeadlineExceeded => Placement::DeadlineExceeded,
     }
 }
