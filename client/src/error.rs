@@ -81,6 +81,9 @@ pub enum ErrorKind {
 pub enum TimeoutPhase {
     /// Opening the connection (TCP and TLS).
     Connect,
+    /// Writing the request: no byte could be written for the attempt timeout
+    /// (the server stopped reading an upload).
+    Send,
     /// Waiting for the response head after sending.
     Response,
     /// Waiting for the next piece of the body.
@@ -260,6 +263,7 @@ impl fmt::Display for Error {
             ErrorKind::Connect => "could not connect",
             ErrorKind::Tls => "TLS handshake failed",
             ErrorKind::Timeout(TimeoutPhase::Connect) => "connect timed out",
+            ErrorKind::Timeout(TimeoutPhase::Send) => "timed out sending the request",
             ErrorKind::Timeout(TimeoutPhase::Response) => "timed out waiting for the response",
             ErrorKind::Timeout(TimeoutPhase::Body) => "timed out reading the response body",
             ErrorKind::Timeout(TimeoutPhase::Total) => "call deadline exceeded",

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
@@ -21,6 +22,10 @@ use futures_io::AsyncRead;
 use futures_lite::{AsyncWriteExt, StreamExt};
 
 use crate::runtime::{BoxFuture, BoxTransport, Runtime, TransportInfo};
+
+/// How much of a buffered body is written at a time: progress between
+/// pieces is what tells a slow upload from a stalled one.
+const WRITE_PIECE: usize = 64 * 1024;
 
 /// How much a single read asks of the socket.
 const READ_CHUNK: usize = 16 * 1024;
@@ -167,6 +172,9 @@ pub(crate) enum ExchangeError {
     TimedOut,
     /// The request was still being written when the call's deadline came.
     WriteOutlastedCall,
+    /// No byte of the request could be written for the attempt timeout: the
+    /// peer stopped reading.
+    WriteStalled,
     /// The caller's request-body stream failed.
     Body(io::Error),
 }
@@ -256,6 +264,11 @@ impl ConnectionState {
         // A reused connection was checked for a close while idle by the
         // driver, before the attempt was announced (driver/exchange.rs).
         let head = std::mem::take(&mut self.write_buf);
+        // When a piece of the body was last written, so that a write that
+        // makes no progress for the attempt timeout can be told from a long
+        // upload that does. The head counts as written at the start.
+        let last_progress = AtomicU64::new(started.as_nanos());
+        let progressed = || last_progress.store(runtime.now().as_nanos(), Ordering::Relaxed);
         let write = async {
             let mut written_any = false;
             let result = async {
@@ -263,7 +276,10 @@ impl ConnectionState {
                 written_any = true;
                 match body {
                     RequestBody::Buffered(bytes) if !bytes.is_empty() => {
-                        self.io.write_all(bytes).await?
+                        for piece in bytes.chunks(WRITE_PIECE) {
+                            self.io.write_all(piece).await?;
+                            progressed();
+                        }
                     }
                     RequestBody::Buffered(_) => {}
                     RequestBody::Streamed(stream) => {
@@ -284,6 +300,7 @@ impl ConnectionState {
                             self.io.write_all(&prefix).await?;
                             self.io.write_all(&piece).await?;
                             self.io.write_all(b"\r\n").await?;
+                            progressed();
                         }
                         self.io.write_all(breakwater_core::h1::LAST_CHUNK).await?;
                     }
@@ -294,38 +311,54 @@ impl ConnectionState {
             (result, written_any)
         };
         // An upload may take longer than the wait for a head is allowed to:
-        // writing is bounded by the call's own deadline.
+        // writing is bounded by the call's own deadline, and by the attempt
+        // timeout without progress (a peer that stopped reading must not
+        // hold the connection until the call's deadline).
         let mut write_waited = false;
         let outcome = {
             let mut write = std::pin::pin!(write);
-            let write = std::future::poll_fn(|cx| {
+            let mut write = std::pin::pin!(std::future::poll_fn(|cx| {
                 let poll = write.as_mut().poll(cx);
                 write_waited |= poll.is_pending();
                 poll
-            });
-            alarm.run(runtime, plan.call_deadline, write).await
+            }));
+            let stalls_at = || {
+                Instant::from_nanos(last_progress.load(Ordering::Relaxed)) + plan.attempt_timeout
+            };
+            loop {
+                let deadline = stalls_at().min(plan.call_deadline);
+                match alarm.run(runtime, deadline, write.as_mut()).await {
+                    Some(done) => break Ok(done),
+                    None if runtime.now() >= plan.call_deadline => {
+                        break Err(ExchangeError::WriteOutlastedCall)
+                    }
+                    None if runtime.now() >= stalls_at() => break Err(ExchangeError::WriteStalled),
+                    // A piece went out since: wait again from then.
+                    None => {}
+                }
+            }
         };
         // A write that never waited took no time on the runtime's clock.
         let written_at = if write_waited { runtime.now() } else { started };
         let head_deadline = plan.head_deadline(written_at);
         self.write_buf = head;
         match outcome {
-            None => {
+            Err(detail) => {
                 // The upload took the time, not the upstream's answer: a
                 // failed exchange, which gives the latency estimate no sample.
                 return Exchange::Failed {
                     outcome: AttemptOutcome::ExchangeFailed,
-                    detail: ExchangeError::WriteOutlastedCall,
+                    detail,
                 };
             }
-            Some((Err(err), _)) if err.get_ref().is_some_and(|e| e.is::<BodySourceError>()) => {
+            Ok((Err(err), _)) if err.get_ref().is_some_and(|e| e.is::<BodySourceError>()) => {
                 // Not the upstream's fault: no breaker effect, no retry.
                 return Exchange::Failed {
                     outcome: AttemptOutcome::Cancelled,
                     detail: ExchangeError::Body(err),
                 };
             }
-            Some((Err(err), written_any)) => {
+            Ok((Err(err), written_any)) => {
                 #[cfg(feature = "fault-injection")]
                 let written_any =
                     written_any && !crate::fault_injection::broken_uploads_look_unsent();
@@ -339,7 +372,7 @@ impl ConnectionState {
                     detail: ExchangeError::Io(err),
                 };
             }
-            Some((Ok(()), _)) => {}
+            Ok((Ok(()), _)) => {}
         }
 
         // The whole wait for the head runs under one timer, armed only if

@@ -17,6 +17,8 @@ pub(super) fn exchange_error(detail: ExchangeError) -> Error {
             .with_source(e),
         ExchangeError::Protocol(e) => Error::new(ErrorKind::Protocol).with_source(e),
         ExchangeError::TimedOut => Error::new(ErrorKind::Timeout(TimeoutPhase::Response)),
+        ExchangeError::WriteStalled => Error::new(ErrorKind::Timeout(TimeoutPhase::Send))
+            .with_message("the server stopped reading the request for the attempt timeout"),
         ExchangeError::WriteOutlastedCall => Error::new(ErrorKind::Timeout(TimeoutPhase::Total))
             .with_message("the request was still being sent when the call's deadline came"),
         ExchangeError::Body(e) => Error::new(ErrorKind::Request).with_source(e),
