@@ -11,7 +11,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
 use url::Url;
 
-use breakwater_core::request::is_credential;
+use breakwater_core::request::{is_credential, plan_headers, HeaderLayers};
 use http::header::USER_AGENT;
 
 use crate::auth::{Credentials, Secret, TokenSource};
@@ -318,6 +318,23 @@ impl ClientBuilder {
             }
             None => {}
         }
+        let planned = |to_base_origin| {
+            plan_headers(HeaderLayers {
+                defaults: &default_headers,
+                credentials: &credentials.headers,
+                body_type: None,
+                set: &HeaderMap::new(),
+                appended: &HeaderMap::new(),
+                to_base_origin,
+            })
+            .map(|planned| Arc::new(planned.headers))
+            .map_err(|e| {
+                Error::new(ErrorKind::Builder)
+                    .with_message(e.to_string())
+                    .with_source(e)
+            })
+        };
+        let (base_headers, foreign_headers) = (planned(true)?, planned(false)?);
         let seed = self.seed.unwrap_or_else(|| self.runtime.random_seed());
         let body_timeout = self.body_timeout.unwrap_or(self.engine.attempt_timeout);
         let engine = Engine::new(self.engine, fastrand::Rng::with_seed(seed))
@@ -348,6 +365,8 @@ impl ClientBuilder {
                 base_url,
                 base_origin,
                 default_headers,
+                base_headers,
+                foreign_headers,
                 credentials,
                 tls_options,
                 tls,

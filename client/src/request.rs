@@ -279,25 +279,36 @@ impl RequestBuilder {
         } else {
             origin_of(&url)?
         };
-        let planned = plan_headers(HeaderLayers {
-            defaults: &inner.default_headers,
-            credentials: &inner.credentials.headers,
-            body_type: self.body_type.as_ref(),
-            set: &self.headers,
-            appended: &self.appended,
-            to_base_origin: same_origin,
-        })
-        .map_err(|e| {
-            Error::new(ErrorKind::Request)
-                .with_message(e.to_string())
-                .with_source(e)
-                .with_origin(origin.clone())
-        })?;
+        // A request that sets no header of its own sends the client's
+        // planned headers as they are, shared, not copied.
+        let plain = self.headers.is_empty() && self.appended.is_empty() && self.body_type.is_none();
+        let (headers, caller_authorized) = if plain {
+            let shared = if same_origin {
+                &inner.base_headers
+            } else {
+                &inner.foreign_headers
+            };
+            (shared.clone(), false)
+        } else {
+            let planned = plan_headers(HeaderLayers {
+                defaults: &inner.default_headers,
+                credentials: &inner.credentials.headers,
+                body_type: self.body_type.as_ref(),
+                set: &self.headers,
+                appended: &self.appended,
+                to_base_origin: same_origin,
+            })
+            .map_err(|e| {
+                Error::new(ErrorKind::Request)
+                    .with_message(e.to_string())
+                    .with_source(e)
+                    .with_origin(origin.clone())
+            })?;
+            (Arc::new(planned.headers), planned.caller_authorized)
+        };
         // A request that brought its own Authorization is the caller's: the
         // client's tokens neither replace it nor answer its 401.
-        let tokens =
-            same_origin && inner.credentials.tokens.is_some() && !planned.caller_authorized;
-        let headers = planned.headers;
+        let tokens = same_origin && inner.credentials.tokens.is_some() && !caller_authorized;
         let body_length = match (&self.stream, self.has_body) {
             (Some(_), _) => BodyLength::Streamed,
             (None, true) => BodyLength::Known(self.body.len() as u64),

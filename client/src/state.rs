@@ -56,6 +56,10 @@ pub(crate) struct Inner {
     pub(crate) base_url: Url,
     pub(crate) base_origin: Origin,
     pub(crate) default_headers: HeaderMap,
+    /// What a request that sets no header of its own sends to the base
+    /// origin (defaults and credentials), and to any other (defaults).
+    pub(crate) base_headers: Arc<HeaderMap>,
+    pub(crate) foreign_headers: Arc<HeaderMap>,
     pub(crate) credentials: Credentials,
     pub(crate) tls_options: TlsOptions,
     pub(crate) tls: OnceLock<Result<TlsConfig, crate::tls::TlsError>>,

@@ -135,7 +135,13 @@ impl std::error::Error for HeaderError {}
 
 /// The one header map to send, from `layers` (see the module documentation).
 pub fn plan_headers(layers: HeaderLayers<'_>) -> Result<PlannedHeaders, HeaderError> {
+    // Most requests set no header of their own: every loop below is over
+    // the request's layers, which are then empty, so the common case costs
+    // the defaults' clone and little else.
     for source in [layers.defaults, layers.set, layers.appended] {
+        if source.is_empty() {
+            continue;
+        }
         for name in [CONTENT_LENGTH, TRANSFER_ENCODING] {
             if source.contains_key(&name) {
                 return Err(HeaderError::FramingHeader(name));
@@ -151,28 +157,30 @@ pub fn plan_headers(layers: HeaderLayers<'_>) -> Result<PlannedHeaders, HeaderEr
         }
     }
     let mut headers = layers.defaults.clone();
-    if layers.to_base_origin {
+    if layers.to_base_origin && !layers.credentials.is_empty() {
         replace_names(&mut headers, layers.credentials);
     }
     if let Some(body_type) = layers.body_type {
         headers.insert(CONTENT_TYPE, body_type.clone());
     }
-    replace_names(&mut headers, layers.set);
+    if !layers.set.is_empty() {
+        replace_names(&mut headers, layers.set);
+    }
     for (name, value) in layers.appended {
         headers.append(name.clone(), value.clone());
     }
-    for name in CREDENTIAL_HEADERS {
-        if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
-            entry.iter_mut().for_each(|value| value.set_sensitive(true));
+    // The request's own credential values are as secret as the client's
+    // (the lower layers' already are: credentials are marked when they are
+    // set, and defaults carry none).
+    for name in layers.set.keys().chain(layers.appended.keys()) {
+        let credential =
+            is_credential(name) || (layers.to_base_origin && layers.credentials.contains_key(name));
+        if credential {
+            mark_sensitive(&mut headers, name);
         }
     }
-    if layers.to_base_origin {
-        // A credential the client was told about stays sensitive whatever layer sent it.
-        for name in layers.credentials.keys() {
-            if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
-                entry.iter_mut().for_each(|value| value.set_sensitive(true));
-            }
-        }
+    for name in layers.credentials.keys() {
+        mark_sensitive(&mut headers, name);
     }
     let caller_authorized =
         layers.set.contains_key(AUTHORIZATION) || layers.appended.contains_key(AUTHORIZATION);
@@ -180,6 +188,16 @@ pub fn plan_headers(layers: HeaderLayers<'_>) -> Result<PlannedHeaders, HeaderEr
         headers,
         caller_authorized,
     })
+}
+
+/// Marks every value of `name` in `headers` sensitive.
+fn mark_sensitive(headers: &mut HeaderMap, name: &HeaderName) {
+    // `entry` may grow the map; look first.
+    if headers.contains_key(name) {
+        if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+            entry.iter_mut().for_each(|value| value.set_sensitive(true));
+        }
+    }
 }
 
 /// Every name in `upper` replaces all of that name's values in `headers`.

@@ -9,10 +9,13 @@
 use std::sync::atomic::Ordering;
 
 use breakwater_core::call::{self, AttemptPlan};
-use breakwater_core::h1::{encode_request_head_for_target, BodyLength, RequestContext};
+use breakwater_core::h1::{encode_request_head_with, BodyLength, RequestContext};
 use breakwater_core::policy::outcome::AttemptOutcome;
 use breakwater_core::Instant;
-use http::header::HeaderMap;
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+
+/// A placeholder for the unused places of an attempt's override list.
+static NO_VALUE: HeaderValue = HeaderValue::from_static("");
 
 use super::Prepared;
 use crate::error::{Error, ErrorKind};
@@ -44,22 +47,18 @@ pub(super) async fn send(
     let Some(conn) = guard.call.connection_mut() else {
         return Err(Error::new(ErrorKind::Protocol).with_message("no connection for a send"));
     };
-    // The key is the same on every attempt and a newer token replaces
-    // an older one, so the call's own header map is updated in place.
+    // This attempt's idempotency key and token go beside the request's
+    // shared header map, replacing any of the same name, rather than into a
+    // copy of it: most requests share the client's own map.
+    let mut overrides: [(&HeaderName, &HeaderValue); 2] = [(&AUTHORIZATION, &NO_VALUE); 2];
+    let mut count = 0;
     if let Some((name, value)) = &plan.idempotency_key {
-        request.headers.insert(name.clone(), value.clone());
+        overrides[count] = (name, value);
+        count += 1;
     }
-    match &plan.authorization {
-        Some(value) => {
-            request
-                .headers
-                .insert(http::header::AUTHORIZATION, value.clone());
-        }
-        // No token for this attempt: an earlier attempt's must not go out.
-        None if request.tokens => {
-            request.headers.remove(http::header::AUTHORIZATION);
-        }
-        None => {}
+    if let Some(value) = &plan.authorization {
+        overrides[count] = (&AUTHORIZATION, value);
+        count += 1;
     }
     let reused = plan.reused;
     // A pooled connection the server closed while it was idle: nothing is
@@ -98,12 +97,13 @@ pub(super) async fn send(
     tracing::debug!(attempt = plan.number, reused, kind = ?plan.kind, "sending");
     // The target is the URL's own text: no `Uri` is built per request.
     let target = &request.url[url::Position::BeforePath..url::Position::AfterQuery];
-    if let Err(e) = encode_request_head_for_target(
+    if let Err(e) = encode_request_head_with(
         conn.write_buf(),
         &request.method,
         target,
         &request.origin,
         &request.headers,
+        &overrides[..count],
         request.body_length,
     ) {
         return Err(Error::new(ErrorKind::Request)
@@ -149,12 +149,15 @@ pub(super) async fn send(
             written_at,
         } => {
             // A session cookie is a credential: no Debug of the head shows it.
-            if let http::header::Entry::Occupied(mut cookies) =
-                response_head.headers.entry(http::header::SET_COOKIE)
-            {
-                cookies
-                    .iter_mut()
-                    .for_each(|value| value.set_sensitive(true));
+            // (`entry` may grow the map: look first.)
+            if response_head.headers.contains_key(http::header::SET_COOKIE) {
+                if let http::header::Entry::Occupied(mut cookies) =
+                    response_head.headers.entry(http::header::SET_COOKIE)
+                {
+                    cookies
+                        .iter_mut()
+                        .for_each(|value| value.set_sensitive(true));
+                }
             }
             let elapsed = now.saturating_duration_since(sent_at);
             progress.timings.first_byte = Some(elapsed);

@@ -66,7 +66,8 @@ pub(crate) struct Prepared {
     pub(crate) method: Method,
     pub(crate) url: Url,
     pub(crate) origin: Origin,
-    pub(crate) headers: HeaderMap,
+    /// Shared with the client when the request sets no header of its own.
+    pub(crate) headers: Arc<HeaderMap>,
     pub(crate) body: Bytes,
     /// A streamed body, taken by the attempt that sends it.
     pub(crate) stream: Option<BodyStream>,

@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri};
 
 use crate::Origin;
@@ -176,6 +176,21 @@ pub fn encode_request_head_for_target(
     headers: &HeaderMap,
     body: BodyLength,
 ) -> Result<(), EncodeError> {
+    encode_request_head_with(out, method, target, origin, headers, &[], body)
+}
+
+/// [`encode_request_head_for_target`] with per-attempt headers that replace
+/// any of the same name in `headers` (an attempt's idempotency key or
+/// token), so that a request's shared header map is never copied to add them.
+pub fn encode_request_head_with(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    origin: &Origin,
+    headers: &HeaderMap,
+    overrides: &[(&HeaderName, &HeaderValue)],
+    body: BodyLength,
+) -> Result<(), EncodeError> {
     // A query without a path (`?x`, as `http::Uri` gives for `http://h?x`)
     // is sent under the root path; `*` is the asterisk form of OPTIONS.
     let root = match target.as_bytes().first() {
@@ -189,7 +204,10 @@ pub fn encode_request_head_for_target(
     if !target.bytes().all(is_target_byte) {
         return Err(EncodeError::InvalidTarget);
     }
-    for (name, value) in headers {
+    let all = headers
+        .iter()
+        .chain(overrides.iter().map(|&(name, value)| (name, value)));
+    for (name, value) in all {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             return Err(EncodeError::FramingHeaderNotAllowed { name: name.clone() });
         }
@@ -215,6 +233,15 @@ pub fn encode_request_head_for_target(
         out.extend_from_slice(b"\r\n");
     }
     for (name, value) in headers {
+        if overrides.iter().any(|(replaced, _)| *replaced == name) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in overrides {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
