@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use serde::de::DeserializeOwned;
 
-use crate::{Client, Error};
+use crate::{Client, Error, RequestBuilder, Response};
 
 type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
@@ -66,16 +66,36 @@ impl Client {
         self.inner().lock().engine.config().max_concurrency
     }
 
-    /// GETs every URL and decodes each JSON body, failing on error statuses;
-    /// each item is its own `Result`, in input order (partial results).
+    /// Sends every request (any method, any body) and hands each response to
+    /// `handle`; each item is its own `Result`, in input order (partial
+    /// results). Every error names its request's method and URL, including
+    /// the ones `handle` returns.
     ///
-    /// At most the concurrency cap of calls is in flight at once.
-    pub async fn get_many<T, U>(&self, urls: impl IntoIterator<Item = U>) -> Vec<Result<T, Error>>
+    /// At most the concurrency cap of calls is in flight at once; later
+    /// requests start as earlier ones finish.
+    ///
+    /// ```no_run
+    /// # async fn run(client: breakwater::Client) {
+    /// let orders = [1, 2, 3].map(|id| client.post("orders").json(&serde_json::json!({"id": id})));
+    /// let statuses = client
+    ///     .send_many(orders, |response| async move { Ok(response.status()) })
+    ///     .await;
+    /// # }
+    /// ```
+    pub async fn send_many<T, F, Fut>(
+        &self,
+        requests: impl IntoIterator<Item = RequestBuilder>,
+        handle: F,
+    ) -> Vec<Result<T, Error>>
     where
-        T: DeserializeOwned + Send,
-        U: AsRef<str>,
+        T: Send,
+        F: Fn(Response) -> Fut + Sync,
+        Fut: Future<Output = Result<T, Error>> + Send,
     {
-        let futures = self.json_calls::<T, U>(urls);
+        let futures: Vec<_> = requests
+            .into_iter()
+            .map(|request| call(request, &handle))
+            .collect();
         let count = futures.len();
         let mut results: Vec<Option<Result<T, Error>>> = (0..count).map(|_| None).collect();
         let mut window = Window::new(futures.into_iter(), self.concurrency_cap());
@@ -86,6 +106,47 @@ impl Client {
             .into_iter()
             .map(|r| r.expect("every call finished"))
             .collect()
+    }
+
+    /// Like [`send_many`](Self::send_many), but all or nothing: the first
+    /// error cancels the calls still running (dropping them gives their
+    /// connections back) and is returned.
+    pub async fn try_send_many<T, F, Fut>(
+        &self,
+        requests: impl IntoIterator<Item = RequestBuilder>,
+        handle: F,
+    ) -> Result<Vec<T>, Error>
+    where
+        T: Send,
+        F: Fn(Response) -> Fut + Sync,
+        Fut: Future<Output = Result<T, Error>> + Send,
+    {
+        let futures: Vec<_> = requests
+            .into_iter()
+            .map(|request| call(request, &handle))
+            .collect();
+        let count = futures.len();
+        let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
+        let mut window = Window::new(futures.into_iter(), self.concurrency_cap());
+        while let Some((index, result)) = window.next().await {
+            results[index] = Some(result?);
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every call finished"))
+            .collect())
+    }
+
+    /// GETs every URL and decodes each JSON body, failing on error statuses;
+    /// each item is its own `Result`, in input order (partial results).
+    /// [`send_many`](Self::send_many) takes any request and any handling.
+    pub async fn get_many<T, U>(&self, urls: impl IntoIterator<Item = U>) -> Vec<Result<T, Error>>
+    where
+        T: DeserializeOwned + Send,
+        U: AsRef<str>,
+    {
+        let requests: Vec<_> = urls.into_iter().map(|url| self.get(url.as_ref())).collect();
+        self.send_many(requests, json_body).await
     }
 
     /// Like [`get_many`](Self::get_many), but all or nothing: the first
@@ -99,37 +160,30 @@ impl Client {
         T: DeserializeOwned + Send,
         U: AsRef<str>,
     {
-        let futures = self.json_calls::<T, U>(urls);
-        let count = futures.len();
-        let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
-        let mut window = Window::new(futures.into_iter(), self.concurrency_cap());
-        while let Some((index, result)) = window.next().await {
-            results[index] = Some(result?);
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.expect("every call finished"))
-            .collect())
+        let requests: Vec<_> = urls.into_iter().map(|url| self.get(url.as_ref())).collect();
+        self.try_send_many(requests, json_body).await
     }
+}
 
-    fn json_calls<T, U>(&self, urls: impl IntoIterator<Item = U>) -> Vec<Pending<'static, T>>
-    where
-        T: DeserializeOwned + Send,
-        U: AsRef<str>,
-    {
-        urls.into_iter()
-            .map(|url| {
-                let request = self.get(url.as_ref());
-                Box::pin(async move {
-                    request
-                        .send()
-                        .await?
-                        .error_for_status()
-                        .await?
-                        .json::<T>()
-                        .await
-                }) as Pending<'static, T>
-            })
-            .collect()
-    }
+/// One item of a batch: the request sent, its response handled, and any
+/// error named after the request.
+fn call<'a, T, F, Fut>(request: RequestBuilder, handle: &'a F) -> Pending<'a, T>
+where
+    T: Send,
+    F: Fn(Response) -> Fut + Sync,
+    Fut: Future<Output = Result<T, Error>> + Send + 'a,
+{
+    let named = request.names();
+    Box::pin(async move {
+        let response = request.send().await?;
+        handle(response).await.map_err(|e| match &named {
+            Some((method, url)) => e.with_request(method, url),
+            None => e,
+        })
+    })
+}
+
+/// The body of a successful response, decoded as JSON.
+async fn json_body<T: DeserializeOwned>(response: Response) -> Result<T, Error> {
+    response.error_for_status().await?.json::<T>().await
 }

@@ -136,6 +136,14 @@ impl RequestBuilder {
         self
     }
 
+    /// The method and URL this request will name in its errors, if its URL parsed.
+    pub(crate) fn names(&self) -> Option<(Method, Url)> {
+        self.url
+            .as_ref()
+            .ok()
+            .map(|url| (self.method.clone(), url.clone()))
+    }
+
     /// Keeps the first mistake, for `send` to report.
     fn fail(&mut self, error: Error) {
         let error = Error::new(ErrorKind::Request)

@@ -112,3 +112,56 @@ fn try_get_many_returns_the_first_error_and_cancels_the_rest() {
         .unwrap();
     assert_eq!(ok, vec![Item { id: 1 }, Item { id: 2 }, Item { id: 3 }]);
 }
+
+/// Any method, any body, any handling: a batch of PUTs whose responses are
+/// decoded by the caller's closure. The item whose handling fails says which
+/// request it was (method and URL, query values redacted); the rest succeed.
+#[test]
+fn send_many_takes_any_request_and_names_each_failure() {
+    let mut sim = Sim::new(12);
+    let server = sim.server("https://api.test", |request, _| {
+        if request.path() == "/orders/3" {
+            Reply::new(200, "not json")
+        } else {
+            let id = String::from_utf8_lossy(&request.body).into_owned();
+            Reply::json(format!("{{\"id\":{id}}}")).delayed(Duration::from_millis(100))
+        }
+    });
+    let client = breakwater::Client::builder(sim.runtime(), "https://api.test/")
+        .max_concurrency(2)
+        .build()
+        .unwrap();
+    let (partial, all_or_nothing) = sim.run(async move {
+        let requests = |client: &breakwater::Client| -> Vec<breakwater::RequestBuilder> {
+            (1..=4u32)
+                .map(|i| client.put(&format!("orders/{i}?token=s3cret")).json(&i))
+                .collect()
+        };
+        let decode = |response: breakwater::Response| async move { response.json::<Item>().await };
+        let partial = client.send_many(requests(&client), decode).await;
+        let all_or_nothing = client.try_send_many(requests(&client), decode).await;
+        (partial, all_or_nothing)
+    });
+    assert_eq!(partial.len(), 4);
+    for (i, result) in partial.iter().enumerate() {
+        let id = i as u32 + 1;
+        match (id, result) {
+            (3, Err(error)) => {
+                assert_eq!(error.kind(), breakwater::ErrorKind::Decode, "{error}");
+                assert_eq!(error.method(), Some(&http::Method::PUT));
+                assert_eq!(error.url(), Some("https://api.test/orders/3?token=…"));
+                assert!(!error.to_string().contains("s3cret"), "{error}");
+            }
+            (_, Ok(item)) => assert_eq!(item.id, id),
+            (_, other) => panic!("item {id}: {other:?}"),
+        }
+    }
+    let error = all_or_nothing.unwrap_err();
+    assert_eq!(error.url(), Some("https://api.test/orders/3?token=…"));
+    let puts = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == http::Method::PUT)
+        .count();
+    assert!(puts >= 4 + 3, "{puts} PUTs");
+}
