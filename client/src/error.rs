@@ -33,6 +33,8 @@ struct Inner {
     origin: Option<Origin>,
     /// The call's method and URL (query values redacted), when it had one.
     request: Option<(http::Method, String)>,
+    /// The call's total deadline ended it.
+    deadline_exceeded: bool,
     attempts: u32,
     status: Option<StatusCode>,
     body_snippet: Option<String>,
@@ -88,11 +90,13 @@ pub enum TimeoutPhase {
     Response,
     /// Waiting for the next piece of the body.
     Body,
-    /// The call's total deadline. When an attempt was under way or had
-    /// failed, the error says what the last attempt ran into: its
+    /// The call's total deadline, when its last attempt did not itself time
+    /// out: the error then says what that attempt ran into, its
     /// [`status`](Error::status) if a response arrived (a 503 whose retry
     /// would have started too late), or its failure as the
-    /// [`source`](std::error::Error::source), itself a [`breakwater::Error`](Error).
+    /// [`source`](std::error::Error::source), itself a
+    /// [`breakwater::Error`](Error). When the last attempt did time out, the
+    /// kind names its phase instead and [`Error::deadline_exceeded`] is true.
     Total,
 }
 
@@ -103,6 +107,7 @@ impl Error {
                 kind,
                 origin: None,
                 request: None,
+                deadline_exceeded: false,
                 attempts: 0,
                 status: None,
                 body_snippet: None,
@@ -126,6 +131,11 @@ impl Error {
         if self.inner.request.is_none() {
             self.inner.request = Some((method.clone(), redacted_url(url)));
         }
+        self
+    }
+
+    pub(crate) fn with_deadline_exceeded(mut self) -> Self {
+        self.inner.deadline_exceeded = true;
         self
     }
 
@@ -179,6 +189,15 @@ impl Error {
     /// key in a query string is never shown), if the error came from a call.
     pub fn url(&self) -> Option<&str> {
         self.inner.request.as_ref().map(|(_, url)| url.as_str())
+    }
+
+    /// Whether the call's total deadline ended it. [`kind`](Self::kind) then
+    /// names the phase the last attempt timed out in
+    /// (`Timeout(Connect)`, `Timeout(Response)`, ...), or `Timeout(Total)`
+    /// when the last attempt failed some other way (a 503, a refused
+    /// connect: see [`status`](Self::status) and the source).
+    pub fn deadline_exceeded(&self) -> bool {
+        self.inner.deadline_exceeded
     }
 
     /// What went wrong.

@@ -59,12 +59,18 @@ pub(super) fn call_error(
         // The last attempt ended in a response (a 503 whose retry would start
         // too late) or a failure; either way the caller learns which.
         CallErrorKind::DeadlineExceeded => {
+            // A last attempt that timed out names its phase in `kind()`,
+            // so a connect that never completed is told from a slow
+            // response; `deadline_exceeded()` says the deadline ended it.
             let err = match last_failure {
                 Some(last) if last.kind() == ErrorKind::Timeout(TimeoutPhase::Total) => last,
+                Some(last) if matches!(last.kind(), ErrorKind::Timeout(_)) => last
+                    .with_message("the call's deadline came before another attempt could be made"),
                 Some(last) => Error::new(ErrorKind::Timeout(TimeoutPhase::Total))
                     .with_source(last.into_cause()),
                 None => Error::new(ErrorKind::Timeout(TimeoutPhase::Total)),
-            };
+            }
+            .with_deadline_exceeded();
             match head {
                 Some(head) => err.with_status(head.status, None),
                 None => err,
