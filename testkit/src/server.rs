@@ -79,6 +79,12 @@ pub enum Fault {
     ResetAfterBytes(u64),
     /// Write the head and half the body, then stop forever (a stalled stream).
     StallMidBody,
+    /// Answer with bytes that are not an HTTP response (a status line of
+    /// another protocol), then wait for the client to close.
+    MalformedHead,
+    /// Answer with a chunked body whose trailer section holds a line with no
+    /// colon, then send nothing more: the client must fail at once, not wait.
+    MalformedTrailer,
 }
 
 impl Reply {
@@ -356,6 +362,12 @@ pub(crate) async fn serve(
                 let _ = stream.write_all(&encode_reply(&reply, head_request)).await;
                 break;
             }
+            Some(fault @ (Fault::MalformedHead | Fault::MalformedTrailer)) => {
+                let _ = stream.write_all(malformed_bytes(fault)).await;
+                let mut sink = [0u8; 512];
+                while let Ok(1..) = stream.read(&mut sink).await {}
+                break;
+            }
             Some(Fault::StallMidBody) => {
                 let bytes = encode_reply(&reply, head_request);
                 let cut = bytes.len() - reply.body.iter().map(Bytes::len).sum::<usize>() / 2;
@@ -605,6 +617,16 @@ async fn fill(stream: &mut SimStream, buf: &mut BytesMut) -> bool {
             buf.extend_from_slice(&chunk[..n]);
             true
         }
+    }
+}
+
+/// What a server sends for a malformed-response fault.
+pub(crate) fn malformed_bytes(fault: Fault) -> &'static [u8] {
+    match fault {
+        Fault::MalformedTrailer => {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nnot a field\r\n"
+        }
+        _ => b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
     }
 }
 

@@ -54,6 +54,7 @@ pub const PROBES: &[&str] = &[
     "circuit open error",
     "connect error",
     "other error",
+    "protocol error",
     "pool exhausted error",
     "rate limited error",
     "request retried",
@@ -108,6 +109,9 @@ pub struct FaultMix {
     /// more than the client's 16 KiB read buffer, so that a body is gathered
     /// from several reads and a reset or a stall can fall in its middle.
     pub response_padding: usize,
+    /// Share of requests answered with bytes that are not HTTP (a garbage
+    /// head, or a chunked body with a malformed trailer line).
+    pub p_malformed: f64,
 }
 
 impl FaultMix {
@@ -158,12 +162,21 @@ impl FaultMix {
             breaker_open_interval: BreakerConfig::default().open_interval,
             window: None,
             response_padding: 0,
+            p_malformed: 0.0,
         }
         .with_small_pool_if(choices.chance(0.25))
         .with_short_breaker_if(choices.chance(0.25))
         .with_window_if(choices.chance(0.25))
         // Drawn last, so that the draws before it are what they were.
         .with_long_responses_if(choices.chance(0.25))
+        .with_malformed_responses(choices.pick(&[0.0, 0.0, 0.03]))
+    }
+
+    fn with_malformed_responses(self, p_malformed: f64) -> FaultMix {
+        FaultMix {
+            p_malformed,
+            ..self
+        }
     }
 
     fn with_long_responses_if(self, long: bool) -> FaultMix {
@@ -432,6 +445,15 @@ fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
             let ms = (-(1.0 - choices.unit()).ln() * 150.0) as u64;
             reply = reply.delayed(Duration::from_millis(ms.min(15_000)));
         }
+        // Drawn after the others, and only in mixes that have malformed
+        // replies, so that every other mix draws what it drew before.
+        if mix.p_malformed > 0.0 && choices.chance(mix.p_malformed) {
+            return reply.fault(if choices.chance(0.5) {
+                Fault::MalformedHead
+            } else {
+                Fault::MalformedTrailer
+            });
+        }
         match trouble {
             None => reply,
             Some(0) => Reply::new(503, "busy").delayed(reply.delay),
@@ -687,6 +709,7 @@ fn run(mut sim: Sim) -> (SwarmReport, Vec<String>) {
                         ErrorKind::PoolExhausted => "pool exhausted error",
                         ErrorKind::Timeout(_) => "timeout error",
                         ErrorKind::Connect => "connect error",
+                        ErrorKind::Protocol => "protocol error",
                         _ => "other error",
                     };
                     probes.lock().unwrap().insert(probe);

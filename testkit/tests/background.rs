@@ -357,3 +357,45 @@ fn the_retry_after_gate_never_makes_another_calls_5xx_rate_limited() {
     assert_eq!(export.calls(), 1);
     assert!(took < SECOND, "the gated call waited {took:?}");
 }
+
+/// A chunked body whose trailer holds a malformed line, followed by
+/// silence, fails as soon as the line arrives, not at the body timeout; a
+/// response head that is not HTTP fails its GET at once, sent once.
+#[test]
+fn malformed_responses_fail_at_once() {
+    use breakwater_testkit::Fault;
+    let mut sim = Sim::new(167);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/trailer")
+        .respond(Reply::json("{}").fault(Fault::MalformedTrailer));
+    let garbage = api
+        .route(Method::GET, "/garbage")
+        .respond(Reply::json("{}").fault(Fault::MalformedHead));
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .body_timeout(60 * SECOND)
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let (trailer, garbage_error, took) = sim.run(async move {
+        let started = runtime.now();
+        let response = client.get("trailer").send().await.unwrap();
+        let trailer = response.bytes().await.unwrap_err();
+        let garbage = client.get("garbage").send().await.unwrap_err();
+        (
+            trailer,
+            garbage,
+            runtime.now().saturating_duration_since(started),
+        )
+    });
+    assert!(
+        took < SECOND,
+        "a malformed response was waited on for {took:?}"
+    );
+    assert!(trailer.to_string().contains("trailer"), "{trailer}");
+    assert_eq!(
+        garbage_error.kind(),
+        breakwater::ErrorKind::Protocol,
+        "{garbage_error}"
+    );
+    assert_eq!(garbage.calls(), 1, "a malformed response was retried");
+}

@@ -20,8 +20,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::Method;
 
 use crate::server::{
-    body_framing, encode_reply, parse_chunked_body, parse_head, Context, Fault, Handler, Reply,
-    Request, RequestHead, ServerHandle, ServerState,
+    body_framing, encode_reply, malformed_bytes, parse_chunked_body, parse_head, Context, Fault,
+    Handler, Reply, Request, RequestHead, ServerHandle, ServerState,
 };
 use crate::Choices;
 
@@ -155,6 +155,13 @@ fn serve(
                 let n = usize::try_from(n).unwrap_or(usize::MAX).min(bytes.len());
                 stream.write_all(&bytes[..n])?;
                 return reset(stream);
+            }
+            Some(fault @ (Fault::MalformedHead | Fault::MalformedTrailer)) => {
+                stream.write_all(malformed_bytes(fault))?;
+                stream.set_read_timeout(None)?;
+                let mut sink = [0u8; 512];
+                while let Ok(1..) = stream.read(&mut sink) {}
+                return Ok(());
             }
             Some(Fault::StallMidBody) => {
                 let body: usize = reply.body.iter().map(Bytes::len).sum();
