@@ -324,3 +324,48 @@ async fn a_malformed_response_is_not_retried_and_counts_against_the_breaker() {
     );
     assert_eq!(client.stats().origins[0].breaker, BreakerStateKind::Open);
 }
+
+/// A batch of PUTs with JSON bodies on real sockets, handled by the caller's
+/// closure: results in input order, and the failing item names its URL.
+#[tokio::test]
+async fn send_many_runs_any_requests_and_names_the_failure() {
+    let server = TestServer::start(|seen| {
+        if seen.uri.path() == "/items/2" {
+            respond(500, "boom")
+        } else {
+            respond(200, std::str::from_utf8(&seen.body).unwrap())
+        }
+    });
+    let client = breakwater_tokio::client(server.url("/"))
+        .max_concurrency(2)
+        .build()
+        .unwrap();
+    let requests: Vec<_> = (1..=4u32)
+        .map(|i| client.put(&format!("items/{i}")).json(&i).attempts(1))
+        .collect();
+    let results = client
+        .send_many(requests, |response| async move {
+            response.error_for_status().await?.text().await
+        })
+        .await;
+    let shown: Vec<String> = results
+        .iter()
+        .map(|r| match r {
+            Ok(body) => body.clone(),
+            Err(e) => format!("{} {}", e.method().unwrap(), e.url().unwrap()),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "1".to_owned(),
+            format!("PUT {}", server.url("/items/2")),
+            "3".to_owned(),
+            "4".to_owned()
+        ]
+    );
+    assert_eq!(
+        server.seen().iter().filter(|s| s.method == "PUT").count(),
+        4
+    );
+}

@@ -267,7 +267,9 @@ impl fmt::Display for CallErrorKind {
             CallErrorKind::PoolExhausted(why) => write!(f, "pool exhausted: {why}"),
             CallErrorKind::PoolClosed => f.write_str("pool closed"),
             CallErrorKind::PlainHttpForbidden => f.write_str("plain http forbidden"),
-            CallErrorKind::RateLimited { until } => write!(f, "rate limited until {until:?}"),
+            CallErrorKind::RateLimited { .. } => f.write_str(
+                "rate limited: the server asked for a longer wait than the call can make",
+            ),
             CallErrorKind::DeadlineExceeded => f.write_str("deadline exceeded"),
             CallErrorKind::Connect(why) => f.write_str(match why {
                 ConnectFailure::Dns => "connect failed: the host name did not resolve",
