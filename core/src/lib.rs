@@ -306,6 +306,7 @@ pub mod h1;
 pub mod origin;
 pub mod policy;
 pub mod pool;
+pub mod proxy;
 pub mod request;
 pub mod time;
 
