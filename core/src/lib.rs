@@ -307,6 +307,7 @@ pub mod origin;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
+pub mod redirect;
 pub mod request;
 pub mod time;
 
