@@ -264,6 +264,11 @@ async fn caller_mistakes_are_typed_errors_at_send() {
         client.post("a").json(&1).header(CONTENT_TYPE, "text/plain"),
         client.post("a").body("x").header("content-length", "5"),
         client.get("//elsewhere.example/x"),
+        // The URL parser reads backslashes as slashes and drops tabs: a
+        // "relative" URL must not reach another host that way.
+        client.get("\\\\elsewhere.example/x"),
+        client.get("\t//elsewhere.example/x"),
+        client.get("/\\elsewhere.example/x"),
     ];
     for request in mistakes {
         let shown = format!("{request:?}");

@@ -72,10 +72,23 @@ pub(crate) fn resolve(base: &Url, reference: &str) -> Result<Url, Error> {
     if !has_scheme(reference) {
         // The common case, `users/1` under a base ending in `/`, is the
         // URL parser's own join; the rest goes through the joining rule.
-        if !reference.starts_with('/') && base.path().ends_with('/') {
-            return base.join(reference).map_err(bad);
+        let joined = if !reference.starts_with('/') && base.path().ends_with('/') {
+            base.join(reference).map_err(bad)?
+        } else {
+            base.join(&join_path(base.path(), reference)).map_err(bad)?
+        };
+        // The URL parser reads runs of slashes or backslashes, and drops
+        // tabs and newlines, so a "relative" reference can name a host
+        // (`\\evil.example/x`). A relative URL stays on the base origin.
+        let same_origin = joined.scheme() == base.scheme()
+            && joined.host_str() == base.host_str()
+            && joined.port_or_known_default() == base.port_or_known_default();
+        if !same_origin {
+            return Err(Error::new(ErrorKind::Request).with_message(format!(
+                "the URL {reference:?} names another host; write it whole, with its scheme"
+            )));
         }
-        return base.join(&join_path(base.path(), reference)).map_err(bad);
+        return Ok(joined);
     }
     Url::parse(reference).map_err(bad)
 }
