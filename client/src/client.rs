@@ -87,10 +87,15 @@ impl Client {
 
     fn close_now(&self) {
         let now = self.inner.runtime.now();
-        self.inner.update(|shared| {
+        let housekeeper = self.inner.update(|shared| {
             shared.closed = true;
             shared.engine.close(now);
+            shared.housekeeping.take_waker()
         });
+        // A sleeping housekeeper sees the client closed and ends.
+        if let Some(waker) = housekeeper {
+            waker.wake();
+        }
     }
 
     /// A snapshot of the client's gauges and counters.

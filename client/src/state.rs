@@ -296,6 +296,9 @@ pub(crate) struct Housekeeping {
     watching_until: Option<Instant>,
     /// How many looks in a row found no timer to watch.
     empty_looks: u32,
+    /// Counts housekeeping tasks started, so that one that ended does not
+    /// clear the state of the next.
+    generation: u64,
     /// Set when it must look again before `watching_until`.
     woken: bool,
     waker: Option<Waker>,
@@ -305,7 +308,8 @@ pub(crate) struct Housekeeping {
 #[must_use = "spawn or wake after releasing the engine lock"]
 pub(crate) enum Nudge {
     Nothing,
-    Spawn,
+    /// Start a housekeeper of this generation.
+    Spawn(u64),
     Wake(Waker),
 }
 
@@ -321,7 +325,9 @@ impl Housekeeping {
         if !self.running {
             self.running = true;
             self.watching_until = Some(next);
-            return Nudge::Spawn;
+            self.empty_looks = 0;
+            self.generation += 1;
+            return Nudge::Spawn(self.generation);
         }
         if self.watching_until.is_some_and(|watched| watched <= next) {
             return Nudge::Nothing;
@@ -347,9 +353,9 @@ impl Nudge {
         match self {
             Nudge::Nothing => {}
             Nudge::Wake(waker) => waker.wake(),
-            Nudge::Spawn => inner
+            Nudge::Spawn(generation) => inner
                 .runtime
-                .spawn(Box::pin(housekeep(inner.weak_self.clone()))),
+                .spawn(Box::pin(housekeep(inner.weak_self.clone(), generation))),
         }
     }
 }
@@ -365,8 +371,8 @@ const EMPTY_LOOKS_BEFORE_ENDING: u32 = 60;
 ///
 /// The flag guard is made before the task first runs, so that a runtime
 /// that drops the task unpolled still clears the flag.
-fn housekeep(client: Weak<Inner>) -> impl Future<Output = ()> + Send + 'static {
-    let running = Running(client.clone());
+fn housekeep(client: Weak<Inner>, generation: u64) -> impl Future<Output = ()> + Send + 'static {
+    let running = Running(client.clone(), generation);
     async move {
         let _running = running;
         watch_timers(client).await;
@@ -431,14 +437,18 @@ async fn watch_timers(client: Weak<Inner>) {
 /// Clears the `running` flag if the housekeeping task ends for any reason
 /// other than finding nothing to watch (a runtime that dropped it, a closed
 /// client), so that a later timer can start a new one.
-struct Running(Weak<Inner>);
+struct Running(Weak<Inner>, u64);
 
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(inner) = self.0.upgrade() {
             let mut shared = inner.lock();
-            shared.housekeeping.running = false;
-            shared.housekeeping.watching_until = None;
+            // A task that ended on its own cleared the flag already; a
+            // newer task may have started since, and its state is its own.
+            if shared.housekeeping.generation == self.1 {
+                shared.housekeeping.running = false;
+                shared.housekeeping.watching_until = None;
+            }
         }
     }
 }

@@ -399,3 +399,130 @@ fn malformed_responses_fail_at_once() {
     );
     assert_eq!(garbage.calls(), 1, "a malformed response was retried");
 }
+
+/// The runtime of a simulation, counting the background tasks it is asked to spawn.
+struct CountingSpawns {
+    inner: Arc<dyn breakwater::runtime::Runtime>,
+    spawned: Arc<AtomicUsize>,
+}
+
+impl breakwater::runtime::Runtime for CountingSpawns {
+    fn connect(
+        &self,
+        target: breakwater::runtime::ConnectTarget,
+    ) -> breakwater::runtime::BoxFuture<
+        'static,
+        Result<breakwater::runtime::BoxTransport, breakwater::runtime::ConnectError>,
+    > {
+        self.inner.connect(target)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> breakwater::runtime::BoxFuture<'static, ()> {
+        self.inner.sleep_until(deadline)
+    }
+
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+
+    fn wall_clock(&self) -> std::time::SystemTime {
+        self.inner.wall_clock()
+    }
+
+    fn random_seed(&self) -> u64 {
+        self.inner.random_seed()
+    }
+
+    fn spawn(&self, task: breakwater::runtime::BoxFuture<'static, ()>) {
+        self.spawned.fetch_add(1, Ordering::SeqCst);
+        self.inner.spawn(task)
+    }
+}
+
+/// A housekeeper that ended after a quiet minute is followed by one that
+/// starts afresh: a busy client again gets one housekeeper, not one per call.
+#[test]
+fn a_housekeeper_after_a_quiet_minute_is_not_one_per_call() {
+    let mut sim = Sim::new(168);
+    let api = sim.mock("http://api.test");
+    api.route(Method::GET, "/ping").respond(Reply::json("{}"));
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let runtime: Arc<dyn breakwater::runtime::Runtime> = Arc::new(CountingSpawns {
+        inner: sim.runtime(),
+        spawned: spawned.clone(),
+    });
+    let client = breakwater::Client::builder(runtime.clone(), "http://api.test/")
+        .configure(|c| c.with_pool(PoolConfig::default().with_idle_expiry(5 * SECOND)))
+        .build()
+        .unwrap();
+    let counted = spawned.clone();
+    let spawns_during_burst = sim.run(async move {
+        client
+            .get("ping")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        // The connection expires at 5 s; the housekeeper then looks for a
+        // minute, finds nothing, and ends.
+        runtime.sleep_until(runtime.now() + 120 * SECOND).await;
+        let before = counted.load(Ordering::SeqCst);
+        for _ in 0..20 {
+            client
+                .get("ping")
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+        }
+        counted.load(Ordering::SeqCst) - before
+    });
+    assert!(
+        spawns_during_burst <= 1,
+        "{spawns_during_burst} housekeepers for 20 calls"
+    );
+}
+
+/// An upload whose body stream is slow to produce, but whose server reads
+/// everything at once, is not a stalled upload: the wait for the caller's
+/// stream does not count against the server.
+#[test]
+fn a_slow_body_stream_is_not_a_stalled_server() {
+    let mut sim = Sim::new(169);
+    let api = sim.mock("http://api.test");
+    let upload = api
+        .route(Method::POST, "/upload")
+        .respond(Reply::json("{}"));
+    let client = breakwater::Client::builder(sim.runtime(), "http://api.test/")
+        .attempt_timeout(10 * SECOND)
+        .timeout(120 * SECOND)
+        .build()
+        .unwrap();
+    let runtime = sim.runtime();
+    let status = sim.run(async move {
+        let pieces = futures_lite::stream::unfold(0u32, move |n| {
+            let runtime = runtime.clone();
+            async move {
+                if n == 3 {
+                    return None;
+                }
+                // Each piece takes the caller 15 s to produce.
+                runtime.sleep_until(runtime.now() + 15 * SECOND).await;
+                Some((Ok(bytes::Bytes::from(vec![b'x'; 100])), n + 1))
+            }
+        });
+        client
+            .post("upload")
+            .body_stream(pieces)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
+    });
+    assert_eq!(status, Ok(200));
+    assert_eq!(upload.requests()[0].body.len(), 300);
+}
