@@ -23,6 +23,9 @@ use futures_lite::{AsyncWriteExt, StreamExt};
 
 use crate::runtime::{BoxFuture, BoxTransport, Runtime, TransportInfo};
 
+/// The stall clock's mark while the caller's body stream is awaited.
+const AWAITING_BODY: u64 = u64::MAX;
+
 /// How much of a buffered body is written at a time: progress between
 /// pieces is what tells a slow upload from a stalled one.
 const WRITE_PIECE: usize = 64 * 1024;
@@ -289,7 +292,15 @@ impl ConnectionState {
                             io::Error::other("the streamed request body was already sent")
                         })?;
                         let mut prefix = Vec::with_capacity(20);
-                        while let Some(piece) = stream.next().await {
+                        loop {
+                            // Time spent waiting for the caller's stream is
+                            // not the server's stall: no stall clock runs
+                            // meanwhile, and it restarts once a piece comes.
+                            last_progress.store(AWAITING_BODY, Ordering::Relaxed);
+                            let Some(piece) = stream.next().await else {
+                                break;
+                            };
+                            progressed();
                             // The caller's own failure, told apart from the network's.
                             let piece = piece.map_err(|e| io::Error::other(BodySourceError(e)))?;
                             if piece.is_empty() {
@@ -298,9 +309,11 @@ impl ConnectionState {
                             prefix.clear();
                             breakwater_core::h1::encode_chunk_prefix(&mut prefix, piece.len());
                             self.io.write_all(&prefix).await?;
-                            self.io.write_all(&piece).await?;
+                            for part in piece.chunks(WRITE_PIECE) {
+                                self.io.write_all(part).await?;
+                                progressed();
+                            }
                             self.io.write_all(b"\r\n").await?;
-                            progressed();
                         }
                         self.io.write_all(breakwater_core::h1::LAST_CHUNK).await?;
                     }
@@ -322,8 +335,9 @@ impl ConnectionState {
                 write_waited |= poll.is_pending();
                 poll
             }));
-            let stalls_at = || {
-                Instant::from_nanos(last_progress.load(Ordering::Relaxed)) + plan.attempt_timeout
+            let stalls_at = || match last_progress.load(Ordering::Relaxed) {
+                AWAITING_BODY => plan.call_deadline,
+                at => Instant::from_nanos(at) + plan.attempt_timeout,
             };
             loop {
                 let deadline = stalls_at().min(plan.call_deadline);
