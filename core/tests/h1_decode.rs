@@ -626,6 +626,15 @@ fn well_formed_chunk_extensions_still_decode() {
 }
 
 #[test]
+fn an_empty_trailer_section_passes_whatever_the_limit() {
+    let wire = chunked(b"2\r\nhi\r\n0\r\n\r\n");
+    let config = DecoderConfig::default().with_max_trailer_size(0);
+    let cuts: Vec<usize> = (1..wire.len()).collect();
+    let decoded = decode_in_pieces(&wire, &cuts, RequestContext::default(), config).unwrap();
+    assert_eq!(decoded.body, b"hi");
+}
+
+#[test]
 fn trailers_are_parsed_from_their_checked_lines() {
     let wire = chunked(b"2\r\nhi\r\n0\r\nx-checksum: abc \r\nx-empty:\r\nx-obs: caf\xe9\r\n\r\n");
     let cuts: Vec<usize> = (1..wire.len()).collect();

@@ -300,7 +300,9 @@ fn poll_trailers(
     use TrailerLine::*;
     let mut end = None;
     for &byte in &buf[*scanned..] {
-        if *scanned >= config.max_trailer_size {
+        // The blank line of an empty section passes whatever the limit.
+        let empty_section = matches!((*at, *scanned), (Start, 0) | (EndLf, 1));
+        if *scanned >= config.max_trailer_size && !empty_section {
             return Err(DecodeError::TrailersTooLarge {
                 limit: config.max_trailer_size,
             });

@@ -552,11 +552,9 @@ impl futures_io::AsyncWrite for ThreadedStream {
         }
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let flushed = self.unwritten.load(Ordering::SeqCst) == 0;
-        if !flushed {
-            return self.poll_flush(cx);
-        }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Everything queued goes out first; then the FIN.
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
         let _ = self.socket.shutdown(Shutdown::Write);
         Poll::Ready(Ok(()))
     }

@@ -776,7 +776,10 @@ pub(crate) fn place_retry(
         // Only the response that asked for the wait makes its call rate
         // limited; a call held back by another's Retry-After gives up its
         // retry, and its own response (or failure) stands.
-        Schedule::RateLimited { until } if own_wait_too_long => Placement::RateLimited { until },
+        // The wait reported is the one this response asked for.
+        Schedule::RateLimited { until } if own_wait_too_long => Placement::RateLimited {
+            until: own_retry_after.map_or(until, |ra| now + ra),
+        },
         Schedule::RateLimited { .. } => Placement::GiveUp(GiveUpReason::OriginGated),
         Schedule::DeadlineExceeded => Placement::DeadlineExceeded,
     }
