@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use breakwater_core::call::{Engine, EngineConfig, OriginProfile};
+use breakwater_core::redirect::RedirectPolicy;
 use breakwater_core::Origin;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
@@ -219,6 +220,14 @@ impl ClientBuilder {
         self
     }
 
+    /// How redirects are followed (default: up to 10, never from `https` to
+    /// plain `http`); [`RedirectPolicy::NONE`] turns them off. An origin's
+    /// profile and a request can set their own.
+    pub fn redirects(mut self, policy: RedirectPolicy) -> Self {
+        self.engine = self.engine.with_redirects(policy);
+        self
+    }
+
     /// The most calls in flight at once (default 20); further calls wait their turn.
     pub fn max_concurrency(mut self, max: usize) -> Self {
         self.engine = self.engine.with_max_concurrency(max);
@@ -368,6 +377,7 @@ impl ClientBuilder {
                 base_headers,
                 foreign_headers,
                 credentials,
+                sensitive: self.sensitive,
                 tls_options,
                 tls,
                 body_timeout,

@@ -73,6 +73,10 @@ pub enum ErrorKind {
     Decode,
     /// No credentials could be obtained (token endpoint refused or unavailable).
     Auth,
+    /// A redirect could not be followed: too many, a loop, `https` to plain
+    /// `http`, or a `Location` that is not an http(s) URL. The message names
+    /// the chain.
+    Redirect,
     /// The client was closed.
     Closed,
 }
@@ -294,6 +298,7 @@ impl fmt::Display for Error {
             ErrorKind::Body => "error reading the response body",
             ErrorKind::Decode => "could not decode the response body",
             ErrorKind::Auth => "could not obtain credentials",
+            ErrorKind::Redirect => "could not follow the redirect",
             ErrorKind::Closed => "client is closed",
         };
         f.write_str(what)?;

@@ -143,10 +143,11 @@ pub mod fault_injection {
     impl crate::runtime::Transport for Gone {}
 }
 
+pub use breakwater_core::redirect::RedirectPolicy;
 pub use builder::ClientBuilder;
 pub use client::Client;
 pub use error::{Error, ErrorKind, TimeoutPhase};
 pub use request::RequestBuilder;
-pub use response::{Response, Timings};
+pub use response::{Redirect, Response, Timings};
 pub use state::{RequestInfo, ResponseInfo};
 pub use stats::{ClientStats, OriginStats};

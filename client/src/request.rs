@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use breakwater_core::h1::BodyLength;
 use breakwater_core::policy::idempotency::{Idempotence, IdempotencyKey};
+use breakwater_core::redirect::RedirectPolicy;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
@@ -57,6 +58,7 @@ pub struct RequestBuilder {
     attempts: Option<u32>,
     key: Option<IdempotencyKey>,
     idempotence: Idempotence,
+    redirects: Option<RedirectPolicy>,
     error: Option<Error>,
 }
 
@@ -92,6 +94,7 @@ impl RequestBuilder {
             attempts: None,
             key: None,
             idempotence: Idempotence::ByMethod,
+            redirects: None,
             error: None,
         }
     }
@@ -257,6 +260,13 @@ impl RequestBuilder {
         self
     }
 
+    /// How this request follows redirects, instead of the client's or its
+    /// origin's policy; [`RedirectPolicy::NONE`] delivers a redirect as it is.
+    pub fn redirects(mut self, policy: RedirectPolicy) -> Self {
+        self.redirects = Some(policy);
+        self
+    }
+
     /// Sends the request and returns the response head; read the body from it.
     ///
     /// An HTTP error status is a response, not an error: use
@@ -343,7 +353,11 @@ impl RequestBuilder {
         // Logs name the URL with its query values redacted (they may hold keys).
         let shown = crate::error::redacted_url(&request.url);
         let span = tracing::debug_span!("call", method = %request.method, url = %shown);
-        tracing::Instrument::instrument(driver::run(inner, request, overrides), span).await
+        tracing::Instrument::instrument(
+            driver::run_following(inner, request, overrides, self.redirects),
+            span,
+        )
+        .await
     }
 }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use breakwater_core::call::BodyEnd;
 use breakwater_core::h1::{ResponseEvent, ResponseHead};
+use breakwater_core::policy::idempotency::IdempotencyKey;
+use breakwater_core::Instant;
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncWrite, AsyncWriteExt, Stream};
 use http::{HeaderMap, Method, StatusCode, Version};
@@ -41,6 +43,46 @@ pub struct Timings {
     pub reused: bool,
 }
 
+/// A redirect the call followed on its way to the response.
+#[derive(Clone, Debug)]
+pub struct Redirect {
+    method: Method,
+    url: Url,
+    status: StatusCode,
+    timings: Timings,
+}
+
+impl Redirect {
+    pub(crate) fn new(method: Method, url: Url, status: StatusCode, timings: Timings) -> Self {
+        Redirect {
+            method,
+            url,
+            status,
+            timings,
+        }
+    }
+
+    /// The method of the request that was redirected.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The URL that was requested, and answered with a redirect.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The redirect's status (301, 302, 303, 307 or 308).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// That hop's own timings.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+}
+
 /// The most a body read reserves in advance, whatever the server announced.
 const MAX_RESERVATION: usize = 16 * 1024 * 1024;
 
@@ -58,6 +100,14 @@ pub struct Response {
     timings: Timings,
     /// Attempts the call made before this response was delivered.
     attempts: u32,
+    /// The redirects followed to get here, first first.
+    history: Vec<Redirect>,
+    /// Why a redirect response was delivered rather than followed, when it
+    /// was for a reason the caller may not expect.
+    note: Option<String>,
+    /// The call's deadline and key, which a redirect's next hop inherits.
+    call_deadline: Instant,
+    call_key: Option<IdempotencyKey>,
     body: BodyReader,
 }
 
@@ -68,6 +118,7 @@ impl std::fmt::Debug for Response {
             .field("url", &crate::error::redacted_url(&self.url))
             .field("headers", &self.headers)
             .field("timings", &self.timings)
+            .field("redirects", &self.history.len())
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +145,8 @@ impl Response {
         timings: Timings,
     ) -> Self {
         let attempts = guard.call.counted_attempts();
+        let call_deadline = guard.call.deadline();
+        let call_key = guard.call.key().key().cloned();
         let mut body = BodyReader {
             prefetched: prefetched.pieces,
             guard: Some(guard),
@@ -117,8 +170,52 @@ impl Response {
             method,
             timings,
             attempts,
+            history: Vec::new(),
+            note: None,
+            call_deadline,
+            call_key,
             body,
         }
+    }
+
+    /// This response at the end of a chain of redirects, which took `total`.
+    pub(crate) fn with_history(mut self, history: Vec<Redirect>, total: Duration) -> Self {
+        self.history = history;
+        self.timings.total = total;
+        self
+    }
+
+    pub(crate) fn set_note(&mut self, note: String) {
+        self.note = Some(note);
+    }
+
+    pub(crate) fn method(&self) -> &Method {
+        &self.method
+    }
+
+    pub(crate) fn call_deadline(&self) -> Instant {
+        self.call_deadline
+    }
+
+    pub(crate) fn call_key(&self) -> Option<&IdempotencyKey> {
+        self.call_key.as_ref()
+    }
+
+    /// Lets a redirect response go before its next hop: a small body of
+    /// announced length is read to its end so that the connection goes back
+    /// to the pool; anything longer is dropped with the connection.
+    pub(crate) async fn discard_for_redirect(mut self) -> (Method, Url, Timings) {
+        const READ_AT_MOST: u64 = 64 * 1024;
+        if self.content_length().is_some_and(|n| n <= READ_AT_MOST) {
+            while let Ok(Some(_)) = self.chunk().await {}
+        }
+        let Response {
+            method,
+            url,
+            timings,
+            ..
+        } = self;
+        (method, url, timings)
     }
 
     /// The status code.
@@ -136,9 +233,22 @@ impl Response {
         &self.headers
     }
 
-    /// The URL that was requested.
+    /// The URL this response came from: the last of a chain of redirects.
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The redirects followed on the way to this response, first first
+    /// (empty when there were none).
+    pub fn history(&self) -> &[Redirect] {
+        &self.history
+    }
+
+    /// Why this redirect response was delivered rather than followed, when
+    /// the reason is not the policy's (a 307 or 308 whose streamed body
+    /// could not be sent again).
+    pub fn redirect_note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// How long each phase took, and whether the connection was reused.
@@ -210,9 +320,39 @@ impl Response {
     }
 
     /// The whole body, decoded from JSON.
+    ///
+    /// The error of a body that is not JSON says so when the response was a
+    /// redirect that was not followed, the usual reason for it.
     pub async fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, Error> {
+        let hint = self.unfollowed_redirect_hint();
         let bytes = self.bytes().await?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::new(ErrorKind::Decode).with_source(e))
+        serde_json::from_slice(&bytes).map_err(|e| {
+            let error = Error::new(ErrorKind::Decode).with_source(e);
+            match hint {
+                Some(hint) => error.with_message(hint),
+                None => error,
+            }
+        })
+    }
+
+    /// For a redirect response, a sentence on why it was not followed.
+    fn unfollowed_redirect_hint(&self) -> Option<String> {
+        if !self.status.is_redirection() {
+            return None;
+        }
+        let location = self
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nowhere");
+        Some(match &self.note {
+            Some(note) => format!("the response is a redirect to {location}; {note}"),
+            None => format!(
+                "the response is a {} redirect to {location}, not followed (redirects are off \
+                 or it is not a status that is followed)",
+                self.status
+            ),
+        })
     }
 
     /// Turns a 4xx or 5xx response into an [`ErrorKind::Status`] error

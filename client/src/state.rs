@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     pub(crate) base_headers: Arc<HeaderMap>,
     pub(crate) foreign_headers: Arc<HeaderMap>,
     pub(crate) credentials: Credentials,
+    /// Header names the caller marked as carrying credentials: they never
+    /// follow a redirect to another origin.
+    pub(crate) sensitive: Vec<http::header::HeaderName>,
     pub(crate) tls_options: TlsOptions,
     pub(crate) tls: OnceLock<Result<TlsConfig, crate::tls::TlsError>>,
     pub(crate) body_timeout: Duration,

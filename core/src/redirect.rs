@@ -42,6 +42,28 @@ pub struct RedirectPolicy {
     pub allow_https_to_http: bool,
 }
 
+impl RedirectPolicy {
+    /// Redirects are not followed: a redirect response is delivered as it is.
+    pub const NONE: RedirectPolicy = RedirectPolicy {
+        max_hops: 0,
+        allow_https_to_http: false,
+    };
+
+    /// Follows up to `max_hops` redirects, never from `https` to `http`.
+    pub fn limited(max_hops: u32) -> RedirectPolicy {
+        RedirectPolicy {
+            max_hops,
+            ..RedirectPolicy::default()
+        }
+    }
+
+    /// Allows (or refuses) a redirect from `https` to plain `http`.
+    pub fn with_https_to_http(mut self, allow: bool) -> RedirectPolicy {
+        self.allow_https_to_http = allow;
+        self
+    }
+}
+
 impl Default for RedirectPolicy {
     fn default() -> Self {
         RedirectPolicy {
@@ -114,7 +136,8 @@ pub enum DeliverReason {
     NotFollowed,
     /// Redirects are off (`max_hops` is 0).
     Disabled,
-    /// A 307 or 308 must send the body again, and a streamed body cannot be.
+    /// The next request must send the body again (a 307 or 308, or a 301
+    /// or 302 that keeps a method such as `PUT`), and a streamed body cannot be.
     BodyNotReplayable,
 }
 
@@ -173,10 +196,13 @@ pub fn decide(hop: &Hop<'_>, policy: &RedirectPolicy) -> RedirectDecision {
     {
         return RedirectDecision::Fail(RedirectError::Downgrade);
     }
-    let resends_body = matches!(hop.status.as_u16(), 307 | 308);
-    if resends_body && hop.body == BodyKind::OneShot {
+    // A kept method keeps its body, whatever the status: a `PUT` answered
+    // 301 is the same `PUT` again, body included.
+    let keep_body = keeps_method && hop.body != BodyKind::None;
+    if keep_body && hop.body == BodyKind::OneShot {
         return RedirectDecision::Deliver(DeliverReason::BodyNotReplayable);
     }
+    let resends_body = matches!(hop.status.as_u16(), 307 | 308);
     let cross_origin = hop.from != hop.to;
     RedirectDecision::Follow(NextHop {
         method: if keeps_method {
@@ -184,7 +210,7 @@ pub fn decide(hop: &Hop<'_>, policy: &RedirectPolicy) -> RedirectDecision {
         } else {
             Method::GET
         },
-        keep_body: keeps_method && hop.body != BodyKind::None,
+        keep_body,
         strip_credentials: cross_origin,
         keep_idempotency_key: resends_body && !cross_origin,
     })
@@ -206,6 +232,8 @@ pub fn next_headers(headers: &HeaderMap, next: &NextHop, sensitive: &[HeaderName
         }
     }
     if next.strip_credentials {
+        // A `Host` the caller set named the first origin, not this one.
+        out.remove(http::header::HOST);
         let doomed: Vec<HeaderName> = out
             .keys()
             .filter(|name| is_credential(name) || sensitive.contains(name))

@@ -41,6 +41,9 @@ fn the_redirect_table() {
         (302, Method::POST, OneShot, &api, Want::Follow("GET", false, false, false)),
         (301, Method::GET, NoBody, &api, Want::Follow("GET", false, false, false)),
         (302, Method::PUT, Replayable, &api, Want::Follow("PUT", true, false, false)),
+        // A kept method keeps its body: a streamed one cannot go again.
+        (301, Method::PUT, OneShot, &api, Want::Deliver(DeliverReason::BodyNotReplayable)),
+        (302, Method::PATCH, OneShot, &other, Want::Deliver(DeliverReason::BodyNotReplayable)),
         (301, Method::DELETE, NoBody, &api, Want::Follow("DELETE", false, false, false)),
         (302, Method::HEAD, NoBody, &other, Want::Follow("HEAD", false, true, false)),
         // 303: GET without a body, except HEAD.

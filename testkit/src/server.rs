@@ -104,6 +104,12 @@ impl Reply {
         Reply::new(200, body).header("content-type", "application/json")
     }
 
+    /// A redirect: `status` (301, 302, 303, 307, 308) to `location`, with a
+    /// short body as servers send.
+    pub fn redirect(status: u16, location: &str) -> Self {
+        Reply::new(status, "moved").header("location", location)
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {

@@ -11,7 +11,10 @@
 mod connect;
 mod errors;
 mod exchange;
+mod follow;
 mod token;
+
+pub(crate) use follow::run_following;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

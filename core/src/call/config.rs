@@ -12,6 +12,7 @@ use crate::policy::idempotency::IdempotencyConfig;
 use crate::policy::latency::LatencyConfig;
 use crate::policy::retry::RetryPolicy;
 use crate::pool::{OriginLimits, PoolConfig};
+use crate::redirect::RedirectPolicy;
 use crate::Origin;
 
 #[cfg(doc)]
@@ -25,6 +26,7 @@ use super::Engine;
 /// | `total_timeout` | 30 s per call, all attempts and waits included |
 /// | `attempt_timeout` | 10 s from connection obtained to response headers |
 /// | `connect_timeout` | 5 s |
+/// | `redirects` | followed, up to 10 hops, never from `https` to `http` |
 /// | `retry`, `backoff`, `breaker`, `budget`, `latency`, `pool`, `idempotency` | their modules' defaults |
 /// | `tokens` | none (no authenticated calls) |
 #[derive(Clone, Debug)]
@@ -54,6 +56,9 @@ pub struct EngineConfig {
     pub attempt_timeout: Duration,
     /// The time allowed to open a connection.
     pub connect_timeout: Duration,
+    /// How redirects are followed (the driver follows them; the rule is
+    /// [`redirect::decide`](crate::redirect::decide)).
+    pub redirects: RedirectPolicy,
     /// Origins with settings of their own (see [`OriginProfile`]).
     pub profiles: Vec<(Origin, OriginProfile)>,
 }
@@ -78,6 +83,8 @@ pub struct OriginProfile {
     pub attempt_timeout: Option<Duration>,
     /// The connect timeout.
     pub connect_timeout: Option<Duration>,
+    /// How redirects from this origin's responses are followed.
+    pub redirects: Option<RedirectPolicy>,
 }
 
 impl OriginProfile {
@@ -110,6 +117,12 @@ impl OriginProfile {
         self.connect_timeout = Some(timeout);
         self
     }
+
+    /// How redirects from this origin's responses are followed.
+    pub fn with_redirects(mut self, redirects: RedirectPolicy) -> Self {
+        self.redirects = Some(redirects);
+        self
+    }
 }
 
 /// The timeouts in force for one origin.
@@ -135,6 +148,7 @@ impl Default for EngineConfig {
             total_timeout: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            redirects: RedirectPolicy::default(),
             profiles: Vec::new(),
         }
     }
@@ -156,6 +170,27 @@ impl EngineConfig {
             .iter()
             .find(|(o, _)| o == origin)
             .map(|(_, p)| p)
+    }
+
+    /// How redirects from `origin`'s responses are followed: its profile's
+    /// policy, else the engine's.
+    pub fn redirects_for(&self, origin: &Origin) -> RedirectPolicy {
+        self.profile(origin)
+            .and_then(|p| p.redirects)
+            .unwrap_or(self.redirects)
+    }
+
+    /// A call's total deadline for `origin`: its profile's, else the engine's.
+    pub fn total_timeout_for(&self, origin: &Origin) -> Duration {
+        self.profile(origin)
+            .and_then(|p| p.total_timeout)
+            .unwrap_or(self.total_timeout)
+    }
+
+    /// How redirects are followed.
+    pub fn with_redirects(mut self, redirects: RedirectPolicy) -> Self {
+        self.redirects = redirects;
+        self
     }
 
     /// The pool's configuration.

@@ -1,0 +1,236 @@
+//! Following redirects: each hop a call of its own, the chain under one deadline.
+//!
+//! The rule (follow or not, which method, which headers and body go on) is
+//! the core's [`redirect::decide`] and [`redirect::next_headers`]
+//! (docs/spec/redirect.md); this module does what it says. Each hop is a
+//! whole call through [`run`](super::run): the target origin's breaker,
+//! pool, concurrency cap and retry policy apply to it, and it has its own
+//! timings. The first hop's deadline bounds every later one, so the chain
+//! as a whole keeps the call's total timeout.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use breakwater_core::h1::BodyLength;
+use breakwater_core::policy::idempotency::Idempotence;
+use breakwater_core::redirect::{
+    self, BodyKind, DeliverReason, Hop, RedirectDecision, RedirectError, RedirectPolicy,
+};
+use bytes::Bytes;
+use http::header::LOCATION;
+use url::Url;
+
+use super::{run, CallOverrides, Prepared};
+use crate::error::{redacted_url, Error, ErrorKind, TimeoutPhase};
+use crate::response::{Redirect, Response};
+use crate::state::Inner;
+use crate::urls::{origin_of, without_userinfo};
+
+/// Runs a call and follows the redirects it is answered with, as the
+/// policy allows: the request's own, else the answering origin's.
+pub(crate) async fn run_following(
+    inner: Arc<Inner>,
+    mut request: Prepared,
+    mut overrides: CallOverrides,
+    policy: Option<RedirectPolicy>,
+) -> Result<Response, Error> {
+    // When the chain started: read at its first redirect, so that a call
+    // that is not redirected reads no clock for it.
+    let mut started = None;
+    let mut history: Vec<Redirect> = Vec::new();
+    // Whether the chain has left the first origin: its credentials (and the
+    // client's tokens) are then gone for good, even if the chain comes back.
+    let mut left_origin = false;
+    loop {
+        // What the next hop may need again; all of it is cheap to keep
+        // (shared maps and buffers), so the common call pays nothing.
+        let headers = request.headers.clone();
+        let body = request.body.clone();
+        let body_kind = match request.body_length {
+            BodyLength::None => BodyKind::None,
+            BodyLength::Streamed => BodyKind::OneShot,
+            BodyLength::Known(_) => BodyKind::Replayable,
+        };
+        let body_length = request.body_length;
+        let from = request.origin.clone();
+        let idempotence = overrides.idempotence;
+        let tokens = request.tokens;
+        let attempts = overrides.attempts;
+        let response = run(inner.clone(), request, overrides).await?;
+        if !response.status().is_redirection() || !response.headers().contains_key(LOCATION) {
+            return Ok(finish(&inner, response, history, started));
+        }
+        let started = *started
+            .get_or_insert_with(|| inner.runtime.now().saturating_sub(response.timings().total));
+        let policy =
+            policy.unwrap_or_else(|| inner.decide(|s| s.engine.config().redirects_for(&from)));
+        let to_url = match location(&response) {
+            Ok(url) => url,
+            Err(message) => {
+                return Err(chain_error(&history, &response, message));
+            }
+        };
+        let to = origin_of(&to_url).map_err(|e| chain_error(&history, &response, e.to_string()))?;
+        let hop = Hop {
+            status: response.status(),
+            method: response.method(),
+            body: body_kind,
+            from: &from,
+            to: &to,
+            hops_so_far: history.len() as u32,
+            visited_before: false,
+        };
+        let next = match redirect::decide(&hop, &policy) {
+            RedirectDecision::Follow(next) => next,
+            RedirectDecision::Deliver(reason) => {
+                let mut response = finish(&inner, response, history, Some(started));
+                if reason == DeliverReason::BodyNotReplayable {
+                    tracing::debug!(status = %response.status(), "redirect not followed: streamed body");
+                    response.set_note(format!(
+                        "this {} was not followed: the request's body was streamed, and a \
+                         streamed body cannot be sent again",
+                        response.status()
+                    ));
+                }
+                return Ok(response);
+            }
+            RedirectDecision::Fail(error) => {
+                return Err(chain_error(&history, &response, error.to_string()).with_source(error));
+            }
+        };
+        // The chain coming back to a request it made already is a loop.
+        let visited = history
+            .iter()
+            .map(|hop| (hop.method(), hop.url()))
+            .chain([(response.method(), response.url())])
+            .any(|(method, url)| *method == next.method && *url == to_url);
+        if visited {
+            let error = RedirectError::Loop;
+            return Err(chain_error(&history, &response, error.to_string()).with_source(error));
+        }
+        left_origin |= next.strip_credentials;
+        let key = next
+            .keep_idempotency_key
+            .then(|| response.call_key().cloned())
+            .flatten();
+        let deadline = response.call_deadline();
+        let total_for_target = inner.decide(|s| s.engine.config().total_timeout_for(&to));
+        tracing::debug!(
+            status = %response.status(),
+            to = %redacted_url(&to_url),
+            method = %next.method,
+            "following a redirect"
+        );
+        let status = response.status();
+        let (method, from_url, timings) = response.discard_for_redirect().await;
+        let keep_method = next.method == method;
+        history.push(Redirect::new(method, from_url, status, timings));
+        let now = inner.runtime.now();
+        let remaining = deadline.saturating_duration_since(now);
+        if remaining.is_zero() {
+            return Err(Error::new(ErrorKind::Timeout(TimeoutPhase::Total))
+                .with_deadline_exceeded()
+                .with_origin(to.clone())
+                .with_message(format!(
+                    "the deadline passed while following redirects: {}",
+                    describe_chain(&history, None)
+                )));
+        }
+        let (body, body_length) = if next.keep_body {
+            (body, body_length)
+        } else {
+            (Bytes::new(), BodyLength::None)
+        };
+        let sensitive = &inner.sensitive;
+        request = Prepared {
+            headers: Arc::new(redirect::next_headers(&headers, &next, sensitive)),
+            method: next.method,
+            url: to_url,
+            origin: to,
+            body,
+            stream: None,
+            body_replayable: true,
+            body_length,
+            tokens: tokens && !left_origin,
+        };
+        overrides = CallOverrides {
+            body_replayable: true,
+            // A declaration about the method holds while the method does.
+            idempotence: if keep_method {
+                idempotence
+            } else {
+                Idempotence::ByMethod
+            },
+            key,
+            timeout: Some(remaining.min(total_for_target)),
+            attempts,
+        };
+    }
+}
+
+/// The chain's last response, with its history, and its total time counted
+/// from the chain's start.
+fn finish(
+    inner: &Inner,
+    response: Response,
+    history: Vec<Redirect>,
+    started: Option<breakwater_core::Instant>,
+) -> Response {
+    match started {
+        None => response,
+        Some(started) => {
+            let total = inner.runtime.now().saturating_duration_since(started);
+            response.with_history(history, total)
+        }
+    }
+}
+
+/// The URL a redirect response points to, resolved against the request's.
+fn location(response: &Response) -> Result<Url, String> {
+    let value = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| "the redirect's Location is not text".to_owned())?;
+    let mut url = response
+        .url()
+        .join(value.trim())
+        .map_err(|e| format!("the redirect's Location is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "the redirect points to a {} URL, and only http and https are followed",
+            url.scheme()
+        ));
+    }
+    // A fragment is never sent; two URLs that differ only by one are one request.
+    url.set_fragment(None);
+    without_userinfo(url, ErrorKind::Redirect).map_err(|e| e.to_string())
+}
+
+/// The error that ends a chain, naming every hop of it.
+fn chain_error(history: &[Redirect], last: &Response, reason: String) -> Error {
+    let mut error = Error::new(ErrorKind::Redirect)
+        .with_message(format!("{reason}: {}", describe_chain(history, Some(last))))
+        .with_request(last.method(), last.url());
+    if let Ok(origin) = origin_of(last.url()) {
+        error = error.with_origin(origin);
+    }
+    error
+}
+
+/// `GET https://a.test/x (302) → https://a.test/y (302) → …`, with query
+/// values redacted.
+fn describe_chain(history: &[Redirect], last: Option<&Response>) -> String {
+    let mut out = String::new();
+    let hops = history
+        .iter()
+        .map(|hop| (hop.method(), hop.url(), hop.status()))
+        .chain(last.map(|r| (r.method(), r.url(), r.status())));
+    for (i, (method, url, status)) in hops.enumerate() {
+        if i > 0 {
+            out.push_str(" → ");
+        }
+        let _ = write!(out, "{method} {} ({})", redacted_url(url), status.as_u16());
+    }
+    out
+}
