@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use breakwater_core::call::{Engine, EngineConfig, OriginProfile};
+use breakwater_core::content::{accept_encoding, DecodeLimits};
 use breakwater_core::redirect::RedirectPolicy;
 use breakwater_core::Origin;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -13,7 +14,7 @@ use http::Uri;
 use url::Url;
 
 use breakwater_core::request::{is_credential, plan_headers, HeaderLayers};
-use http::header::USER_AGENT;
+use http::header::{ACCEPT_ENCODING, USER_AGENT};
 
 use crate::auth::{Credentials, Secret, TokenSource};
 use crate::client::Client;
@@ -44,6 +45,8 @@ pub struct ClientBuilder {
     /// first https call, so a plain-http client never reads the certificate store.
     tls: Option<TlsOptions>,
     body_timeout: Option<Duration>,
+    /// `None` when the caller turned decoding off.
+    decompress: Option<DecodeLimits>,
     seed: Option<u64>,
     hooks: Hooks,
     /// The first invalid setting, reported by `build`.
@@ -73,6 +76,7 @@ impl Client {
             engine: EngineConfig::default(),
             tls: None,
             body_timeout: None,
+            decompress: Some(DecodeLimits::default()),
             seed: None,
             hooks: Hooks::default(),
             error: None,
@@ -228,6 +232,30 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether response bodies are decoded (default: yes, for the codings
+    /// compiled in: gzip and deflate, and br and zstd with their features).
+    ///
+    /// When on, `Accept-Encoding` offers those codings (unless a default
+    /// header sets it), and a body in one of them is decoded as it streams,
+    /// with `Content-Encoding` and `Content-Length` removed from the headers
+    /// the response shows. Off, bodies come as the server sent them. A
+    /// request can turn decoding off for itself with
+    /// [`RequestBuilder::decompress`](crate::RequestBuilder::decompress).
+    pub fn decompress(mut self, on: bool) -> Self {
+        self.decompress = on.then(|| self.decompress.unwrap_or_default());
+        self
+    }
+
+    /// How far a compressed body may expand before the read fails with
+    /// [`ErrorKind::BodyLimit`] (default: 1000 times beyond its first MiB,
+    /// no size limit).
+    pub fn decode_limits(mut self, limits: DecodeLimits) -> Self {
+        if self.decompress.is_some() {
+            self.decompress = Some(limits);
+        }
+        self
+    }
+
     /// The most calls in flight at once (default 20); further calls wait their turn.
     pub fn max_concurrency(mut self, max: usize) -> Self {
         self.engine = self.engine.with_max_concurrency(max);
@@ -327,6 +355,15 @@ impl ClientBuilder {
             }
             None => {}
         }
+        if self.decompress.is_some()
+            && !crate::decompress::SUPPORTED.is_empty()
+            && !default_headers.contains_key(ACCEPT_ENCODING)
+        {
+            let offer = accept_encoding(crate::decompress::SUPPORTED);
+            if let Ok(value) = HeaderValue::from_str(&offer) {
+                default_headers.insert(ACCEPT_ENCODING, value);
+            }
+        }
         let planned = |to_base_origin| {
             plan_headers(HeaderLayers {
                 defaults: &default_headers,
@@ -381,6 +418,7 @@ impl ClientBuilder {
                 tls_options,
                 tls,
                 body_timeout,
+                decompress: self.decompress,
                 hooks: self.hooks,
                 counters: Counters::default(),
             }),

@@ -69,8 +69,12 @@ pub enum ErrorKind {
     Protocol,
     /// Reading the response body failed.
     Body,
-    /// The body could not be decoded (JSON, UTF-8).
+    /// The body could not be decoded (JSON, UTF-8, a corrupt or truncated
+    /// compressed body).
     Decode,
+    /// A compressed body expanded beyond the client's decode limits (a
+    /// decompression bomb, or a body over the size limit).
+    BodyLimit,
     /// No credentials could be obtained (token endpoint refused or unavailable).
     Auth,
     /// A redirect could not be followed: too many, a loop, `https` to plain
@@ -297,6 +301,7 @@ impl fmt::Display for Error {
             ErrorKind::Protocol => "protocol error",
             ErrorKind::Body => "error reading the response body",
             ErrorKind::Decode => "could not decode the response body",
+            ErrorKind::BodyLimit => "the response body went over its decode limit",
             ErrorKind::Auth => "could not obtain credentials",
             ErrorKind::Redirect => "could not follow the redirect",
             ErrorKind::Closed => "client is closed",

@@ -45,6 +45,7 @@ pub mod auth;
 mod batch;
 mod builder;
 mod client;
+mod decompress;
 mod driver;
 mod error;
 mod guard;
@@ -143,6 +144,7 @@ pub mod fault_injection {
     impl crate::runtime::Transport for Gone {}
 }
 
+pub use breakwater_core::content::DecodeLimits;
 pub use breakwater_core::redirect::RedirectPolicy;
 pub use builder::ClientBuilder;
 pub use client::Client;

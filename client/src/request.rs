@@ -59,6 +59,7 @@ pub struct RequestBuilder {
     key: Option<IdempotencyKey>,
     idempotence: Idempotence,
     redirects: Option<RedirectPolicy>,
+    decompress: bool,
     error: Option<Error>,
 }
 
@@ -95,6 +96,7 @@ impl RequestBuilder {
             key: None,
             idempotence: Idempotence::ByMethod,
             redirects: None,
+            decompress: true,
             error: None,
         }
     }
@@ -267,6 +269,14 @@ impl RequestBuilder {
         self
     }
 
+    /// Whether this response's body is decoded, when the client decodes
+    /// bodies (on by default). Off, the body comes as the server sent it,
+    /// with its `Content-Encoding`: for a proxy, or a download kept compressed.
+    pub fn decompress(mut self, on: bool) -> Self {
+        self.decompress = on;
+        self
+    }
+
     /// Sends the request and returns the response head; read the body from it.
     ///
     /// An HTTP error status is a response, not an error: use
@@ -342,6 +352,7 @@ impl RequestBuilder {
             stream: self.stream,
             body_length,
             tokens,
+            decompress: self.decompress,
         };
         let overrides = CallOverrides {
             body_replayable: request.body_replayable,

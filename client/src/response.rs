@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use breakwater_core::call::BodyEnd;
+use breakwater_core::content::{body_coding, DecodeLimits};
 use breakwater_core::h1::{ResponseEvent, ResponseHead};
 use breakwater_core::policy::idempotency::IdempotencyKey;
 use breakwater_core::Instant;
@@ -17,6 +18,7 @@ use futures_lite::{AsyncWrite, AsyncWriteExt, Stream};
 use http::{HeaderMap, Method, StatusCode, Version};
 use url::Url;
 
+use crate::decompress::{Decoder, SUPPORTED};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::guard::CallGuard;
 use crate::io::{Pieces, Prefetched};
@@ -108,6 +110,8 @@ pub struct Response {
     /// The call's deadline and key, which a redirect's next hop inherits.
     call_deadline: Instant,
     call_key: Option<IdempotencyKey>,
+    /// Decodes a compressed body as it is read.
+    decoder: Option<Box<Decoder>>,
     body: BodyReader,
 }
 
@@ -143,6 +147,7 @@ impl Response {
         method: Method,
         url: Url,
         timings: Timings,
+        decode: Option<DecodeLimits>,
     ) -> Self {
         let attempts = guard.call.counted_attempts();
         let call_deadline = guard.call.deadline();
@@ -162,10 +167,21 @@ impl Response {
                 reusable: end.reuse_blocker.is_none(),
             });
         }
+        let mut headers = head.headers;
+        // A body the response has not (a HEAD's, a 204's) is not decoded.
+        let decoder = decode
+            .filter(|_| head.body_length != Some(0))
+            .and_then(|limits| Decoder::new(body_coding(&headers, SUPPORTED), limits))
+            .map(Box::new);
+        if decoder.is_some() {
+            // What the caller reads is the decoded body: these described the coded one.
+            headers.remove(http::header::CONTENT_ENCODING);
+            headers.remove(http::header::CONTENT_LENGTH);
+        }
         Response {
             status: head.status,
             version: head.version,
-            headers: head.headers,
+            headers,
             url,
             method,
             timings,
@@ -174,6 +190,7 @@ impl Response {
             note: None,
             call_deadline,
             call_key,
+            decoder,
             body,
         }
     }
@@ -206,8 +223,8 @@ impl Response {
     /// to the pool; anything longer is dropped with the connection.
     pub(crate) async fn discard_for_redirect(mut self) -> (Method, Url, Timings) {
         const READ_AT_MOST: u64 = 64 * 1024;
-        if self.content_length().is_some_and(|n| n <= READ_AT_MOST) {
-            while let Ok(Some(_)) = self.chunk().await {}
+        if self.body.expected.is_some_and(|n| n <= READ_AT_MOST) {
+            while let Ok(Some(_)) = self.body.next_chunk().await {}
         }
         let Response {
             method,
@@ -268,8 +285,12 @@ impl Response {
     /// `Some(0)` for a response that has no body whatever its headers say
     /// (the answer to a HEAD, a 204, a 304); a HEAD's announced length is in
     /// its `content-length` header.
+    /// `None` for a body being decoded: its decoded length is not known.
     pub fn content_length(&self) -> Option<u64> {
-        self.body.expected
+        match self.decoder {
+            Some(_) => None,
+            None => self.body.expected,
+        }
     }
 
     /// The trailer fields of a chunked body, once the body has been read.
@@ -281,7 +302,35 @@ impl Response {
     ///
     /// Each read waits at most the client's body timeout.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
-        self.body.next_chunk().await
+        let Some(decoder) = self.decoder.as_mut() else {
+            return self.body.next_chunk().await;
+        };
+        loop {
+            let decoded = if decoder.has_pending() {
+                // `None`: the codec needs more input than is pending.
+                decoder.decode()
+            } else {
+                Ok(None)
+            };
+            let decoded = match decoded {
+                Ok(None) => match self.body.next_chunk().await? {
+                    Some(raw) => {
+                        decoder.push(raw);
+                        continue;
+                    }
+                    None => decoder.finish(),
+                },
+                other => other,
+            };
+            return match decoded {
+                Err(error) => {
+                    self.decoder = None;
+                    self.body.drain_after_decode_error().await;
+                    Err(error)
+                }
+                piece => piece,
+            };
+        }
     }
 
     /// The whole body.
@@ -636,6 +685,21 @@ impl BodyReader {
             }
         }
         Ok(())
+    }
+
+    /// Reads what is left of a body that failed to decode, so that its
+    /// connection, whose framing was right, can go back to the pool; a
+    /// remainder over 1 MiB is not worth reading and closes it instead.
+    async fn drain_after_decode_error(&mut self) {
+        const DRAIN_AT_MOST: u64 = 1024 * 1024;
+        let mut drained = 0u64;
+        while drained <= DRAIN_AT_MOST {
+            match self.next_chunk().await {
+                Ok(Some(piece)) => drained += piece.len() as u64,
+                Ok(None) | Err(_) => return,
+            }
+        }
+        self.finish(BodyEnd::Abandoned);
     }
 
     /// Tells the core how the body ended and lets the call go.

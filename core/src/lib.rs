@@ -302,6 +302,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod content;
 pub mod h1;
 pub mod origin;
 pub mod policy;

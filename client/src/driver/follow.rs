@@ -55,6 +55,7 @@ pub(crate) async fn run_following(
         let from = request.origin.clone();
         let idempotence = overrides.idempotence;
         let tokens = request.tokens;
+        let decompress = request.decompress;
         let attempts = overrides.attempts;
         let response = run(inner.clone(), request, overrides).await?;
         if !response.status().is_redirection() || !response.headers().contains_key(LOCATION) {
@@ -152,6 +153,7 @@ pub(crate) async fn run_following(
             body_replayable: true,
             body_length,
             tokens: tokens && !left_origin,
+            decompress,
         };
         overrides = CallOverrides {
             body_replayable: true,

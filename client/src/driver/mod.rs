@@ -77,6 +77,8 @@ pub(crate) struct Prepared {
     pub(crate) body_replayable: bool,
     pub(crate) body_length: BodyLength,
     pub(crate) tokens: bool,
+    /// Whether the response's body is decoded (when the client decodes bodies).
+    pub(crate) decompress: bool,
 }
 
 /// What the call's attempts have left for its end: the last response head
@@ -155,6 +157,7 @@ pub(crate) async fn run(
                     return Err(named(error, &request));
                 };
                 progress.timings.total = now.saturating_duration_since(started);
+                let decode = inner.decompress.filter(|_| request.decompress);
                 return Ok(Response::new(
                     guard,
                     head,
@@ -162,6 +165,7 @@ pub(crate) async fn run(
                     request.method,
                     request.url,
                     progress.timings,
+                    decode,
                 ));
             }
             Step::Done => {

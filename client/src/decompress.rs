@@ -1,0 +1,487 @@
+//! Decoding a coded response body as it streams (docs/spec/content-coding.md).
+//!
+//! The core decides which coding a body has, how far it may expand and how a
+//! gzip member is framed; this module runs the crates that inflate. Every
+//! decoder is driven with bounded buffers, pull style: a piece of compressed
+//! input goes in, at most [`OUTPUT_PIECE`] decoded bytes come out, and input
+//! that did not fit waits for the next read. A decompression bomb therefore
+//! never holds more than one output piece in memory before the limits see it.
+
+use breakwater_core::content::{BodyCoding, ContentCoding, DecodeLimits};
+use bytes::{Buf, Bytes};
+
+use crate::error::{Error, ErrorKind};
+
+/// The most decoded bytes one step hands out.
+const OUTPUT_PIECE: usize = 64 * 1024;
+
+/// The codings this build decodes, in order of preference.
+pub(crate) const SUPPORTED: &[ContentCoding] = &[
+    #[cfg(feature = "zstd")]
+    ContentCoding::Zstd,
+    #[cfg(feature = "brotli")]
+    ContentCoding::Brotli,
+    #[cfg(feature = "gzip")]
+    ContentCoding::Gzip,
+    #[cfg(feature = "deflate")]
+    ContentCoding::Deflate,
+];
+
+/// A coded body being decoded.
+pub(crate) struct Decoder {
+    codec: Codec,
+    limits: DecodeLimits,
+    /// Compressed bytes read but not yet consumed.
+    pending: Bytes,
+    compressed: u64,
+    decoded: u64,
+    /// The coded stream reached its end.
+    finished: bool,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("compressed", &self.compressed)
+            .field("decoded", &self.decoded)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far one step of a codec went.
+struct Progress {
+    consumed: usize,
+    produced: usize,
+    /// The coded stream ended with this step.
+    ended: bool,
+}
+
+enum Codec {
+    #[cfg(feature = "gzip")]
+    Gzip(Box<gzip::Gzip>),
+    #[cfg(feature = "deflate")]
+    Deflate(Box<deflate::Deflate>),
+    #[cfg(feature = "brotli")]
+    Brotli(Box<brotli::Brotli>),
+    #[cfg(feature = "zstd")]
+    Zstd(Box<zstd_codec::Zstd>),
+}
+
+impl Decoder {
+    /// A decoder for a body of `coding`, if this build decodes it.
+    pub(crate) fn new(coding: BodyCoding, limits: DecodeLimits) -> Option<Decoder> {
+        let BodyCoding::Coded(coding) = coding else {
+            return None;
+        };
+        let codec = match coding {
+            #[cfg(feature = "gzip")]
+            ContentCoding::Gzip => Codec::Gzip(Box::default()),
+            #[cfg(feature = "deflate")]
+            ContentCoding::Deflate => Codec::Deflate(Box::default()),
+            #[cfg(feature = "brotli")]
+            ContentCoding::Brotli => Codec::Brotli(Box::default()),
+            #[cfg(feature = "zstd")]
+            ContentCoding::Zstd => Codec::Zstd(Box::new(zstd_codec::Zstd::new()?)),
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        };
+        Some(Decoder {
+            codec,
+            limits,
+            pending: Bytes::new(),
+            compressed: 0,
+            decoded: 0,
+            finished: false,
+        })
+    }
+
+    /// Whether compressed input is waiting to be decoded.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Takes the next piece of the coded body.
+    pub(crate) fn push(&mut self, piece: Bytes) {
+        self.compressed += piece.len() as u64;
+        if self.pending.is_empty() {
+            self.pending = piece;
+        } else {
+            // A codec that could not go on without more input: rare, and small.
+            let mut joined = Vec::with_capacity(self.pending.len() + piece.len());
+            joined.extend_from_slice(&self.pending);
+            joined.extend_from_slice(&piece);
+            self.pending = joined.into();
+        }
+    }
+
+    /// Decodes from the pending input: up to [`OUTPUT_PIECE`] bytes, or
+    /// `None` when the pending input is used up without output.
+    pub(crate) fn decode(&mut self) -> Result<Option<Bytes>, Error> {
+        let mut out = vec![0u8; OUTPUT_PIECE];
+        let mut filled = 0;
+        while filled < out.len() && !self.pending.is_empty() {
+            if self.finished {
+                if !self.codec.restarts(&self.pending) {
+                    return Err(decode_error(
+                        "the compressed body has data after its end".to_owned(),
+                    ));
+                }
+                self.finished = false;
+            }
+            let step = self.codec.step(&self.pending, &mut out[filled..])?;
+            self.pending.advance(step.consumed);
+            filled += step.produced;
+            self.finished = step.ended;
+            if step.consumed == 0 && step.produced == 0 && !step.ended {
+                // The codec needs more input than this to go on.
+                break;
+            }
+        }
+        self.decoded += filled as u64;
+        self.limits
+            .check(self.compressed, self.decoded)
+            .map_err(|e| Error::new(ErrorKind::BodyLimit).with_message(e.to_string()))?;
+        if filled == 0 {
+            return Ok(None);
+        }
+        out.truncate(filled);
+        Ok(Some(out.into()))
+    }
+
+    /// The coded body's end on the wire: whatever the codec still holds
+    /// comes out, and a stream that did not reach its end is truncated.
+    pub(crate) fn finish(&mut self) -> Result<Option<Bytes>, Error> {
+        if self.finished {
+            return Ok(None);
+        }
+        if !self.pending.is_empty() {
+            return Err(decode_error(
+                "the compressed body ended in the middle of its coded stream".to_owned(),
+            ));
+        }
+        let mut out = vec![0u8; OUTPUT_PIECE];
+        let step = self.codec.step(&[], &mut out)?;
+        self.decoded += step.produced as u64;
+        self.limits
+            .check(self.compressed, self.decoded)
+            .map_err(|e| Error::new(ErrorKind::BodyLimit).with_message(e.to_string()))?;
+        self.finished = step.ended;
+        if step.produced > 0 {
+            out.truncate(step.produced);
+            return Ok(Some(out.into()));
+        }
+        if !step.ended {
+            return Err(decode_error(
+                "the compressed body ended before its coded stream did".to_owned(),
+            ));
+        }
+        Ok(None)
+    }
+}
+
+fn decode_error(message: String) -> Error {
+    Error::new(ErrorKind::Decode).with_message(message)
+}
+
+impl Codec {
+    fn step(&mut self, input: &[u8], output: &mut [u8]) -> Result<Progress, Error> {
+        match self {
+            #[cfg(feature = "gzip")]
+            Codec::Gzip(codec) => codec.step(input, output),
+            #[cfg(feature = "deflate")]
+            Codec::Deflate(codec) => codec.step(input, output),
+            #[cfg(feature = "brotli")]
+            Codec::Brotli(codec) => codec.step(input, output),
+            #[cfg(feature = "zstd")]
+            Codec::Zstd(codec) => codec.step(input, output),
+        }
+    }
+
+    /// Whether input after the end of a coded stream starts another one the
+    /// format allows to follow (gzip members, zstd frames); the codec is then
+    /// reset for it.
+    fn restarts(&mut self, _next: &[u8]) -> bool {
+        match self {
+            #[cfg(feature = "gzip")]
+            Codec::Gzip(codec) => {
+                **codec = gzip::Gzip::default();
+                true
+            }
+            #[cfg(feature = "zstd")]
+            Codec::Zstd(_) => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+#[cfg(any(feature = "gzip", feature = "deflate"))]
+fn inflate(
+    inflater: &mut flate2::Decompress,
+    input: &[u8],
+    output: &mut [u8],
+) -> Result<Progress, Error> {
+    let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
+    let flush = if input.is_empty() {
+        flate2::FlushDecompress::Finish
+    } else {
+        flate2::FlushDecompress::None
+    };
+    let status = inflater
+        .decompress(input, output, flush)
+        .map_err(|e| decode_error(format!("the compressed body is corrupt ({e})")))?;
+    Ok(Progress {
+        consumed: (inflater.total_in() - before_in) as usize,
+        produced: (inflater.total_out() - before_out) as usize,
+        ended: status == flate2::Status::StreamEnd,
+    })
+}
+
+#[cfg(feature = "gzip")]
+mod gzip {
+    //! gzip: the member framing is the core's; the deflate data between is flate2's.
+
+    use breakwater_core::content::{check_gzip_trailer, gzip_header_len};
+
+    use super::{decode_error, inflate, Progress};
+    use crate::error::Error;
+
+    enum Part {
+        /// Gathering the header (it may arrive split).
+        Header(Vec<u8>),
+        Data,
+        /// Gathering the 8-byte trailer.
+        Trailer(Vec<u8>),
+    }
+
+    pub(super) struct Gzip {
+        part: Part,
+        inflater: flate2::Decompress,
+        crc: flate2::Crc,
+    }
+
+    impl Default for Gzip {
+        fn default() -> Self {
+            Gzip {
+                part: Part::Header(Vec::new()),
+                inflater: flate2::Decompress::new(false),
+                crc: flate2::Crc::new(),
+            }
+        }
+    }
+
+    impl Gzip {
+        pub(super) fn step(&mut self, input: &[u8], output: &mut [u8]) -> Result<Progress, Error> {
+            match &mut self.part {
+                Part::Header(seen) => {
+                    if input.is_empty() {
+                        return Ok(Progress {
+                            consumed: 0,
+                            produced: 0,
+                            ended: false,
+                        });
+                    }
+                    let before = seen.len();
+                    // A header is short: take what may belong to it and measure.
+                    let take = input
+                        .len()
+                        .min(breakwater_core::content::MAX_GZIP_HEADER + 1);
+                    seen.extend_from_slice(&input[..take]);
+                    match gzip_header_len(seen).map_err(|e| decode_error(e.to_string()))? {
+                        Some(len) => {
+                            self.part = Part::Data;
+                            Ok(Progress {
+                                consumed: len - before,
+                                produced: 0,
+                                ended: false,
+                            })
+                        }
+                        None => Ok(Progress {
+                            consumed: take,
+                            produced: 0,
+                            ended: false,
+                        }),
+                    }
+                }
+                Part::Data => {
+                    let mut progress = inflate(&mut self.inflater, input, output)?;
+                    self.crc.update(&output[..progress.produced]);
+                    if progress.ended {
+                        self.part = Part::Trailer(Vec::with_capacity(8));
+                        progress.ended = false;
+                    }
+                    Ok(progress)
+                }
+                Part::Trailer(seen) => {
+                    let take = input.len().min(8 - seen.len());
+                    seen.extend_from_slice(&input[..take]);
+                    let mut ended = false;
+                    if let Ok(trailer) = <[u8; 8]>::try_from(seen.as_slice()) {
+                        check_gzip_trailer(trailer, self.crc.sum(), u64::from(self.crc.amount()))
+                            .map_err(|e| decode_error(e.to_string()))?;
+                        ended = true;
+                    }
+                    Ok(Progress {
+                        consumed: take,
+                        produced: 0,
+                        ended,
+                    })
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "deflate")]
+mod deflate {
+    //! deflate: a zlib stream, or a bare deflate stream from a server that
+    //! reads RFC 9110's "deflate" the old way; the first two bytes tell.
+
+    use breakwater_core::content::is_zlib_header;
+
+    use super::{inflate, Progress};
+    use crate::error::Error;
+
+    #[derive(Default)]
+    pub(super) struct Deflate {
+        /// The first byte, while the second is awaited.
+        first: Option<u8>,
+        inflater: Option<flate2::Decompress>,
+    }
+
+    impl Deflate {
+        pub(super) fn step(&mut self, input: &[u8], output: &mut [u8]) -> Result<Progress, Error> {
+            if let Some(inflater) = &mut self.inflater {
+                return inflate(inflater, input, output);
+            }
+            let waiting = Progress {
+                consumed: 0,
+                produced: 0,
+                ended: false,
+            };
+            let (first, second) = match (self.first, input) {
+                (_, []) => return Ok(waiting),
+                (None, [only]) => {
+                    self.first = Some(*only);
+                    return Ok(Progress {
+                        consumed: 1,
+                        ..waiting
+                    });
+                }
+                (None, [a, b, ..]) => (*a, *b),
+                (Some(a), [b, ..]) => (a, *b),
+            };
+            let mut inflater = flate2::Decompress::new(is_zlib_header(first, second));
+            let progress = match self.first.take() {
+                None => inflate(&mut inflater, input, output)?,
+                // The first byte came alone in an earlier piece: it goes in
+                // now, ahead of this piece, through a small copy (once per body).
+                Some(held) => {
+                    let mut joined = Vec::with_capacity(input.len() + 1);
+                    joined.push(held);
+                    joined.extend_from_slice(input);
+                    let progress = inflate(&mut inflater, &joined, output)?;
+                    if progress.consumed == 0 {
+                        self.first = Some(held);
+                        return Ok(waiting);
+                    }
+                    Progress {
+                        consumed: progress.consumed - 1,
+                        ..progress
+                    }
+                }
+            };
+            self.inflater = Some(inflater);
+            Ok(progress)
+        }
+    }
+}
+#[cfg(feature = "brotli")]
+mod brotli {
+    //! br: brotli-decompressor's streaming state machine.
+
+    use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
+
+    use super::{decode_error, Progress};
+    use crate::error::Error;
+
+    pub(super) struct Brotli {
+        state: BrotliState<StandardAlloc, StandardAlloc, StandardAlloc>,
+    }
+
+    impl Default for Brotli {
+        fn default() -> Self {
+            Brotli {
+                state: BrotliState::new(
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                ),
+            }
+        }
+    }
+
+    impl Brotli {
+        pub(super) fn step(&mut self, input: &[u8], output: &mut [u8]) -> Result<Progress, Error> {
+            let (mut available_in, mut input_offset) = (input.len(), 0);
+            let (mut available_out, mut output_offset) = (output.len(), 0);
+            let mut total_out = 0;
+            let result = BrotliDecompressStream(
+                &mut available_in,
+                &mut input_offset,
+                input,
+                &mut available_out,
+                &mut output_offset,
+                output,
+                &mut total_out,
+                &mut self.state,
+            );
+            if let BrotliResult::ResultFailure = result {
+                return Err(decode_error("the brotli body is corrupt".to_owned()));
+            }
+            Ok(Progress {
+                consumed: input_offset,
+                produced: output_offset,
+                ended: matches!(result, BrotliResult::ResultSuccess),
+            })
+        }
+    }
+}
+
+#[cfg(feature = "zstd")]
+mod zstd_codec {
+    //! zstd: the reference library's streaming decoder.
+
+    use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
+
+    use super::{decode_error, Progress};
+    use crate::error::Error;
+
+    pub(super) struct Zstd {
+        decoder: Decoder<'static>,
+    }
+
+    impl Zstd {
+        pub(super) fn new() -> Option<Zstd> {
+            // A window over 8 MiB is refused: HTTP's zstd coding allows no
+            // more (docs/spec/content-coding.md), and it bounds the decoder's memory.
+            let mut decoder = Decoder::new().ok()?;
+            decoder.set_parameter(DParameter::WindowLogMax(23)).ok()?;
+            Some(Zstd { decoder })
+        }
+
+        pub(super) fn step(&mut self, input: &[u8], output: &mut [u8]) -> Result<Progress, Error> {
+            let mut input = InBuffer::around(input);
+            let mut out = OutBuffer::around(output);
+            let hint = self
+                .decoder
+                .run(&mut input, &mut out)
+                .map_err(|e| decode_error(format!("the zstd body is corrupt ({e})")))?;
+            Ok(Progress {
+                consumed: input.pos(),
+                produced: out.pos(),
+                ended: hint == 0,
+            })
+        }
+    }
+}
