@@ -2,7 +2,7 @@
 //!
 //! A [`Form`] is a list of named [`Part`]s. Each part is text, bytes held in
 //! memory, or a stream read as the request is written;
-//! [`Form::into_body`] builds its body, sent with [`Form::content_type`].
+//! [`RequestBuilder::multipart`] sends a form with its `Content-Type`.
 //!
 //! - A form whose parts are all in memory is sent as one buffered body with a
 //!   `Content-Length`: a retry can send it again, so a keyed or idempotent
@@ -39,6 +39,22 @@
 //! assert!(text.contains("name=\"photo\"; filename=\"beach.png\"\r\nContent-Type: image/png\r\n"));
 //! # Ok::<(), breakwater::multipart::InvalidContentType>(())
 //! ```
+//!
+//! Sending it, with a streamed part:
+//!
+//! ```no_run
+//! # async fn example(client: breakwater::Client) -> Result<(), breakwater::Error> {
+//! use breakwater::bytes::Bytes;
+//! use breakwater::multipart::{Form, Part};
+//!
+//! let chunks = futures_lite::stream::iter([Ok(Bytes::from("a,b\n")), Ok(Bytes::from("1,2\n"))]);
+//! let form = Form::new()
+//!     .text("table", "scores")
+//!     .part("data", Part::stream(chunks, Some(8)).file_name("scores.csv").content_type("text/csv"));
+//! let response = client.post("imports").multipart(form).send().await?;
+//! response.error_for_status().await?;
+//! # Ok(()) }
+//! ```
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -48,7 +64,9 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::error::{Error, ErrorKind};
 use crate::io::BodyStream;
+use crate::request::RequestBuilder;
 
 /// What every boundary starts with, so that a body can be recognised as ours.
 const BOUNDARY_PREFIX: &str = "breakwater-";
@@ -65,7 +83,8 @@ const INLINE_PART_BYTES: usize = 8 * 1024;
 /// boundary between them.
 ///
 /// Build it with [`text`](Self::text), [`bytes`](Self::bytes) and
-/// [`part`](Self::part); take its body with [`into_body`](Self::into_body).
+/// [`part`](Self::part); send it with [`RequestBuilder::multipart`], or take
+/// its body with [`into_body`](Self::into_body).
 #[must_use = "a form does nothing until it is sent"]
 pub struct Form {
     /// Never found inside a buffered part (see [`Form::push`]).
@@ -375,7 +394,8 @@ impl Part {
     /// Sets the part's `Content-Type`: a media type such as `image/png` or
     /// `text/plain; charset=utf-8`. A value that is not one (a bare word,
     /// spaces inside a name, a CR or LF, non-ASCII) does not panic here:
-    /// [`Form::into_body`] fails with [`InvalidContentType`].
+    /// sending the form fails with an [`ErrorKind::Request`] error, and
+    /// [`Form::into_body`] with [`InvalidContentType`].
     pub fn content_type(mut self, content_type: &str) -> Part {
         self.content_type = Some(if is_media_type(content_type) {
             Ok(content_type.to_owned())
@@ -533,6 +553,37 @@ impl fmt::Display for InvalidContentType {
 }
 
 impl std::error::Error for InvalidContentType {}
+
+impl RequestBuilder {
+    /// Sends `form` as a `multipart/form-data` body, with its
+    /// `Content-Type` (which a later [`header`](Self::header) call may
+    /// replace).
+    ///
+    /// A form whose parts are all in memory is buffered and retried like
+    /// [`body`](Self::body); one with a streamed part is sent chunked and
+    /// once, like [`body_stream`](Self::body_stream). A part whose content
+    /// type is invalid fails [`send`](Self::send) with an
+    /// [`ErrorKind::Request`] error whose source is the
+    /// [`InvalidContentType`].
+    pub fn multipart(self, form: Form) -> Self {
+        let content_type = form.content_type();
+        match form.into_body() {
+            // `body` and `body_stream` clear any helper's content type, so
+            // the header set after them is the one sent.
+            Ok(FormBody::Buffered(bytes)) => self
+                .body(bytes)
+                .header(http::header::CONTENT_TYPE, content_type),
+            Ok(FormBody::Streamed(stream)) => self
+                .body_stream(stream)
+                .header(http::header::CONTENT_TYPE, content_type),
+            Err(invalid) => self.fail_with(
+                Error::new(ErrorKind::Request)
+                    .with_message("multipart form")
+                    .with_source(invalid),
+            ),
+        }
+    }
+}
 
 /// A fresh boundary. Its length never varies, so neither does a form's
 /// length: the simulation's timings (which depend on bytes sent) stay a
