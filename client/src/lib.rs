@@ -50,6 +50,7 @@ mod driver;
 mod error;
 mod guard;
 mod io;
+pub mod multipart;
 pub mod oauth2;
 mod request;
 mod response;

@@ -149,6 +149,13 @@ impl RequestBuilder {
             .map(|url| (self.method.clone(), url.clone()))
     }
 
+    /// Fails [`send`](Self::send) with `error`, unless an earlier mistake
+    /// already will: for body helpers that live in other modules.
+    pub(crate) fn fail_with(mut self, error: Error) -> Self {
+        self.error.get_or_insert(error);
+        self
+    }
+
     /// Keeps the first mistake, for `send` to report.
     fn fail(&mut self, error: Error) {
         let error = Error::new(ErrorKind::Request)

@@ -12,8 +12,9 @@
 //! and a test can assert the exact delays the client chose.
 //!
 //! It doubles as a mocking tool, in the role respx plays for httpx: routes
-//! with canned replies or sequences of them, call counts, captured requests,
-//! and a loud failure for any request no route matched.
+//! with canned replies or sequences of them, call counts, captured requests
+//! (whose `multipart/form-data` bodies [`multipart::parse`] reads back), and
+//! a loud failure for any request no route matched.
 //!
 //! ```
 //! use breakwater_testkit::{Reply, Sim};
@@ -40,6 +41,7 @@ mod choices;
 pub mod conformance;
 mod executor;
 mod mock;
+pub mod multipart;
 mod net;
 mod server;
 pub mod swarm;
