@@ -485,3 +485,123 @@ mod zstd_codec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    /// Decodes `coded` fed in pieces of the given sizes (cycled), as reads
+    /// off a socket would bring it.
+    fn decode_in_pieces(
+        coding: ContentCoding,
+        coded: &[u8],
+        sizes: &[usize],
+    ) -> Result<Vec<u8>, Error> {
+        let mut decoder = Decoder::new(BodyCoding::Coded(coding), DecodeLimits::default()).unwrap();
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut sizes = sizes.iter().cycle();
+        while at < coded.len() {
+            let size = (*sizes.next().unwrap()).clamp(1, coded.len() - at);
+            decoder.push(Bytes::copy_from_slice(&coded[at..at + size]));
+            at += size;
+            while let Some(piece) = decoder.decode()? {
+                assert!(piece.len() <= OUTPUT_PIECE);
+                out.extend_from_slice(&piece);
+            }
+        }
+        while let Some(piece) = decoder.finish()? {
+            out.extend_from_slice(&piece);
+        }
+        Ok(out)
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn raw_deflate(data: &[u8]) -> Vec<u8> {
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// Bodies with long runs (so that output outgrows input) and noise.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec((any::<u8>(), 1usize..3000), 0..40).prop_map(|runs| {
+            runs.into_iter()
+                .flat_map(|(byte, len)| std::iter::repeat_n(byte, len))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_split_decodes_to_the_original(
+            data in body(),
+            sizes in prop::collection::vec(1usize..5000, 1..8),
+        ) {
+            let mut two_members = gzip(&data[..data.len() / 2]);
+            two_members.extend_from_slice(&gzip(&data[data.len() / 2..]));
+            prop_assert_eq!(&decode_in_pieces(ContentCoding::Gzip, &two_members, &sizes).unwrap(), &data);
+            prop_assert_eq!(&decode_in_pieces(ContentCoding::Deflate, &zlib(&data), &sizes).unwrap(), &data);
+            prop_assert_eq!(&decode_in_pieces(ContentCoding::Deflate, &raw_deflate(&data), &sizes).unwrap(), &data);
+            #[cfg(feature = "zstd")]
+            {
+                let coded = zstd::encode_all(&data[..], 3).unwrap();
+                prop_assert_eq!(&decode_in_pieces(ContentCoding::Zstd, &coded, &sizes).unwrap(), &data);
+            }
+        }
+
+        #[test]
+        fn any_cut_of_a_stream_is_an_error_never_a_short_body(
+            data in body().prop_filter("not empty", |d| !d.is_empty()),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            for coded in [gzip(&data), zlib(&data)] {
+                let cut = cut.index(coded.len());
+                let coding = if coded[0] == 0x1f { ContentCoding::Gzip } else { ContentCoding::Deflate };
+                let result = decode_in_pieces(coding, &coded[..cut], &[7]);
+                prop_assert!(result.is_err(), "cut at {} of {} decoded as {:?} bytes", cut, coded.len(), result.map(|d| d.len()));
+            }
+        }
+    }
+
+    #[cfg(feature = "brotli")]
+    #[test]
+    fn brotli_bodies_decode_and_a_brotli_bomb_is_stopped() {
+        // Made by Python's brotlicffi: a small JSON document, and 64 MiB of
+        // zeros in 106 bytes (a ratio of 600,000 to 1).
+        let document = include_bytes!("../tests/data/document.json.br");
+        let decoded = decode_in_pieces(ContentCoding::Brotli, document, &[3, 50]).unwrap();
+        assert!(decoded.starts_with(br#"{"brotli":true"#));
+        assert_eq!(decoded.len(), 2115);
+        let bomb = include_bytes!("../tests/data/zeros-64mib.br");
+        let error = decode_in_pieces(ContentCoding::Brotli, bomb, &[4096]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::BodyLimit);
+    }
+
+    #[test]
+    fn the_offer_lists_what_is_compiled_in() {
+        let offer = breakwater_core::content::accept_encoding(SUPPORTED);
+        assert!(
+            offer.contains("gzip") && offer.contains("deflate"),
+            "{offer}"
+        );
+        assert_eq!(offer.contains("br"), cfg!(feature = "brotli"));
+        assert_eq!(offer.contains("zstd"), cfg!(feature = "zstd"));
+    }
+}
