@@ -18,6 +18,7 @@ use http::header::{ACCEPT_ENCODING, USER_AGENT};
 
 use crate::auth::{Credentials, Secret, TokenSource};
 use crate::client::Client;
+use crate::cookies::CookieJar;
 use crate::error::{Error, ErrorKind};
 use crate::request::header_pair;
 use crate::runtime::Runtime;
@@ -45,6 +46,7 @@ pub struct ClientBuilder {
     /// first https call, so a plain-http client never reads the certificate store.
     tls: Option<TlsOptions>,
     body_timeout: Option<Duration>,
+    cookies: Option<Arc<CookieJar>>,
     /// `None` when the caller turned decoding off.
     decompress: Option<DecodeLimits>,
     seed: Option<u64>,
@@ -76,6 +78,7 @@ impl Client {
             engine: EngineConfig::default(),
             tls: None,
             body_timeout: None,
+            cookies: None,
             decompress: Some(DecodeLimits::default()),
             seed: None,
             hooks: Hooks::default(),
@@ -243,6 +246,21 @@ impl ClientBuilder {
     /// [`RequestBuilder::decompress`](crate::RequestBuilder::decompress).
     pub fn decompress(mut self, on: bool) -> Self {
         self.decompress = on.then(|| self.decompress.unwrap_or_default());
+        self
+    }
+
+    /// Keeps cookies in a jar of this client's own (off by default): each
+    /// response's `Set-Cookie` is stored and sent back by RFC 6265's rules
+    /// (docs/spec/cookies.md). [`Client::cookie_jar`] reaches it.
+    pub fn cookie_store(mut self, on: bool) -> Self {
+        self.cookies = on.then(|| Arc::new(CookieJar::new()));
+        self
+    }
+
+    /// Keeps cookies in `jar`, which other clients given the same jar share:
+    /// a session set through one is sent by all.
+    pub fn cookie_jar(mut self, jar: Arc<CookieJar>) -> Self {
+        self.cookies = Some(jar);
         self
     }
 
@@ -418,6 +436,7 @@ impl ClientBuilder {
                 tls_options,
                 tls,
                 body_timeout,
+                cookies: self.cookies,
                 decompress: self.decompress,
                 hooks: self.hooks,
                 counters: Counters::default(),

@@ -98,6 +98,11 @@ impl Client {
         }
     }
 
+    /// The client's cookie jar, if it keeps cookies.
+    pub fn cookie_jar(&self) -> Option<&std::sync::Arc<crate::cookies::CookieJar>> {
+        self.inner.cookies.as_ref()
+    }
+
     /// A snapshot of the client's gauges and counters.
     ///
     /// Read at the moment it is taken: a timer that has come due (an open

@@ -45,6 +45,7 @@ pub mod auth;
 mod batch;
 mod builder;
 mod client;
+pub mod cookies;
 mod decompress;
 mod driver;
 mod error;

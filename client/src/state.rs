@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) tls_options: TlsOptions,
     pub(crate) tls: OnceLock<Result<TlsConfig, crate::tls::TlsError>>,
     pub(crate) body_timeout: Duration,
+    /// The cookie jar, when the client keeps cookies.
+    pub(crate) cookies: Option<Arc<crate::cookies::CookieJar>>,
     /// The bounds of decoded bodies; `None` when the client decodes none.
     pub(crate) decompress: Option<breakwater_core::content::DecodeLimits>,
     pub(crate) hooks: Hooks,

@@ -12,7 +12,7 @@ use breakwater_core::call::{self, AttemptPlan};
 use breakwater_core::h1::{encode_request_head_with, BodyLength, RequestContext};
 use breakwater_core::policy::outcome::AttemptOutcome;
 use breakwater_core::Instant;
-use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
 
 /// A placeholder for the unused places of an attempt's override list.
 static NO_VALUE: HeaderValue = HeaderValue::from_static("");
@@ -50,8 +50,19 @@ pub(super) async fn send(
     // This attempt's idempotency key and token go beside the request's
     // shared header map, replacing any of the same name, rather than into a
     // copy of it: most requests share the client's own map.
-    let mut overrides: [(&HeaderName, &HeaderValue); 2] = [(&AUTHORIZATION, &NO_VALUE); 2];
+    // The jar's cookies for this URL, unless the request brought its own
+    // `Cookie`: asked on every attempt and every redirect hop, so each
+    // carries exactly what its own URL may have.
+    let cookie = match &inner.cookies {
+        Some(jar) if !request.headers.contains_key(COOKIE) => jar.cookie_header(&request.url),
+        _ => None,
+    };
+    let mut overrides: [(&HeaderName, &HeaderValue); 3] = [(&AUTHORIZATION, &NO_VALUE); 3];
     let mut count = 0;
+    if let Some(value) = &cookie {
+        overrides[count] = (&COOKIE, value);
+        count += 1;
+    }
     if let Some((name, value)) = &plan.idempotency_key {
         overrides[count] = (name, value);
         count += 1;
@@ -158,6 +169,9 @@ pub(super) async fn send(
                         .iter_mut()
                         .for_each(|value| value.set_sensitive(true));
                 }
+            }
+            if let Some(jar) = &inner.cookies {
+                jar.store_response(&response_head.headers, &request.url);
             }
             let elapsed = now.saturating_duration_since(sent_at);
             progress.timings.first_byte = Some(elapsed);
