@@ -11,6 +11,10 @@ breakwater_testkit::socket_client_tests!(Arc::new(SmolRuntime::new()), |future| 
     smol::block_on(future)
 });
 
+breakwater_testkit::socket_http_tests!(Arc::new(SmolRuntime::new()), |future| {
+    smol::block_on(future)
+});
+
 /// The same scenarios under futures-lite's `block_on`, which does not run
 /// async-io's reactor: the "async-io" thread does. Every registration of
 /// interest then races that thread's `epoll_wait`, a timing the suite under

@@ -18,3 +18,5 @@ fn block_on(future: BoxFuture<'static, ()>) {
 }
 
 breakwater_testkit::socket_client_tests!(Arc::new(TokioRuntime::new()), block_on);
+
+breakwater_testkit::socket_http_tests!(Arc::new(TokioRuntime::new()), block_on);

@@ -70,3 +70,20 @@ async fn gunicorn_sees_the_joined_path_both_credentials_and_the_user_agent() {
         format!("breakwater/{}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// httpbin and nginx (peers/start.sh), through the testkit's peer scenarios.
+mod third_party {
+    use std::sync::Arc;
+
+    use breakwater_tokio::TokioRuntime;
+
+    fn block_on(future: breakwater::runtime::BoxFuture<'static, ()>) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    breakwater_testkit::socket_peer_tests!(Arc::new(TokioRuntime::new()), block_on);
+}

@@ -93,14 +93,17 @@ impl CookieJar {
     /// cookie for it; marked sensitive, so no `Debug` shows it.
     pub fn cookie_header(&self, url: &Url) -> Option<HeaderValue> {
         let store = self.lock();
-        let mut cookies: Vec<&RawCookie<'static>> = store.get_request_cookies(url).collect();
+        let mut cookies = store.matches(url);
         // RFC 6265 §5.4's order: longer paths first, then the older cookie
         // (the store keeps them in the order they were set). A fixed order
         // also keeps a simulated run's bytes the same from run to run.
-        cookies.sort_by_key(|c| std::cmp::Reverse(c.path().map_or(0, str::len)));
+        cookies.sort_by_key(|c| std::cmp::Reverse(c.path.len()));
         let pairs: Vec<String> = cookies
             .iter()
-            .map(|c| format!("{}={}", c.name(), c.value()))
+            .map(|c| {
+                let (name, value) = c.name_value();
+                format!("{name}={value}")
+            })
             .collect();
         if pairs.is_empty() {
             return None;
@@ -144,7 +147,10 @@ fn domain_is_plausible(cookie: &RawCookie<'_>, url: &Url) -> bool {
         None => true,
         Some(domain) => {
             let domain = domain.trim_start_matches('.');
-            domain.contains('.') || url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(domain))
+            domain.contains('.')
+                || url
+                    .host_str()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(domain))
         }
     }
 }

@@ -43,10 +43,18 @@ fn a_session_cookie_goes_back_to_its_host_only_and_only_when_asked_for() {
     });
     let sent = me.requests();
     assert_eq!(sent[0].header("cookie"), Some("session=s3cr3t; theme=dark"));
-    assert_eq!(sent[1].header("cookie"), None, "a client without a jar keeps nothing");
+    assert_eq!(
+        sent[1].header("cookie"),
+        None,
+        "a client without a jar keeps nothing"
+    );
     assert_eq!(elsewhere.requests()[0].header("cookie"), None);
     assert!(!shown.0.contains("s3cr3t"), "{}", shown.0);
-    assert!(!shown.1.contains("s3cr3t") && shown.1.contains("cookies: 2"), "{}", shown.1);
+    assert!(
+        !shown.1.contains("s3cr3t") && shown.1.contains("cookies: 2"),
+        "{}",
+        shown.1
+    );
 }
 
 #[test]
@@ -75,7 +83,11 @@ fn domain_path_secure_and_expiry_rules_hold() {
         client.get("admin/users").send().await.unwrap();
         client.get("expire").send().await.unwrap();
         client.get("public").send().await.unwrap();
-        client.get("https://www.example.test/").send().await.unwrap();
+        client
+            .get("https://www.example.test/")
+            .send()
+            .await
+            .unwrap();
         client.get("http://www.example.test/").send().await.unwrap();
     });
     let cookies = |route: &breakwater_testkit::RouteHandle| {
@@ -90,9 +102,21 @@ fn domain_path_secure_and_expiry_rules_hold() {
         names
     };
     assert_eq!(cookies(&admin), ["admin", "gone", "secure", "wide"]);
-    assert_eq!(cookies(&public), ["secure", "wide"], "Path and Max-Age=0 hold");
-    assert_eq!(cookies(&www_route), ["secure", "wide"], "Domain covers subdomains");
-    assert_eq!(cookies(&plain_route), ["wide"], "Secure stays off plain http");
+    assert_eq!(
+        cookies(&public),
+        ["secure", "wide"],
+        "Path and Max-Age=0 hold"
+    );
+    assert_eq!(
+        cookies(&www_route),
+        ["secure", "wide"],
+        "Domain covers subdomains"
+    );
+    assert_eq!(
+        cookies(&plain_route),
+        ["wide"],
+        "Secure stays off plain http"
+    );
 }
 
 #[test]
@@ -100,11 +124,11 @@ fn redirects_carry_what_each_hop_may_have() {
     let mut sim = Sim::new(3);
     let api = sim.mock("https://api.test");
     let other = sim.mock("https://other.test");
-    api.route(Method::GET, "/cookies/set").respond(
-        Reply::redirect(302, "/cookies").header("set-cookie", "a=1; Path=/"),
-    );
+    api.route(Method::GET, "/cookies/set")
+        .respond(Reply::redirect(302, "/cookies").header("set-cookie", "a=1; Path=/"));
     let landing = api.route(Method::GET, "/cookies");
-    api.route(Method::GET, "/away").respond(Reply::redirect(302, "https://other.test/in"));
+    api.route(Method::GET, "/away")
+        .respond(Reply::redirect(302, "https://other.test/in"));
     let away = other.route(Method::GET, "/in");
     let client = keeping(&sim, "https://api.test/");
     sim.run(async move {

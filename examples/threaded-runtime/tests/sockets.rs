@@ -7,3 +7,4 @@ use breakwater_example_threads::{block_on, Threads};
 
 breakwater_testkit::socket_transport_tests!(Arc::new(Threads::new()), |future| block_on(future));
 breakwater_testkit::socket_client_tests!(Arc::new(Threads::new()), |future| block_on(future));
+breakwater_testkit::socket_http_tests!(Arc::new(Threads::new()), |future| block_on(future));

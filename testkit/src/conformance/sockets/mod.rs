@@ -23,6 +23,8 @@
 //! ```
 
 pub mod client;
+pub mod http;
+pub mod peers;
 pub mod server;
 pub mod transport;
 
@@ -89,11 +91,47 @@ macro_rules! socket_client_tests {
     };
 }
 
+/// One `#[test]` per scenario of redirects, compressed bodies, cookies and
+/// multipart on real sockets: `$runtime` makes the runtime and `$block_on`
+/// runs a boxed future on it, once per test.
+#[macro_export]
+macro_rules! socket_http_tests {
+    ($runtime:expr, $block_on:expr) => {
+        $crate::__socket_each!(http; $runtime, $block_on;
+            redirect_across_servers_strips_credentials,
+            compressed_bodies_decode_on_one_connection,
+            decompression_bomb_is_stopped,
+            cookies_round_trip,
+            multipart_upload,
+        );
+    };
+}
+
+/// One ignored `#[test]` per scenario against third-party peers (httpbin,
+/// nginx) that `peers/start.sh` starts: run them with
+/// `cargo test ... -- --ignored` and `peers/.run/env` loaded.
+#[macro_export]
+macro_rules! socket_peer_tests {
+    ($runtime:expr, $block_on:expr) => {
+        $crate::__socket_each!(#[ignore = "needs peers: httpbin and nginx (peers/start.sh, run by .ci/run)"]
+            peers; $runtime, $block_on;
+            httpbin_redirect_chains,
+            httpbin_307_keeps_method_and_body,
+            httpbin_compressed_bodies,
+            httpbin_cookies_follow_the_redirect,
+            httpbin_multipart_files,
+            nginx_gzip_static_file,
+            nginx_308_to_another_port,
+        );
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __socket_each {
-    ($suite:ident; $runtime:expr, $block_on:expr; $($scenario:ident),* $(,)?) => {$(
+    (#[$attr:meta] $suite:ident; $runtime:expr, $block_on:expr; $($scenario:ident),* $(,)?) => {$(
         #[test]
+        #[$attr]
         fn $scenario() {
             let run: fn($crate::breakwater::runtime::BoxFuture<'static, ()>) = $block_on;
             run(::std::boxed::Box::pin(
@@ -101,4 +139,8 @@ macro_rules! __socket_each {
             ));
         }
     )*};
+    // No attribute of its own: `cfg(all())` is always true.
+    ($suite:ident; $runtime:expr, $block_on:expr; $($scenario:ident),* $(,)?) => {
+        $crate::__socket_each!(#[cfg(all())] $suite; $runtime, $block_on; $($scenario),*);
+    };
 }
