@@ -48,7 +48,8 @@ impl std::fmt::Debug for Decoder {
     }
 }
 
-/// How far one step of a codec went.
+/// How far one step of a codec went. Its output is appended to a buffer,
+/// within the buffer's capacity.
 struct Progress {
     consumed: usize,
     produced: usize,
@@ -117,9 +118,10 @@ impl Decoder {
     /// Decodes from the pending input: up to [`OUTPUT_PIECE`] bytes, or
     /// `None` when the pending input is used up without output.
     pub(crate) fn decode(&mut self) -> Result<Option<Bytes>, Error> {
-        let mut out = vec![0u8; OUTPUT_PIECE];
-        let mut filled = 0;
-        while filled < out.len() && !self.pending.is_empty() {
+        // Output goes into spare capacity: the inflaters write it without
+        // the buffer being zeroed first.
+        let mut out = Vec::with_capacity(OUTPUT_PIECE);
+        while out.len() < OUTPUT_PIECE && !self.pending.is_empty() {
             if self.finished {
                 if !self.codec.restarts(&self.pending) {
                     return Err(decode_error(
@@ -128,23 +130,21 @@ impl Decoder {
                 }
                 self.finished = false;
             }
-            let step = self.codec.step(&self.pending, &mut out[filled..])?;
+            let step = self.codec.step(&self.pending, &mut out)?;
             self.pending.advance(step.consumed);
-            filled += step.produced;
             self.finished = step.ended;
             if step.consumed == 0 && step.produced == 0 && !step.ended {
                 // The codec needs more input than this to go on.
                 break;
             }
         }
-        self.decoded += filled as u64;
+        self.decoded += out.len() as u64;
         self.limits
             .check(self.compressed, self.decoded)
             .map_err(|e| Error::new(ErrorKind::BodyLimit).with_message(e.to_string()))?;
-        if filled == 0 {
+        if out.is_empty() {
             return Ok(None);
         }
-        out.truncate(filled);
         Ok(Some(out.into()))
     }
 
@@ -159,7 +159,7 @@ impl Decoder {
                 "the compressed body ended in the middle of its coded stream".to_owned(),
             ));
         }
-        let mut out = vec![0u8; OUTPUT_PIECE];
+        let mut out = Vec::with_capacity(OUTPUT_PIECE);
         let step = self.codec.step(&[], &mut out)?;
         self.decoded += step.produced as u64;
         self.limits
@@ -167,7 +167,6 @@ impl Decoder {
             .map_err(|e| Error::new(ErrorKind::BodyLimit).with_message(e.to_string()))?;
         self.finished = step.ended;
         if step.produced > 0 {
-            out.truncate(step.produced);
             return Ok(Some(out.into()));
         }
         if !step.ended {
@@ -184,16 +183,16 @@ fn decode_error(message: String) -> Error {
 }
 
 impl Codec {
-    fn step(&mut self, input: &[u8], output: &mut [u8]) -> Result<Progress, Error> {
+    fn step(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<Progress, Error> {
         match self {
             #[cfg(feature = "gzip")]
             Codec::Gzip(codec) => codec.step(input, output),
             #[cfg(feature = "deflate")]
             Codec::Deflate(codec) => codec.step(input, output),
             #[cfg(feature = "brotli")]
-            Codec::Brotli(codec) => codec.step(input, output),
+            Codec::Brotli(codec) => into_spare(output, |out| codec.step(input, out)),
             #[cfg(feature = "zstd")]
-            Codec::Zstd(codec) => codec.step(input, output),
+            Codec::Zstd(codec) => into_spare(output, |out| codec.step(input, out)),
         }
     }
 
@@ -215,11 +214,26 @@ impl Codec {
     }
 }
 
+/// Runs a decoder that writes only into initialised memory on the buffer's
+/// spare capacity, zeroed for it.
+#[cfg(any(feature = "brotli", feature = "zstd"))]
+fn into_spare(
+    output: &mut Vec<u8>,
+    step: impl FnOnce(&mut [u8]) -> Result<Progress, Error>,
+) -> Result<Progress, Error> {
+    let start = output.len();
+    output.resize(output.capacity(), 0);
+    let result = step(&mut output[start..]);
+    let produced = result.as_ref().map_or(0, |p| p.produced);
+    output.truncate(start + produced);
+    result
+}
+
 #[cfg(any(feature = "gzip", feature = "deflate"))]
 fn inflate(
     inflater: &mut flate2::Decompress,
     input: &[u8],
-    output: &mut [u8],
+    output: &mut Vec<u8>,
 ) -> Result<Progress, Error> {
     let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
     let flush = if input.is_empty() {
@@ -228,7 +242,7 @@ fn inflate(
         flate2::FlushDecompress::None
     };
     let status = inflater
-        .decompress(input, output, flush)
+        .decompress_vec(input, output, flush)
         .map_err(|e| decode_error(format!("the compressed body is corrupt ({e})")))?;
     Ok(Progress {
         consumed: (inflater.total_in() - before_in) as usize,
@@ -271,7 +285,11 @@ mod gzip {
     }
 
     impl Gzip {
-        pub(super) fn step(&mut self, input: &[u8], output: &mut [u8]) -> Result<Progress, Error> {
+        pub(super) fn step(
+            &mut self,
+            input: &[u8],
+            output: &mut Vec<u8>,
+        ) -> Result<Progress, Error> {
             match &mut self.part {
                 Part::Header(seen) => {
                     if input.is_empty() {
@@ -304,8 +322,9 @@ mod gzip {
                     }
                 }
                 Part::Data => {
+                    let start = output.len();
                     let mut progress = inflate(&mut self.inflater, input, output)?;
-                    self.crc.update(&output[..progress.produced]);
+                    self.crc.update(&output[start..]);
                     if progress.ended {
                         self.part = Part::Trailer(Vec::with_capacity(8));
                         progress.ended = false;
@@ -350,7 +369,11 @@ mod deflate {
     }
 
     impl Deflate {
-        pub(super) fn step(&mut self, input: &[u8], output: &mut [u8]) -> Result<Progress, Error> {
+        pub(super) fn step(
+            &mut self,
+            input: &[u8],
+            output: &mut Vec<u8>,
+        ) -> Result<Progress, Error> {
             if let Some(inflater) = &mut self.inflater {
                 return inflate(inflater, input, output);
             }

@@ -338,6 +338,23 @@ impl Response {
         // A body of announced length is gathered in the read buffer first, so
         // it comes out as one piece, without a second copy to join pieces.
         self.body.gather_announced_length().await?;
+        if self.decoder.is_some() {
+            // Decoded pieces are joined once, at their total size: the coded
+            // length says nothing of the decoded one, so growing as they
+            // come would copy the body several times.
+            let mut pieces = Vec::new();
+            while let Some(piece) = self.chunk().await? {
+                pieces.push(piece);
+            }
+            if pieces.len() <= 1 {
+                return Ok(pieces.pop().unwrap_or_default());
+            }
+            let mut joined = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+            pieces
+                .iter()
+                .for_each(|piece| joined.extend_from_slice(piece));
+            return Ok(joined.freeze());
+        }
         let mut first = None;
         let mut joined = BytesMut::new();
         while let Some(piece) = self.chunk().await? {

@@ -103,17 +103,28 @@ impl Target {
                         http::Method::GET
                     };
                     let request = http::Request::builder()
+                        .header(http::header::ACCEPT_ENCODING, "gzip")
                         .method(method)
                         .uri(uri.clone())
                         .body(Full::new(if w.is_post() { payload } else { Bytes::new() }))
                         .map_err(|e| e.to_string())?;
                     let response = client.request(request).await.map_err(|e| e.to_string())?;
-                    let body = response
+                    let mut body = response
                         .into_body()
                         .collect()
                         .await
                         .map_err(|e| e.to_string())?
                         .to_bytes();
+                    if w == Workload::GzipSeq {
+                        // hyper-util decodes nothing itself: flate2, as its users would.
+                        let mut decoded = Vec::new();
+                        std::io::Read::read_to_end(
+                            &mut flate2::read::GzDecoder::new(&body[..]),
+                            &mut decoded,
+                        )
+                        .map_err(|e| e.to_string())?;
+                        body = Bytes::from(decoded);
+                    }
                     if w.is_json() {
                         let items: Vec<Item> =
                             serde_json::from_slice(&body).map_err(|e| e.to_string())?;

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use crate::workload::{big_body, list_body, SMALL_BODY};
+use crate::workload::{big_body, gzipped, json_mib, list_body, SMALL_BODY};
 
 static ACCEPTED: AtomicU64 = AtomicU64::new(0);
 
@@ -24,6 +24,8 @@ struct Bodies {
     small: Bytes,
     list: Bytes,
     big: Bytes,
+    /// [`json_mib`], gzipped once.
+    big_gz: Bytes,
 }
 
 fn bodies() -> &'static Bodies {
@@ -32,6 +34,7 @@ fn bodies() -> &'static Bodies {
         small: Bytes::from_static(SMALL_BODY),
         list: list_body(),
         big: big_body(),
+        big_gz: gzipped(&json_mib()),
     })
 }
 
@@ -98,6 +101,16 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         (&Method::GET, "/small") => reply(bodies.small.clone(), "application/json"),
         (&Method::GET, "/list") => reply(bodies.list.clone(), "application/json"),
         (&Method::GET, "/big") => reply(bodies.big.clone(), "application/octet-stream"),
+        // Every client here offers gzip (hyper-util's is given the header);
+        // the body is compressed once, as a static file's would be.
+        (&Method::GET, "/big.json.gz") => {
+            let mut response = reply(bodies.big_gz.clone(), "application/json");
+            response.headers_mut().insert(
+                header::CONTENT_ENCODING,
+                header::HeaderValue::from_static("gzip"),
+            );
+            response
+        }
         (&Method::POST, "/echo") => match req.into_body().collect().await {
             Ok(body) => reply(body.to_bytes(), "application/octet-stream"),
             Err(_) => status(StatusCode::BAD_REQUEST),

@@ -47,6 +47,42 @@ pub fn big_body() -> Bytes {
     )
 }
 
+/// About 1 MiB of JSON records, as a compressed API response would carry:
+/// text that gzip shrinks five to ten times, not a pattern it erases.
+/// Made once per process.
+pub fn json_mib() -> Bytes {
+    static BODY: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    BODY.get_or_init(make_json_mib).clone()
+}
+
+fn make_json_mib() -> Bytes {
+    let mut out = Vec::with_capacity(BIG_LEN + 256);
+    out.push(b'[');
+    let mut id = 0u64;
+    while out.len() < BIG_LEN - 200 {
+        if id > 0 {
+            out.push(b',');
+        }
+        let record = format!(
+            r#"{{"id":{id},"name":"User number {id}","email":"user{id}@example.com","score":{:.3},"token":"{:016x}"}}"#,
+            id as f64 * 1.37,
+            id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        );
+        out.extend_from_slice(record.as_bytes());
+        id += 1;
+    }
+    out.push(b']');
+    Bytes::from(out)
+}
+
+/// `body` compressed with gzip at the default level, as a server sends it.
+pub fn gzipped(body: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(body).expect("compress");
+    Bytes::from(encoder.finish().expect("compress"))
+}
+
 /// The 4 KiB POST body.
 pub fn echo_body() -> Bytes {
     Bytes::from(vec![b'x'; ECHO_LEN])
@@ -60,6 +96,7 @@ pub enum Workload {
     JsonSeq,
     JsonConc,
     BigSeq,
+    GzipSeq,
     EchoSeq,
 }
 
@@ -67,12 +104,13 @@ pub enum Workload {
 pub const CONCURRENCY: usize = 64;
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::SmallSeq,
         Workload::SmallConc,
         Workload::JsonSeq,
         Workload::JsonConc,
         Workload::BigSeq,
+        Workload::GzipSeq,
         Workload::EchoSeq,
     ];
 
@@ -83,6 +121,7 @@ impl Workload {
             Workload::JsonSeq => "json-seq",
             Workload::JsonConc => "json-c64",
             Workload::BigSeq => "1mib-seq",
+            Workload::GzipSeq => "gzip1mib-seq",
             Workload::EchoSeq => "echo4k-seq",
         }
     }
@@ -103,6 +142,7 @@ impl Workload {
             Workload::SmallSeq | Workload::SmallConc => "/small",
             Workload::JsonSeq | Workload::JsonConc => "/list",
             Workload::BigSeq => "/big",
+            Workload::GzipSeq => "/big.json.gz",
             Workload::EchoSeq => "/echo",
         }
     }
@@ -123,6 +163,7 @@ impl Workload {
             Workload::JsonSeq => 5_000,
             Workload::JsonConc => 20_000,
             Workload::BigSeq => 500,
+            Workload::GzipSeq => 300,
             Workload::EchoSeq => 10_000,
         };
         if quick {
@@ -137,7 +178,7 @@ impl Workload {
         let full = match self {
             Workload::SmallSeq | Workload::JsonSeq | Workload::EchoSeq => 1_000,
             Workload::SmallConc | Workload::JsonConc => CONCURRENCY * 20,
-            Workload::BigSeq => 20,
+            Workload::BigSeq | Workload::GzipSeq => 20,
         };
         if quick {
             (full / 5).max(self.concurrency() * 4)
@@ -151,6 +192,7 @@ impl Workload {
         match self {
             Workload::SmallSeq | Workload::SmallConc => Some(SMALL_BODY.len()),
             Workload::BigSeq => Some(BIG_LEN),
+            Workload::GzipSeq => Some(json_mib().len()),
             Workload::EchoSeq => Some(ECHO_LEN),
             Workload::JsonSeq | Workload::JsonConc => None,
         }
