@@ -110,6 +110,24 @@ impl Reply {
         Reply::new(status, "moved").header("location", location)
     }
 
+    /// The body compressed with gzip, and `Content-Encoding: gzip`, as a
+    /// server that compresses its answers sends it (whatever the request offered).
+    pub fn gzipped(mut self) -> Self {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for piece in &self.body {
+            // Writing into a Vec cannot fail.
+            let _ = encoder.write_all(piece);
+        }
+        self.body = vec![Bytes::from(encoder.finish().unwrap_or_default())];
+        self.header("content-encoding", "gzip")
+    }
+
+    /// Sets a cookie: adds a `Set-Cookie` header with this value.
+    pub fn set_cookie(self, cookie: &str) -> Self {
+        self.header("set-cookie", cookie)
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {

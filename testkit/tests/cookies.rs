@@ -24,7 +24,7 @@ fn a_session_cookie_goes_back_to_its_host_only_and_only_when_asked_for() {
     api.route(Method::POST, "/login").respond(
         Reply::new(204, "")
             .header("set-cookie", "session=s3cr3t; Path=/; HttpOnly; Secure")
-            .header("set-cookie", "theme=dark"),
+            .set_cookie("theme=dark"),
     );
     let me = api.route(Method::GET, "/me");
     let elsewhere = other.route(Method::GET, "/");
