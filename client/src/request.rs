@@ -372,7 +372,7 @@ impl RequestBuilder {
         let shown = crate::error::redacted_url(&request.url);
         let span = tracing::debug_span!("call", method = %request.method, url = %shown);
         tracing::Instrument::instrument(
-            driver::run_following(inner, request, overrides, self.redirects),
+            driver::run(inner, request, overrides, self.redirects),
             span,
         )
         .await

@@ -3,7 +3,7 @@
 //! The rule (follow or not, which method, which headers and body go on) is
 //! the core's [`redirect::decide`] and [`redirect::next_headers`]
 //! (docs/spec/redirect.md); this module does what it says. Each hop is a
-//! whole call through [`run`](super::run): the target origin's breaker,
+//! whole call of [`run`](super::run)'s loop: the target origin's breaker,
 //! pool, concurrency cap and retry policy apply to it, and it has its own
 //! timings. The first hop's deadline bounds every later one, so the chain
 //! as a whole keeps the call's total timeout.
@@ -16,173 +16,213 @@ use breakwater_core::policy::idempotency::Idempotence;
 use breakwater_core::redirect::{
     self, BodyKind, DeliverReason, Hop, RedirectDecision, RedirectError, RedirectPolicy,
 };
+use breakwater_core::{Instant, Origin};
 use bytes::Bytes;
 use http::header::LOCATION;
 use url::Url;
 
-use super::{run, CallOverrides, Prepared};
+use super::{CallOverrides, Prepared};
 use crate::error::{redacted_url, Error, ErrorKind, TimeoutPhase};
 use crate::response::{Redirect, Response};
 use crate::state::Inner;
 use crate::urls::{origin_of, without_userinfo};
 
-/// Runs a call and follows the redirects it is answered with, as the
-/// policy allows: the request's own, else the answering origin's.
-pub(crate) async fn run_following(
-    inner: Arc<Inner>,
-    mut request: Prepared,
-    mut overrides: CallOverrides,
-    policy: Option<RedirectPolicy>,
-) -> Result<Response, Error> {
-    // When the chain started: read at its first redirect, so that a call
-    // that is not redirected reads no clock for it.
-    let mut started = None;
-    let mut history: Vec<Redirect> = Vec::new();
-    // Whether the chain has left the first origin: its credentials (and the
-    // client's tokens) are then gone for good, even if the chain comes back.
-    let mut left_origin = false;
-    loop {
-        // What the next hop may need again; all of it is cheap to keep
-        // (shared maps and buffers), so the common call pays nothing.
-        let headers = request.headers.clone();
-        let body = request.body.clone();
-        let body_kind = match request.body_length {
-            BodyLength::None => BodyKind::None,
-            BodyLength::Streamed => BodyKind::OneShot,
-            BodyLength::Known(_) => BodyKind::Replayable,
-        };
-        let body_length = request.body_length;
-        let from = request.origin.clone();
-        let idempotence = overrides.idempotence;
-        let tokens = request.tokens;
-        let decompress = request.decompress;
-        let attempts = overrides.attempts;
-        let response = run(inner.clone(), request, overrides).await?;
-        if !response.status().is_redirection() || !response.headers().contains_key(LOCATION) {
-            return Ok(finish(&inner, response, history, started));
-        }
-        let started = *started
-            .get_or_insert_with(|| inner.runtime.now().saturating_sub(response.timings().total));
-        let policy =
-            policy.unwrap_or_else(|| inner.decide(|s| s.engine.config().redirects_for(&from)));
-        let to_url = match location(&response) {
-            Ok(url) => url,
-            Err(message) => {
-                return Err(chain_error(&history, &response, message));
-            }
-        };
-        let to = origin_of(&to_url).map_err(|e| chain_error(&history, &response, e.to_string()))?;
-        let hop = Hop {
-            status: response.status(),
-            method: response.method(),
-            body: body_kind,
-            from: &from,
-            to: &to,
-            hops_so_far: history.len() as u32,
-            visited_before: false,
-        };
-        let next = match redirect::decide(&hop, &policy) {
-            RedirectDecision::Follow(next) => next,
-            RedirectDecision::Deliver(reason) => {
-                let mut response = finish(&inner, response, history, Some(started));
-                if reason == DeliverReason::BodyNotReplayable {
-                    tracing::debug!(status = %response.status(), "redirect not followed: streamed body");
-                    response.set_note(format!(
-                        "this {} was not followed: the request's body was streamed, and a \
-                         streamed body cannot be sent again",
-                        response.status()
-                    ));
-                }
-                return Ok(response);
-            }
-            RedirectDecision::Fail(error) => {
-                return Err(chain_error(&history, &response, error.to_string()).with_source(error));
-            }
-        };
-        // The chain coming back to a request it made already is a loop.
-        let visited = history
-            .iter()
-            .map(|hop| (hop.method(), hop.url()))
-            .chain([(response.method(), response.url())])
-            .any(|(method, url)| *method == next.method && *url == to_url);
-        if visited {
-            let error = RedirectError::Loop;
-            return Err(chain_error(&history, &response, error.to_string()).with_source(error));
-        }
-        left_origin |= next.strip_credentials;
-        let key = next
-            .keep_idempotency_key
-            .then(|| response.call_key().cloned())
-            .flatten();
-        let deadline = response.call_deadline();
-        let total_for_target = inner.decide(|s| s.engine.config().total_timeout_for(&to));
-        tracing::debug!(
-            status = %response.status(),
-            to = %redacted_url(&to_url),
-            method = %next.method,
-            "following a redirect"
-        );
-        let status = response.status();
-        let (method, from_url, timings) = response.discard_for_redirect().await;
-        let keep_method = next.method == method;
-        history.push(Redirect::new(method, from_url, status, timings));
-        let now = inner.runtime.now();
-        let remaining = deadline.saturating_duration_since(now);
-        if remaining.is_zero() {
-            return Err(Error::new(ErrorKind::Timeout(TimeoutPhase::Total))
-                .with_deadline_exceeded()
-                .with_origin(to.clone())
-                .with_message(format!(
-                    "the deadline passed while following redirects: {}",
-                    describe_chain(&history, None)
-                )));
-        }
-        let (body, body_length) = if next.keep_body {
-            (body, body_length)
-        } else {
-            (Bytes::new(), BodyLength::None)
-        };
-        let sensitive = &inner.sensitive;
-        request = Prepared {
-            headers: Arc::new(redirect::next_headers(&headers, &next, sensitive)),
-            method: next.method,
-            url: to_url,
-            origin: to,
-            body,
-            stream: None,
-            body_replayable: true,
-            body_length,
-            tokens: tokens && !left_origin,
-            decompress,
-        };
-        overrides = CallOverrides {
-            body_replayable: true,
-            // A declaration about the method holds while the method does.
-            idempotence: if keep_method {
-                idempotence
-            } else {
-                Idempotence::ByMethod
-            },
-            key,
-            timeout: Some(remaining.min(total_for_target)),
-            attempts,
-        };
+/// What a chain of redirects has done so far.
+#[derive(Default)]
+pub(super) struct Chain {
+    /// When the chain started: read at its first redirect, so that a call
+    /// that is not redirected reads no clock for it.
+    started: Option<Instant>,
+    history: Vec<Redirect>,
+    /// Whether the chain has left the first origin: its credentials (and the
+    /// client's tokens) are then gone for good, even if the chain comes back.
+    left_origin: bool,
+}
+
+impl Chain {
+    /// Whether no redirect has been followed yet.
+    pub(super) fn is_empty(&self) -> bool {
+        self.started.is_none()
     }
+}
+
+/// Whether `response` is a redirect that could be followed.
+pub(super) fn is_redirect(response: &Response) -> bool {
+    response.status().is_redirection() && response.headers().contains_key(LOCATION)
+}
+
+/// What the next hop may need of the request a response answered: the
+/// parts [`Response`] does not keep.
+pub(super) struct Answered {
+    pub(super) headers: Arc<http::HeaderMap>,
+    pub(super) body: Bytes,
+    pub(super) body_length: BodyLength,
+    pub(super) origin: Origin,
+    pub(super) tokens: bool,
+    pub(super) decompress: bool,
+    pub(super) idempotence: Idempotence,
+    pub(super) attempts: Option<u32>,
+}
+
+/// Where a response leaves the call.
+// Deliver, the large variant, is the common one and is moved out at once:
+// boxing it would cost every call an allocation to save a redirect a copy.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Next {
+    /// The call ends with this response.
+    Deliver(Response),
+    /// The call goes on with this request.
+    Follow(Prepared, CallOverrides),
+}
+
+/// Whether `response` ends the call or is a redirect to follow, as the
+/// policy allows (the request's own, else the answering origin's); a
+/// followed redirect's response is let go before its next hop is made.
+pub(super) async fn next(
+    inner: &Inner,
+    chain: &mut Chain,
+    response: Response,
+    answered: Answered,
+    policy: Option<RedirectPolicy>,
+) -> Result<Next, Error> {
+    if !is_redirect(&response) {
+        return Ok(Next::Deliver(finish(inner, response, chain)));
+    }
+    let Answered {
+        headers,
+        body,
+        body_length,
+        origin: from,
+        tokens,
+        decompress,
+        idempotence,
+        attempts,
+    } = answered;
+    let body_kind = match body_length {
+        BodyLength::None => BodyKind::None,
+        BodyLength::Streamed => BodyKind::OneShot,
+        BodyLength::Known(_) => BodyKind::Replayable,
+    };
+    chain
+        .started
+        .get_or_insert_with(|| inner.runtime.now().saturating_sub(response.timings().total));
+    let policy = policy.unwrap_or_else(|| inner.decide(|s| s.engine.config().redirects_for(&from)));
+    let to_url = match location(&response) {
+        Ok(url) => url,
+        Err(message) => return Err(chain_error(&chain.history, &response, message)),
+    };
+    let to =
+        origin_of(&to_url).map_err(|e| chain_error(&chain.history, &response, e.to_string()))?;
+    let hop = Hop {
+        status: response.status(),
+        method: response.method(),
+        body: body_kind,
+        from: &from,
+        to: &to,
+        hops_so_far: chain.history.len() as u32,
+        visited_before: false,
+    };
+    let next = match redirect::decide(&hop, &policy) {
+        RedirectDecision::Follow(next) => next,
+        RedirectDecision::Deliver(reason) => {
+            let mut response = finish(inner, response, chain);
+            if reason == DeliverReason::BodyNotReplayable {
+                tracing::debug!(status = %response.status(), "redirect not followed: streamed body");
+                response.set_note(format!(
+                    "this {} was not followed: the request's body was streamed, and a \
+                     streamed body cannot be sent again",
+                    response.status()
+                ));
+            }
+            return Ok(Next::Deliver(response));
+        }
+        RedirectDecision::Fail(error) => {
+            return Err(
+                chain_error(&chain.history, &response, error.to_string()).with_source(error)
+            );
+        }
+    };
+    // The chain coming back to a request it made already is a loop.
+    let visited = chain
+        .history
+        .iter()
+        .map(|hop| (hop.method(), hop.url()))
+        .chain([(response.method(), response.url())])
+        .any(|(method, url)| *method == next.method && *url == to_url);
+    if visited {
+        let error = RedirectError::Loop;
+        return Err(chain_error(&chain.history, &response, error.to_string()).with_source(error));
+    }
+    chain.left_origin |= next.strip_credentials;
+    let key = next
+        .keep_idempotency_key
+        .then(|| response.call_key().cloned())
+        .flatten();
+    let deadline = response.call_deadline();
+    let total_for_target = inner.decide(|s| s.engine.config().total_timeout_for(&to));
+    tracing::debug!(
+        status = %response.status(),
+        to = %redacted_url(&to_url),
+        method = %next.method,
+        "following a redirect"
+    );
+    let status = response.status();
+    let (method, from_url, timings) = response.discard_for_redirect().await;
+    let keep_method = next.method == method;
+    chain
+        .history
+        .push(Redirect::new(method, from_url, status, timings));
+    let remaining = deadline.saturating_duration_since(inner.runtime.now());
+    if remaining.is_zero() {
+        return Err(Error::new(ErrorKind::Timeout(TimeoutPhase::Total))
+            .with_deadline_exceeded()
+            .with_origin(to.clone())
+            .with_request(&next.method, &to_url)
+            .with_message(format!(
+                "the deadline passed while following redirects: {}",
+                describe_chain(&chain.history, None)
+            )));
+    }
+    let (body, body_length) = if next.keep_body {
+        (body, body_length)
+    } else {
+        (Bytes::new(), BodyLength::None)
+    };
+    let request = Prepared {
+        headers: Arc::new(redirect::next_headers(&headers, &next, &inner.sensitive)),
+        method: next.method,
+        url: to_url,
+        origin: to,
+        body,
+        stream: None,
+        body_replayable: true,
+        body_length,
+        tokens: tokens && !chain.left_origin,
+        decompress,
+    };
+    let overrides = CallOverrides {
+        body_replayable: true,
+        // A declaration about the method holds while the method does.
+        idempotence: if keep_method {
+            idempotence
+        } else {
+            Idempotence::ByMethod
+        },
+        key,
+        timeout: Some(remaining.min(total_for_target)),
+        attempts,
+    };
+    Ok(Next::Follow(request, overrides))
 }
 
 /// The chain's last response, with its history, and its total time counted
 /// from the chain's start.
-fn finish(
-    inner: &Inner,
-    response: Response,
-    history: Vec<Redirect>,
-    started: Option<breakwater_core::Instant>,
-) -> Response {
-    match started {
+fn finish(inner: &Inner, response: Response, chain: &mut Chain) -> Response {
+    match chain.started {
         None => response,
         Some(started) => {
             let total = inner.runtime.now().saturating_duration_since(started);
-            response.with_history(history, total)
+            response.with_history(std::mem::take(&mut chain.history), total)
         }
     }
 }

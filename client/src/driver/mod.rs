@@ -14,8 +14,6 @@ mod exchange;
 mod follow;
 mod token;
 
-pub(crate) use follow::run_following;
-
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +22,7 @@ use breakwater_core::call::{CallSpec, Step};
 use breakwater_core::h1::{BodyLength, ResponseHead};
 use breakwater_core::policy::idempotency::{Idempotence, IdempotencyKey};
 use breakwater_core::pool::OriginId;
+use breakwater_core::redirect::RedirectPolicy;
 use breakwater_core::{Instant, Origin};
 use bytes::Bytes;
 use http::header::HeaderMap;
@@ -98,7 +97,9 @@ impl Progress {
     }
 }
 
-/// Runs one call to its response or its error: the loop of the core's manual.
+/// Runs one call to its response or its error: the loop of the core's
+/// manual, once per hop of a chain of redirects ([`follow`]), each hop a
+/// call of its own in the engine.
 ///
 /// The clock is read once after each await, and that reading serves every
 /// decision until the next one: a call reads it about five times.
@@ -106,15 +107,19 @@ pub(crate) async fn run(
     inner: Arc<Inner>,
     mut request: Prepared,
     overrides: CallOverrides,
+    redirects: Option<RedirectPolicy>,
 ) -> Result<Response, Error> {
     let runtime = inner.runtime.clone();
-    let started = runtime.now();
+    let mut started = runtime.now();
     let mut now = started;
     // Every error names the call (method, URL with query values redacted).
     let named =
         |error: Error, request: &Prepared| error.with_request(&request.method, &request.url);
+    // What a redirect's next hop keeps of the call's overrides.
+    let (mut idempotence, mut attempts) = (overrides.idempotence, overrides.attempts);
     let mut guard = start(&inner, &request, overrides, now).map_err(|e| named(e, &request))?;
     let mut progress = Progress::default();
+    let mut chain = follow::Chain::default();
     loop {
         match guard.poll_step(now) {
             Step::Wait { until } => {
@@ -158,15 +163,46 @@ pub(crate) async fn run(
                 };
                 progress.timings.total = now.saturating_duration_since(started);
                 let decode = inner.decompress.filter(|_| request.decompress);
-                return Ok(Response::new(
+                let response = Response::new(
                     guard,
                     head,
                     prefetched,
                     request.method,
                     request.url,
-                    progress.timings,
+                    std::mem::take(&mut progress.timings),
                     decode,
+                );
+                // Most responses end the call: returned as they are, with
+                // no redirect state built and the response moved once.
+                if chain.is_empty() && !follow::is_redirect(&response) {
+                    return Ok(response);
+                }
+                let answered = follow::Answered {
+                    headers: request.headers,
+                    body: request.body,
+                    body_length: request.body_length,
+                    origin: request.origin,
+                    tokens: request.tokens,
+                    decompress: request.decompress,
+                    idempotence,
+                    attempts,
+                };
+                // Boxed: the redirect's state stays out of every call's future.
+                let next = Box::pin(follow::next(
+                    &inner, &mut chain, response, answered, redirects,
                 ));
+                match next.await? {
+                    follow::Next::Deliver(response) => return Ok(response),
+                    follow::Next::Follow(next, overrides) => {
+                        (idempotence, attempts) = (overrides.idempotence, overrides.attempts);
+                        request = next;
+                        started = runtime.now();
+                        now = started;
+                        guard = start(&inner, &request, overrides, now)
+                            .map_err(|e| named(e, &request))?;
+                        progress = Progress::default();
+                    }
+                }
             }
             Step::Done => {
                 let error =
