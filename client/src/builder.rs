@@ -47,8 +47,9 @@ pub struct ClientBuilder {
     tls: Option<TlsOptions>,
     body_timeout: Option<Duration>,
     cookies: Option<Arc<CookieJar>>,
-    /// `None` when the caller turned decoding off.
-    decompress: Option<DecodeLimits>,
+    /// Whether bodies are decoded, and within which limits.
+    decompress: bool,
+    decode_limits: DecodeLimits,
     seed: Option<u64>,
     hooks: Hooks,
     /// The first invalid setting, reported by `build`.
@@ -79,7 +80,8 @@ impl Client {
             tls: None,
             body_timeout: None,
             cookies: None,
-            decompress: Some(DecodeLimits::default()),
+            decompress: true,
+            decode_limits: DecodeLimits::default(),
             seed: None,
             hooks: Hooks::default(),
             error: None,
@@ -245,7 +247,7 @@ impl ClientBuilder {
     /// request can turn decoding off for itself with
     /// [`RequestBuilder::decompress`](crate::RequestBuilder::decompress).
     pub fn decompress(mut self, on: bool) -> Self {
-        self.decompress = on.then(|| self.decompress.unwrap_or_default());
+        self.decompress = on;
         self
     }
 
@@ -268,9 +270,7 @@ impl ClientBuilder {
     /// [`ErrorKind::BodyLimit`] (default: 1000 times beyond its first MiB,
     /// no size limit).
     pub fn decode_limits(mut self, limits: DecodeLimits) -> Self {
-        if self.decompress.is_some() {
-            self.decompress = Some(limits);
-        }
+        self.decode_limits = limits;
         self
     }
 
@@ -373,7 +373,7 @@ impl ClientBuilder {
             }
             None => {}
         }
-        if self.decompress.is_some()
+        if self.decompress
             && !crate::decompress::SUPPORTED.is_empty()
             && !default_headers.contains_key(ACCEPT_ENCODING)
         {
@@ -437,7 +437,7 @@ impl ClientBuilder {
                 tls,
                 body_timeout,
                 cookies: self.cookies,
-                decompress: self.decompress,
+                decompress: self.decompress.then_some(self.decode_limits),
                 hooks: self.hooks,
                 counters: Counters::default(),
             }),

@@ -77,7 +77,34 @@ impl CookieJar {
         if !domain_is_plausible(&cookie, url) {
             return false;
         }
-        self.lock().insert_raw(&cookie.into_owned(), url).is_ok()
+        let Ok(cookie) = cookie_store::Cookie::try_from_raw_cookie(&cookie.into_owned(), url)
+        else {
+            return false;
+        };
+        let mut store = self.lock();
+        let replaces = store.iter_any().any(|c| {
+            c.name() == cookie.name() && c.domain == cookie.domain && c.path == cookie.path
+        });
+        if !replaces {
+            // RFC 6265 §6.1's floor is what the jar also keeps at most: a
+            // server cannot grow the Cookie header of every later request
+            // (until its origin answers 431) nor the jar without bound.
+            if store
+                .iter_any()
+                .filter(|c| c.domain == cookie.domain)
+                .count()
+                >= MAX_PER_DOMAIN
+            {
+                return false;
+            }
+            if store.iter_any().count() >= MAX_COOKIES {
+                drop_expired(&mut store);
+                if store.iter_any().count() >= MAX_COOKIES {
+                    return false;
+                }
+            }
+        }
+        store.insert(cookie.into_owned(), url).is_ok()
     }
 
     /// Stores every `Set-Cookie` of a response from `url`.
@@ -134,6 +161,29 @@ impl CookieJar {
     /// Forgets every cookie.
     pub fn clear(&self) {
         self.lock().clear();
+    }
+}
+
+/// The most cookies the jar keeps for one domain.
+const MAX_PER_DOMAIN: usize = 50;
+/// The most cookies the jar keeps in all.
+const MAX_COOKIES: usize = 3000;
+
+/// Removes the cookies that have expired, which the store otherwise keeps.
+fn drop_expired(store: &mut CookieStore) {
+    let expired: Vec<(String, String, String)> = store
+        .iter_any()
+        .filter(|c| c.is_expired())
+        .map(|c| {
+            (
+                String::from(&c.domain),
+                String::from(&c.path),
+                c.name().to_owned(),
+            )
+        })
+        .collect();
+    for (domain, path, name) in expired {
+        store.remove(&domain, &path, &name);
     }
 }
 

@@ -33,10 +33,19 @@ pub(crate) struct Decoder {
     limits: DecodeLimits,
     /// Compressed bytes read but not yet consumed.
     pending: Bytes,
+    /// Compressed bytes the codec has consumed: the limits credit only
+    /// these, so that a bomb read whole is checked as it expands, not
+    /// granted its whole allowance when it arrives.
     compressed: u64,
     decoded: u64,
     /// The coded stream reached its end.
     finished: bool,
+    /// The last step filled its output: the codec may hold more, even with
+    /// no input pending.
+    output_may_remain: bool,
+    /// An output buffer kept for the next step when its last piece was
+    /// copied out rather than handed over.
+    spare: Vec<u8>,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -93,17 +102,19 @@ impl Decoder {
             compressed: 0,
             decoded: 0,
             finished: false,
+            output_may_remain: false,
+            spare: Vec::new(),
         })
     }
 
-    /// Whether compressed input is waiting to be decoded.
+    /// Whether decoding can go on without more input: input is pending, or
+    /// the codec may still hold output.
     pub(crate) fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.output_may_remain
     }
 
     /// Takes the next piece of the coded body.
     pub(crate) fn push(&mut self, piece: Bytes) {
-        self.compressed += piece.len() as u64;
         if self.pending.is_empty() {
             self.pending = piece;
         } else {
@@ -120,8 +131,14 @@ impl Decoder {
     pub(crate) fn decode(&mut self) -> Result<Option<Bytes>, Error> {
         // Output goes into spare capacity: the inflaters write it without
         // the buffer being zeroed first.
-        let mut out = Vec::with_capacity(OUTPUT_PIECE);
-        while out.len() < OUTPUT_PIECE && !self.pending.is_empty() {
+        let mut out = std::mem::take(&mut self.spare);
+        out.reserve_exact(OUTPUT_PIECE);
+        let flushing = self.output_may_remain;
+        self.output_may_remain = false;
+        while out.len() < OUTPUT_PIECE && (!self.pending.is_empty() || flushing) {
+            if self.finished && self.pending.is_empty() {
+                break;
+            }
             if self.finished {
                 if !self.codec.restarts(&self.pending) {
                     return Err(decode_error(
@@ -132,20 +149,37 @@ impl Decoder {
             }
             let step = self.codec.step(&self.pending, &mut out)?;
             self.pending.advance(step.consumed);
+            self.compressed += step.consumed as u64;
             self.finished = step.ended;
             if step.consumed == 0 && step.produced == 0 && !step.ended {
                 // The codec needs more input than this to go on.
                 break;
             }
         }
+        self.output_may_remain = !self.finished && out.len() >= OUTPUT_PIECE;
         self.decoded += out.len() as u64;
         self.limits
             .check(self.compressed, self.decoded)
             .map_err(|e| Error::new(ErrorKind::BodyLimit).with_message(e.to_string()))?;
+        Ok(self.hand_out(out))
+    }
+
+    /// A decoded piece as `Bytes`. A piece that fills less than half its
+    /// buffer is copied out and the buffer kept: handed over, it would pin
+    /// the whole buffer for a few bytes, and a body sent in tiny coded
+    /// pieces would hold many times its size.
+    fn hand_out(&mut self, mut out: Vec<u8>) -> Option<Bytes> {
         if out.is_empty() {
-            return Ok(None);
+            self.spare = out;
+            return None;
         }
-        Ok(Some(out.into()))
+        if out.len() * 2 >= out.capacity() {
+            return Some(out.into());
+        }
+        let piece = Bytes::copy_from_slice(&out);
+        out.clear();
+        self.spare = out;
+        Some(piece)
     }
 
     /// The coded body's end on the wire: whatever the codec still holds
@@ -159,7 +193,14 @@ impl Decoder {
                 "the compressed body ended in the middle of its coded stream".to_owned(),
             ));
         }
-        let mut out = Vec::with_capacity(OUTPUT_PIECE);
+        if self.compressed == 0 {
+            // No coded byte at all: an empty body, as a server sends for an
+            // empty representation whatever its Content-Encoding says.
+            self.finished = true;
+            return Ok(None);
+        }
+        let mut out = std::mem::take(&mut self.spare);
+        out.reserve_exact(OUTPUT_PIECE);
         let step = self.codec.step(&[], &mut out)?;
         self.decoded += step.produced as u64;
         self.limits
@@ -167,7 +208,7 @@ impl Decoder {
             .map_err(|e| Error::new(ErrorKind::BodyLimit).with_message(e.to_string()))?;
         self.finished = step.ended;
         if step.produced > 0 {
-            return Ok(Some(out.into()));
+            return Ok(self.hand_out(out));
         }
         if !step.ended {
             return Err(decode_error(
@@ -203,7 +244,7 @@ impl Codec {
         match self {
             #[cfg(feature = "gzip")]
             Codec::Gzip(codec) => {
-                **codec = gzip::Gzip::default();
+                codec.next_member();
                 true
             }
             #[cfg(feature = "zstd")]
@@ -285,6 +326,14 @@ mod gzip {
     }
 
     impl Gzip {
+        /// Readies the codec for another member, reusing its inflater:
+        /// a body of many tiny members costs no allocation per member.
+        pub(super) fn next_member(&mut self) {
+            self.part = Part::Header(Vec::new());
+            self.inflater.reset(false);
+            self.crc.reset();
+        }
+
         pub(super) fn step(
             &mut self,
             input: &[u8],
@@ -299,11 +348,24 @@ mod gzip {
                             ended: false,
                         });
                     }
+                    // Measured in place when the header came in one piece,
+                    // as it nearly always does; gathered only when it is split.
+                    if seen.is_empty() {
+                        if let Some(len) =
+                            gzip_header_len(input).map_err(|e| decode_error(e.to_string()))?
+                        {
+                            self.part = Part::Data;
+                            return Ok(Progress {
+                                consumed: len,
+                                produced: 0,
+                                ended: false,
+                            });
+                        }
+                    }
                     let before = seen.len();
-                    // A header is short: take what may belong to it and measure.
-                    let take = input
-                        .len()
-                        .min(breakwater_core::content::MAX_GZIP_HEADER + 1);
+                    let room =
+                        (breakwater_core::content::MAX_GZIP_HEADER + 1).saturating_sub(before);
+                    let take = input.len().min(room.max(1));
                     seen.extend_from_slice(&input[..take]);
                     match gzip_header_len(seen).map_err(|e| decode_error(e.to_string()))? {
                         Some(len) => {
@@ -595,12 +657,95 @@ mod tests {
             cut in any::<prop::sample::Index>(),
         ) {
             for coded in [gzip(&data), zlib(&data)] {
-                let cut = cut.index(coded.len());
+                // Cut anywhere but before the first byte: no byte at all is an empty body.
+                let cut = 1 + cut.index(coded.len() - 1);
                 let coding = if coded[0] == 0x1f { ContentCoding::Gzip } else { ContentCoding::Deflate };
                 let result = decode_in_pieces(coding, &coded[..cut], &[7]);
                 prop_assert!(result.is_err(), "cut at {} of {} decoded as {:?} bytes", cut, coded.len(), result.map(|d| d.len()));
             }
         }
+    }
+
+    #[test]
+    fn all_output_comes_out_before_the_body_ends() {
+        // Output that exactly fills a piece as the input runs out must not
+        // wait for more input: a stream's last record would stall.
+        let data: Vec<u8> = (0..3 * OUTPUT_PIECE as u32 + 77)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for coded in [gzip(&data), zlib(&data)] {
+            let coding = if coded[0] == 0x1f {
+                ContentCoding::Gzip
+            } else {
+                ContentCoding::Deflate
+            };
+            let mut decoder =
+                Decoder::new(BodyCoding::Coded(coding), DecodeLimits::default()).unwrap();
+            decoder.push(Bytes::from(coded));
+            let mut out = Vec::new();
+            while decoder.has_pending() {
+                if let Some(piece) = decoder.decode().unwrap() {
+                    out.extend_from_slice(&piece);
+                }
+            }
+            assert_eq!(out.len(), data.len(), "{coding:?}");
+            assert!(decoder.finish().unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn a_bomb_that_arrived_whole_is_checked_as_it_expands() {
+        // 256 MiB of zeros in about 250 KiB, pushed as one piece (as a body
+        // gathered before reading arrives): crediting the whole piece at once
+        // would allow 250 MB of output.
+        let mib = vec![0u8; 1 << 20];
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&mib).unwrap();
+        encoder.flush().unwrap();
+        let primed = encoder.get_ref().len();
+        encoder.write_all(&mib).unwrap();
+        encoder.flush().unwrap();
+        let segment = encoder.get_ref()[primed..].to_vec();
+        let mut bomb = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255];
+        bomb.extend_from_slice(&encoder.get_ref()[..primed]);
+        for _ in 1..256 {
+            bomb.extend_from_slice(&segment);
+        }
+        let mut decoder = Decoder::new(
+            BodyCoding::Coded(ContentCoding::Gzip),
+            DecodeLimits::default(),
+        )
+        .unwrap();
+        decoder.push(Bytes::from(bomb));
+        let mut decoded = 0usize;
+        let error = loop {
+            match decoder.decode() {
+                Ok(Some(piece)) => decoded += piece.len(),
+                Ok(None) => panic!("the bomb decoded whole: {decoded} bytes"),
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error.kind(), ErrorKind::BodyLimit);
+        assert!(decoded < 128 << 20, "{decoded}");
+    }
+
+    #[test]
+    fn an_empty_coded_body_is_an_empty_body() {
+        for coding in [ContentCoding::Gzip, ContentCoding::Deflate] {
+            let mut decoder =
+                Decoder::new(BodyCoding::Coded(coding), DecodeLimits::default()).unwrap();
+            assert!(decoder.finish().unwrap().is_none(), "{coding:?}");
+        }
+    }
+
+    #[test]
+    fn many_tiny_members_decode() {
+        let member = gzip(b"");
+        let mut body = member.repeat(20_000);
+        body.extend_from_slice(&gzip(b"end"));
+        let decoded = decode_in_pieces(ContentCoding::Gzip, &body, &[body.len()]).unwrap();
+        assert_eq!(decoded, b"end");
     }
 
     #[cfg(feature = "brotli")]

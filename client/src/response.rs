@@ -46,12 +46,22 @@ pub struct Timings {
 }
 
 /// A redirect the call followed on its way to the response.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Redirect {
     method: Method,
     url: Url,
     status: StatusCode,
     timings: Timings,
+}
+
+impl std::fmt::Debug for Redirect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redirect")
+            .field("method", &self.method)
+            .field("url", &crate::error::redacted_url(&self.url))
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Redirect {
@@ -134,6 +144,8 @@ struct BodyReader {
     trailers: Option<HeaderMap>,
     received: u64,
     expected: Option<u64>,
+    /// A deadline no read may pass, besides the body timeout.
+    read_deadline: Option<Instant>,
     /// The read buffer was grown to hold the whole body: it is given back
     /// when the body ends, so that an idle connection does not keep it.
     grown_for_body: bool,
@@ -158,6 +170,7 @@ impl Response {
             trailers: None,
             received: 0,
             expected: head.body_length,
+            read_deadline: None,
             grown_for_body: false,
         };
         if let Some(end) = prefetched.end {
@@ -169,8 +182,10 @@ impl Response {
         }
         let mut headers = head.headers;
         // A body the response has not (a HEAD's, a 204's) is not decoded.
+        // Nor is a range of a coded representation, which only the whole
+        // decodes: it is delivered as it came, for a download to resume.
         let decoder = decode
-            .filter(|_| head.body_length != Some(0))
+            .filter(|_| head.body_length != Some(0) && head.status != StatusCode::PARTIAL_CONTENT)
             .and_then(|limits| Decoder::new(body_coding(&headers, SUPPORTED), limits))
             .map(Box::new);
         if decoder.is_some() {
@@ -223,6 +238,8 @@ impl Response {
     /// to the pool; anything longer is dropped with the connection.
     pub(crate) async fn discard_for_redirect(mut self) -> (Method, Url, Timings) {
         const READ_AT_MOST: u64 = 64 * 1024;
+        // No read may outlast the chain's deadline.
+        self.body.read_deadline = Some(self.call_deadline);
         if self.body.expected.is_some_and(|n| n <= READ_AT_MOST) {
             while let Ok(Some(_)) = self.body.next_chunk().await {}
         }
@@ -406,11 +423,13 @@ impl Response {
         if !self.status.is_redirection() {
             return None;
         }
+        // Only a redirect with somewhere to go; and only its path, since a
+        // query may carry a signature or a code.
         let location = self
             .headers
             .get(http::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("nowhere");
+            .and_then(|v| v.to_str().ok())?;
+        let location = location.split(['?', '#']).next().unwrap_or_default();
         Some(match &self.note {
             Some(note) => format!("the response is a redirect to {location}; {note}"),
             None => format!(
@@ -636,7 +655,10 @@ impl BodyReader {
                     );
                 }
                 Ok(None) => {
-                    let deadline = runtime.now() + body_timeout;
+                    let mut deadline = runtime.now() + body_timeout;
+                    if let Some(cap) = self.read_deadline {
+                        deadline = deadline.min(cap);
+                    }
                     match conn.fill_by(&runtime, deadline).await {
                         Some(Ok(())) => {}
                         Some(Err(e)) => {

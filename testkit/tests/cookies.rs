@@ -195,3 +195,39 @@ fn a_jar_is_shared_only_on_purpose_and_a_callers_cookie_wins() {
     );
     assert_eq!(jar.len(), 1);
 }
+
+#[test]
+fn a_server_cannot_grow_the_jar_without_bound() {
+    let mut sim = Sim::new(5);
+    let api = sim.mock("https://api.test");
+    let mut flood = Reply::new(200, "");
+    for i in 0..80 {
+        flood = flood.set_cookie(&format!("c{i}=v; Path=/"));
+    }
+    api.route(Method::GET, "/flood").respond(flood);
+    let me = api.route(Method::GET, "/me");
+    let client = keeping(&sim, "https://api.test/");
+    sim.run(async move {
+        client.get("flood").send().await.unwrap();
+        client.get("me").send().await.unwrap();
+    });
+    let sent = me.requests()[0].header("cookie").unwrap().to_owned();
+    assert_eq!(
+        sent.split("; ").count(),
+        50,
+        "at most 50 cookies per domain"
+    );
+}
+
+#[test]
+fn a_redirect_back_to_the_same_url_after_a_cookie_is_not_a_loop() {
+    let mut sim = Sim::new(6);
+    let api = sim.mock("https://api.test");
+    api.route(Method::GET, "/consent").respond_seq([
+        Reply::redirect(302, "/consent").set_cookie("consent=yes"),
+        Reply::json("{}"),
+    ]);
+    let with_jar = keeping(&sim, "https://api.test/");
+    let status = sim.run(async move { with_jar.get("consent").send().await.unwrap().status() });
+    assert_eq!(status, 200);
+}

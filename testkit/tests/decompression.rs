@@ -342,3 +342,43 @@ fn a_decompression_bomb_ends_with_the_typed_error_in_bounded_memory() {
         "{capped_error}"
     );
 }
+
+#[test]
+fn empty_coded_bodies_and_ranges_are_delivered_as_they_are() {
+    let mut sim = Sim::new(7);
+    let api = sim.mock("https://api.test");
+    api.route(Method::GET, "/empty").respond(
+        Reply::new(200, "")
+            .header("content-encoding", "gzip")
+            .chunks(vec![]),
+    );
+    let part = gzip(b"a resumable download")[..10].to_vec();
+    api.route(Method::GET, "/range").respond(
+        Reply::new(206, part.clone())
+            .header("content-encoding", "gzip")
+            .header("content-range", "bytes 0-9/40"),
+    );
+    let client = client(&sim);
+    let (empty, range) = sim.run(async move {
+        (
+            client
+                .get("empty")
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+            client
+                .get("range")
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+    });
+    assert!(empty.is_empty());
+    assert_eq!(range, Bytes::from(part));
+}

@@ -344,3 +344,25 @@ fn each_hop_is_a_call_with_its_own_timings_and_the_total_spans_the_chain() {
     assert!(first_hop_total < Duration::from_millis(500));
     assert!(total >= Duration::from_millis(800), "{total:?}");
 }
+
+#[test]
+fn a_key_set_as_a_plain_header_follows_the_keys_rule() {
+    let mut sim = Sim::new(11);
+    let api = sim.mock("https://api.test");
+    api.route(Method::POST, "/pay")
+        .respond(Reply::redirect(303, "/receipt"));
+    let receipt = api
+        .route(Method::GET, "/receipt")
+        .respond(Reply::json("{}"));
+    let client = client(&sim, "https://api.test/");
+    sim.run(async move {
+        client
+            .post("pay")
+            .header("idempotency-key", "pay-1")
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+    });
+    assert_eq!(receipt.requests()[0].header("idempotency-key"), None);
+}

@@ -25,7 +25,7 @@ use super::{CallOverrides, Prepared};
 use crate::error::{redacted_url, Error, ErrorKind, TimeoutPhase};
 use crate::response::{Redirect, Response};
 use crate::state::Inner;
-use crate::urls::{origin_of, without_userinfo};
+use crate::urls::{origin_of, without_userinfo, MAX_URL_LEN};
 
 /// What a chain of redirects has done so far.
 #[derive(Default)]
@@ -111,8 +111,16 @@ pub(super) async fn next(
         Ok(url) => url,
         Err(message) => return Err(chain_error(&chain.history, &response, message)),
     };
-    let to =
-        origin_of(&to_url).map_err(|e| chain_error(&chain.history, &response, e.to_string()))?;
+    let to = origin_of(&to_url).map_err(|_| {
+        chain_error(
+            &chain.history,
+            &response,
+            format!(
+                "the redirect points to {}, which names no origin",
+                redacted_url(&to_url)
+            ),
+        )
+    })?;
     let hop = Hop {
         status: response.status(),
         method: response.method(),
@@ -142,13 +150,18 @@ pub(super) async fn next(
             );
         }
     };
-    // The chain coming back to a request it made already is a loop.
-    let visited = chain
-        .history
-        .iter()
-        .map(|hop| (hop.method(), hop.url()))
-        .chain([(response.method(), response.url())])
-        .any(|(method, url)| *method == next.method && *url == to_url);
+    // The chain coming back to a request it made already is a loop, unless
+    // the response set a cookie the jar keeps: then the same request is
+    // not the same (a login or consent step), and the hop limit bounds it.
+    let sets_cookie =
+        inner.cookies.is_some() && response.headers().contains_key(http::header::SET_COOKIE);
+    let visited = !sets_cookie
+        && chain
+            .history
+            .iter()
+            .map(|hop| (hop.method(), hop.url()))
+            .chain([(response.method(), response.url())])
+            .any(|(method, url)| *method == next.method && *url == to_url);
     if visited {
         let error = RedirectError::Loop;
         return Err(chain_error(&chain.history, &response, error.to_string()).with_source(error));
@@ -188,8 +201,14 @@ pub(super) async fn next(
     } else {
         (Bytes::new(), BodyLength::None)
     };
+    let mut next_headers = redirect::next_headers(&headers, &next, &inner.sensitive);
+    if !next.keep_idempotency_key {
+        // A key the caller set as a plain header follows the key's rule too.
+        let name = inner.decide(|s| s.engine.config().idempotency.header().clone());
+        next_headers.remove(name);
+    }
     let request = Prepared {
-        headers: Arc::new(redirect::next_headers(&headers, &next, &inner.sensitive)),
+        headers: Arc::new(next_headers),
         method: next.method,
         url: to_url,
         origin: to,
@@ -232,8 +251,14 @@ fn location(response: &Response) -> Result<Url, String> {
     let value = response
         .headers()
         .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| "the redirect's Location is not text".to_owned())?;
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .ok_or_else(|| "the redirect's Location is not UTF-8 text".to_owned())?;
+    if value.len() > MAX_URL_LEN {
+        return Err(format!(
+            "the redirect's Location is {} bytes long (the limit is {MAX_URL_LEN})",
+            value.len()
+        ));
+    }
     let mut url = response
         .url()
         .join(value.trim())
