@@ -80,10 +80,13 @@ fn gzip_and_deflate_bodies_are_decoded_and_their_headers_adjusted() {
         );
         assert_eq!(body, Bytes::from(data.clone()), "{path}");
     }
-    assert_eq!(
-        gz.requests()[0].header("accept-encoding"),
-        Some("gzip, deflate")
-    );
+    // gzip and deflate are always offered; br and zstd when their features
+    // are on (a workspace build turns br on for the adapters' tests).
+    let offer = gz.requests()[0]
+        .header("accept-encoding")
+        .unwrap()
+        .to_owned();
+    assert!(offer.ends_with("gzip, deflate"), "{offer}");
 }
 
 #[test]
@@ -221,7 +224,10 @@ fn decoding_can_be_turned_off_per_client_and_per_request() {
     assert_eq!(per_client, Bytes::from(coded));
     assert_eq!(header.as_deref(), Some("gzip"));
     let sent = route.requests();
-    assert_eq!(sent[0].header("accept-encoding"), Some("gzip, deflate"));
+    assert!(sent[0]
+        .header("accept-encoding")
+        .unwrap()
+        .ends_with("gzip, deflate"));
     assert_eq!(
         sent[1].header("accept-encoding"),
         None,
