@@ -101,6 +101,8 @@ fn expected_table() -> Vec<Row> {
         row(19, AttemptOutcome::BodyReadFailed, plain(), Processed, Failure, never(NoRetryReason::ResponseDelivered), None),
         row(20, AttemptOutcome::Cancelled, plain(), MaybeProcessed, Ignore, never(NoRetryReason::Cancelled), None),
         row(21, AttemptOutcome::MalformedResponse, plain(), MaybeProcessed, Failure, never(NoRetryReason::MalformedResponse), None),
+        row(22, AttemptOutcome::ConnectFailed(ConnectFailure::ProxyUnreachable), plain(), NotSent, Ignore, R::AnyMethod, None),
+        row(23, AttemptOutcome::ConnectFailed(ConnectFailure::ProxyRefused), plain(), NotSent, Ignore, never(NoRetryReason::ProxyRefused), None),
     ]
 }
 
@@ -119,10 +121,10 @@ fn every_row_of_the_table() {
         let want = (r.number, r.evidence, r.breaker, r.retry, r.latency);
         assert_eq!(got, want, "outcome {:?} in {:?}", r.outcome, r.ctx);
     }
-    // Every one of the 21 rows is exercised.
+    // Every one of the 23 rows is exercised.
     let mut seen: Vec<u8> = table.iter().map(|r| r.number).collect();
     seen.dedup();
-    assert_eq!(seen, (1..=21).collect::<Vec<u8>>());
+    assert_eq!(seen, (1..=23).collect::<Vec<u8>>());
 }
 
 #[test]

@@ -278,6 +278,10 @@ impl fmt::Display for CallErrorKind {
                 }
                 ConnectFailure::Timeout => "connect failed: the connect timeout expired",
                 ConnectFailure::TlsHandshake => "connect failed: the TLS handshake failed",
+                ConnectFailure::ProxyUnreachable => {
+                    "connect failed: the proxy could not be reached"
+                }
+                ConnectFailure::ProxyRefused => "connect failed: the proxy refused the connection",
             }),
             CallErrorKind::Timeout(TimeoutPhase::Connect) => {
                 f.write_str("timed out opening the connection")

@@ -144,6 +144,12 @@ pub enum ConnectFailure {
     Timeout,
     /// The TLS handshake failed for a reason other than certificate verification.
     TlsHandshake,
+    /// The proxy could not be reached or broke off its handshake: the origin
+    /// was never asked (rule `proxy-unreachable`).
+    ProxyUnreachable,
+    /// The proxy answered, and would not open the way: it wants other
+    /// credentials, or its rules refuse the origin (rule `proxy-refused`).
+    ProxyRefused,
 }
 
 /// Which local limit refused an attempt (rule `local-exhaustion`).
@@ -223,10 +229,15 @@ pub enum OutcomeRow {
     Cancelled,
     /// `malformed-response` (21): response bytes that are not a valid HTTP response.
     MalformedResponse,
+    /// The proxy could not be reached, or broke off before the origin was
+    /// asked (rule `proxy-unreachable`).
+    ProxyUnreachable,
+    /// The proxy refused to open the way to the origin (rule `proxy-refused`).
+    ProxyRefused,
 }
 
 impl OutcomeRow {
-    /// The rule's position (1–21) in the outcome table of docs/spec/outcomes.md, for compact
+    /// The rule's position (1–23) in the outcome table of docs/spec/outcomes.md, for compact
     /// records; prose names rules by their kebab-case name, not by number.
     pub const fn number(self) -> u8 {
         match self {
@@ -251,6 +262,8 @@ impl OutcomeRow {
             OutcomeRow::BodyReadFailed => 19,
             OutcomeRow::Cancelled => 20,
             OutcomeRow::MalformedResponse => 21,
+            OutcomeRow::ProxyUnreachable => 22,
+            OutcomeRow::ProxyRefused => 23,
         }
     }
 }
@@ -315,6 +328,9 @@ pub enum NoRetryReason {
     /// request again multiplies traffic to a broken server and cannot help
     /// (rule `malformed-response`).
     MalformedResponse,
+    /// The proxy refused the way to the origin: sending again through it
+    /// gets the same answer (rule `proxy-refused`).
+    ProxyRefused,
 }
 
 /// The single record every later rule reads (docs/spec/outcomes.md).
@@ -591,12 +607,18 @@ pub fn table(
         OutcomeRow::BodyReadFailed => (Processed, Failure, R::Never(NoRetryReason::ResponseDelivered), false),
         OutcomeRow::Cancelled => (MaybeProcessed, Ignore, R::Never(NoRetryReason::Cancelled), false),
         OutcomeRow::MalformedResponse => (MaybeProcessed, Failure, R::Never(NoRetryReason::MalformedResponse), false),
+        OutcomeRow::ProxyUnreachable => (NotSent, Ignore, R::AnyMethod, false),
+        OutcomeRow::ProxyRefused => (NotSent, Ignore, R::Never(NoRetryReason::ProxyRefused), false),
     }
 }
 
 /// Which rule an outcome falls under, and its status if it is a response.
 pub fn row_of(outcome: &AttemptOutcome, ctx: &ClassifyContext) -> (OutcomeRow, Option<StatusCode>) {
     let row = match *outcome {
+        AttemptOutcome::ConnectFailed(ConnectFailure::ProxyUnreachable) => {
+            OutcomeRow::ProxyUnreachable
+        }
+        AttemptOutcome::ConnectFailed(ConnectFailure::ProxyRefused) => OutcomeRow::ProxyRefused,
         AttemptOutcome::ConnectFailed(_) => OutcomeRow::ConnectFailure,
         AttemptOutcome::CertificateInvalid => OutcomeRow::CertificateFailure,
         AttemptOutcome::LocalExhaustion(_) => OutcomeRow::LocalExhaustion,

@@ -444,6 +444,7 @@ impl std::fmt::Display for GiveUpReason {
                 NoRetryReason::ResponseDelivered => "the response was already delivered",
                 NoRetryReason::Cancelled => "the call was cancelled",
                 NoRetryReason::MalformedResponse => "the server's response was not valid HTTP",
+                NoRetryReason::ProxyRefused => "the proxy refused the way to the origin",
             },
             GiveUpReason::UnsafeToResend => {
                 "the request may have reached the server and is neither idempotent nor keyed"

@@ -28,6 +28,9 @@
 use core::net::IpAddr;
 use std::fmt;
 
+pub mod socks5;
+pub mod tunnel;
+
 use crate::policy::auth::Secret;
 use crate::Scheme;
 
