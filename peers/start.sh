@@ -7,7 +7,15 @@
 #     port B: /landing -> {"landed":true},
 #     port C: TLS (own throwaway CA + leaf for 127.0.0.1/localhost), same as A;
 #   - peers/echo_wsgi.py under the same gunicorn (as .ci/run serves it today),
-#     so BREAKWATER_PEER_GUNICORN is in the env file too.
+#     so BREAKWATER_PEER_GUNICORN is in the env file too;
+#   - tinyproxy (Debian's tinyproxy-bin), two instances in the foreground with
+#     configs in peers/.run/tinyproxy: an open HTTP proxy and one that wants
+#     Basic auth (bw-user); CONNECT is allowed to any port;
+#   - dante (Debian's dante-server), two danted instances in the foreground
+#     with configs in peers/.run/dante: SOCKS5 without auth, and SOCKS5 with
+#     RFC 1929 user/password, checked by dante against the system password
+#     database (so, as root, this script creates the system user bw-socks
+#     once, if it does not exist). Both only relay 127.0.0.0/8 -> 127.0.0.0/8.
 # Writes peers/.run/env (KEY=VALUE lines) and peers/.run/pids ("name pid"
 # lines, read by peers/stop.sh). Waits for each peer with bounded retries.
 #
@@ -44,18 +52,60 @@ apt_install() {
 }
 
 # ---------------------------------------------------------------- install
+# A program on PATH, or at the path Debian installs it to (sbin may be off a
+# non-root PATH); prints nothing if neither.
+find_bin() { # name debian-path
+  command -v "$1" 2>/dev/null || { [ -x "$2" ] && printf '%s\n' "$2"; } || true
+}
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-nginx_bin=$(command -v nginx 2>/dev/null || true)
-[ -n "$nginx_bin" ] || { [ -x /usr/sbin/nginx ] && nginx_bin=/usr/sbin/nginx; } || true
+nginx_bin=$(find_bin nginx /usr/sbin/nginx)
 [ -n "$nginx_bin" ] || missing+=(nginx)
+# tinyproxy-bin is the binary alone: the "tinyproxy" package adds an init
+# script and unit that start a system tinyproxy (all interfaces, port 8888)
+# wherever no policy-rc.d forbids it, plus logrotate and adduser.
+tinyproxy_bin=$(find_bin tinyproxy /usr/bin/tinyproxy)
+[ -n "$tinyproxy_bin" ] || missing+=(tinyproxy-bin)
+# dante-server's own service does not start: its /etc/danted.conf has no
+# internal/external address (its postinst says so and carries on).
+danted_bin=$(find_bin danted /usr/sbin/danted)
+[ -n "$danted_bin" ] || missing+=(dante-server)
 command -v "$python" >/dev/null 2>&1 || { python=python3; missing+=(python3 python3-venv); }
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
 [ -n "$nginx_bin" ] || nginx_bin=/usr/sbin/nginx
 [ -x "$nginx_bin" ] || die "nginx not found after install"
+[ -n "$tinyproxy_bin" ] || tinyproxy_bin=/usr/bin/tinyproxy
+[ -x "$tinyproxy_bin" ] || die "tinyproxy not found after install"
+[ -n "$danted_bin" ] || danted_bin=/usr/sbin/danted
+[ -x "$danted_bin" ] || die "danted not found after install"
+
+# The proxies' test credentials. Both passwords use only RFC 3986 unreserved
+# characters, so the URLs in the env file carry them as they are (a test of
+# percent-decoding can write e.g. "%2E" for "."). tinyproxy's BasicAuth takes
+# only [-A-Za-z0-9._] in the user and password.
+http_proxy_user=bw-user
+http_proxy_pass=bw-Pass.w0rd_42
+socks_user=bw-socks
+socks_pass=bw-Socks.pass_42
+# dante's "username" method checks the password with getpwnam/getspnam and
+# crypt, i.e. against /etc/passwd and /etc/shadow: it needs a system user
+# (no home, no login shell) and root to read the shadow file. The user is made
+# once and left in place; an existing one is never changed.
+socks_auth=
+if [ "$(id -u)" -eq 0 ]; then
+  socks_auth=1
+  if ! getent passwd "$socks_user" >/dev/null; then
+    log "creating system user $socks_user (no home, no login shell) for dante's username method"
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+      --no-user-group --gid nogroup --comment "Breakwater peers SOCKS5 test user" "$socks_user"
+    printf '%s:%s\n' "$socks_user" "$socks_pass" | chpasswd
+  fi
+else
+  log "warning: not root: dante with user/password auth is not started (BREAKWATER_SOCKS5_AUTH is left out)"
+fi
 
 # The venv is (re)built when it is missing or the pinned requirements changed.
 reqs_sum=$(sha256sum "$reqs" | cut -d' ' -f1)
@@ -75,13 +125,14 @@ fi
 
 # ---------------------------------------------------------------- run dir
 rm -rf "$run"
-mkdir -p "$run/nginx/www" "$run/nginx/tmp" "$run/nginx/tls"
+mkdir -p "$run/nginx/www" "$run/nginx/tmp" "$run/nginx/tls" "$run/tinyproxy" "$run/dante"
 : >"$run/pids"
 
-# Five distinct free ports, chosen while all five sockets are held open.
-read -r port_httpbin port_a port_b port_tls port_echo < <("$venv/bin/python" - <<'EOF'
+# Nine distinct free ports, chosen while all nine sockets are held open.
+read -r port_httpbin port_a port_b port_tls port_echo \
+  port_tp_open port_tp_auth port_socks_open port_socks_auth < <("$venv/bin/python" - <<'EOF'
 import socket
-socks = [socket.socket() for _ in range(5)]
+socks = [socket.socket() for _ in range(9)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -191,6 +242,97 @@ EOF
 # -e: the compiled-in error log (/var/log/nginx) is never opened.
 "$nginx_bin" -t -q -p "$ngx/" -e "$ngx/error.log" -c "$ngx/nginx.conf"
 
+# ---------------------------------------------------------------- tinyproxy config
+# One file per instance; "tinyproxy -d" stays in the foreground and logs to the
+# LogFile. No ConnectPort line at all: then CONNECT may go to any port (the
+# packaged config lists 443 and 563; "ConnectPort 0" would disable CONNECT).
+# As root, "User <self>" keeps it as root, as nginx's workers are, and avoids
+# its warning; it never listens anywhere but 127.0.0.1.
+tp="$run/tinyproxy"
+tinyproxy_conf() { # name port [extra lines...]
+  local name=$1 port=$2
+  shift 2
+  {
+    printf '# Generated by peers/start.sh; nothing here touches /etc/tinyproxy.\n'
+    [ "$(id -u)" -eq 0 ] && printf 'User %s\n' "$(id -un)"
+    cat <<EOF
+Port $port
+Listen 127.0.0.1
+Allow 127.0.0.0/8
+Timeout 120
+MaxClients 100
+PidFile "$tp/$name.pid"
+LogFile "$tp/$name.log"
+# Info is the most verbose level of a release build: per request the client's
+# connect, the request line, the upstream connection and its close. Headers
+# and the authenticated user are never logged.
+LogLevel Info
+# No Via and no X-Tinyproxy added to forwarded requests.
+DisableViaHeader Yes
+XTinyproxy No
+EOF
+    printf '%s\n' "$@"
+  } >"$tp/$name.conf"
+}
+tinyproxy_conf open "$port_tp_open"
+tinyproxy_conf auth "$port_tp_auth" \
+  "# Requests without Proxy-Authorization get 407; with wrong credentials, 401." \
+  "BasicAuth $http_proxy_user $http_proxy_pass"
+
+# ---------------------------------------------------------------- dante config
+# One file per instance; danted without -D stays in the foreground. A mother
+# process forks its negotiate/request/io children; SIGTERM to the mother ends
+# them all. It accepts on 127.0.0.1 only and connects out from 127.0.0.1 only,
+# and only to 127.0.0.0/8: a hostname (socks5h) is resolved by dante itself
+# and then checked against that rule, so "localhost" works.
+dd="$run/dante"
+dante_conf() { # name port socksmethod [socks-rule lines...]
+  local name=$1 port=$2 method=$3
+  shift 3
+  {
+    cat <<EOF
+# Generated by peers/start.sh; nothing here touches /etc/danted.conf.
+logoutput: $dd/$name.log
+internal: 127.0.0.1 port = $port
+external: 127.0.0.1
+clientmethod: none
+socksmethod: $method
+EOF
+    # The privileged id verifies passwords (reads /etc/shadow); the rest of
+    # the time dante runs as the unprivileged one.
+    [ "$(id -u)" -eq 0 ] && printf '%s\n' "user.privileged: root" "user.unprivileged: nobody"
+    cat <<EOF
+timeout.negotiate: 30
+client pass {
+    from: 127.0.0.0/8 to: 127.0.0.0/8
+    log: error
+}
+client block {
+    from: 0.0.0.0/0 to: 0.0.0.0/0
+    log: connect error
+}
+socks pass {
+    from: 127.0.0.0/8 to: 127.0.0.0/8
+    command: connect
+EOF
+    printf '    %s\n' "$@"
+    cat <<EOF
+    log: connect disconnect error
+}
+socks block {
+    from: 0.0.0.0/0 to: 0.0.0.0/0
+    log: connect error
+}
+EOF
+  } >"$dd/$name.conf"
+  "$danted_bin" -V -f "$dd/$name.conf" >>"$dd/$name.stderr.log" 2>&1 ||
+    { cat "$dd/$name.stderr.log" >&2; die "danted rejects $dd/$name.conf"; }
+}
+dante_conf open "$port_socks_open" none "socksmethod: none"
+if [ -n "$socks_auth" ]; then
+  dante_conf auth "$port_socks_auth" username "socksmethod: username" "user: $socks_user"
+fi
+
 # ---------------------------------------------------------------- start
 "$nginx_bin" -p "$ngx/" -e "$ngx/error.log" -c "$ngx/nginx.conf" \
   </dev/null >>"$ngx/stdout.log" 2>&1 &
@@ -210,14 +352,39 @@ printf 'httpbin %s\n' "$httpbin_pid" >>"$run/pids"
 echo_pid=$!
 printf 'echo %s\n' "$echo_pid" >>"$run/pids"
 
-# Bounded wait: at most 150 tries x (0.1 s sleep + <=1 s request).
+"$tinyproxy_bin" -d -c "$tp/open.conf" </dev/null >>"$tp/open.stderr.log" 2>&1 &
+tp_open_pid=$!
+printf 'tinyproxy-open %s\n' "$tp_open_pid" >>"$run/pids"
+"$tinyproxy_bin" -d -c "$tp/auth.conf" </dev/null >>"$tp/auth.stderr.log" 2>&1 &
+tp_auth_pid=$!
+printf 'tinyproxy-auth %s\n' "$tp_auth_pid" >>"$run/pids"
+
+"$danted_bin" -f "$dd/open.conf" -p "$dd/open.pid" </dev/null >>"$dd/open.stderr.log" 2>&1 &
+socks_open_pid=$!
+printf 'dante-open %s\n' "$socks_open_pid" >>"$run/pids"
+socks_auth_pid=
+if [ -n "$socks_auth" ]; then
+  "$danted_bin" -f "$dd/auth.conf" -p "$dd/auth.pid" </dev/null >>"$dd/auth.stderr.log" 2>&1 &
+  socks_auth_pid=$!
+  printf 'dante-auth %s\n' "$socks_auth_pid" >>"$run/pids"
+fi
+
+# Bounded wait: at most 150 tries x (0.1 s sleep + <=1 s request). With
+# auth_log set (for the call), a line in it saying a password was refused ends
+# the wait at once.
 wait_for() { # name pid url [curl args...]
   local name=$1 pid=$2 url=$3
   shift 3
   for _ in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || { log "$name (pid $pid) exited; its log:"; tail -n 30 "$run"/*.log "$ngx"/*.log >&2 || true; "$here/stop.sh" || true; exit 1; }
+    kill -0 "$pid" 2>/dev/null || { log "$name (pid $pid) exited; its log:"; tail -n 30 "$run"/*.log "$ngx"/*.log "$tp"/*.log "$dd"/*.log >&2 || true; "$here/stop.sh" || true; exit 1; }
     if curl -fsS -o /dev/null --max-time 1 "$@" "$url" 2>/dev/null; then
       return 0
+    fi
+    if [ -n "${auth_log:-}" ] && grep -q 'password authentication failed' "$auth_log" 2>/dev/null; then
+      log "$name refused the password of $socks_user: the system user existed before with another password;"
+      log "set it with: echo '$socks_user:$socks_pass' | chpasswd  (or remove the user and rerun)"
+      "$here/stop.sh" || true
+      exit 1
     fi
     sleep 0.1
   done
@@ -230,9 +397,23 @@ wait_for nginx-other "$nginx_pid" "http://127.0.0.1:$port_b/landing"
 wait_for nginx-tls "$nginx_pid" "https://127.0.0.1:$port_tls/index.txt" --cacert "$tls/ca.pem"
 wait_for httpbin "$httpbin_pid" "http://127.0.0.1:$port_httpbin/get"
 wait_for echo "$echo_pid" "http://127.0.0.1:$port_echo/"
+# The proxies are ready when a request through them reaches nginx's port B.
+http_proxy_open=http://127.0.0.1:$port_tp_open
+http_proxy_auth=http://$http_proxy_user:$http_proxy_pass@127.0.0.1:$port_tp_auth
+socks_open=socks5://127.0.0.1:$port_socks_open
+socks_auth_url=socks5://$socks_user:$socks_pass@127.0.0.1:$port_socks_auth
+landing="http://127.0.0.1:$port_b/landing"
+wait_for tinyproxy-open "$tp_open_pid" "$landing" --proxy "$http_proxy_open"
+wait_for tinyproxy-auth "$tp_auth_pid" "$landing" --proxy "$http_proxy_auth"
+wait_for dante-open "$socks_open_pid" "$landing" --proxy "$socks_open"
+if [ -n "$socks_auth" ]; then
+  auth_log="$dd/auth.log" wait_for dante-auth "$socks_auth_pid" "$landing" --proxy "$socks_auth_url"
+fi
 
 httpbin_version=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("httpbin"))')
 nginx_version=$("$nginx_bin" -v 2>&1 | sed 's|.*/||')
+tinyproxy_version=$("$tinyproxy_bin" -v | awk '{print $2}')
+dante_version=$("$danted_bin" -v | sed -n 's/^Dante v\([0-9][0-9.]*[0-9]\).*/\1/p')
 cat >"$run/env" <<EOF
 BREAKWATER_HTTPBIN=http://127.0.0.1:$port_httpbin
 BREAKWATER_HTTPBIN_VERSION=$httpbin_version
@@ -245,6 +426,14 @@ BREAKWATER_NGINX_BIG_LEN=$big_len
 BREAKWATER_NGINX_BIG_SHA256=$big_sha
 BREAKWATER_NGINX_VERSION=$nginx_version
 BREAKWATER_PEER_GUNICORN=http://127.0.0.1:$port_echo
+BREAKWATER_HTTP_PROXY=$http_proxy_open
+BREAKWATER_HTTP_PROXY_AUTH=$http_proxy_auth
+BREAKWATER_HTTP_PROXY_LOG=$tp/auth.log
+BREAKWATER_TINYPROXY_VERSION=$tinyproxy_version
+BREAKWATER_SOCKS5=$socks_open
 EOF
-log "httpbin $httpbin_version (pid $httpbin_pid), nginx $nginx_version (pid $nginx_pid), echo (pid $echo_pid) are up; env in $run/env:"
+[ -z "$socks_auth" ] || printf 'BREAKWATER_SOCKS5_AUTH=%s\n' "$socks_auth_url" >>"$run/env"
+printf 'BREAKWATER_DANTE_VERSION=%s\n' "$dante_version" >>"$run/env"
+log "httpbin $httpbin_version (pid $httpbin_pid), nginx $nginx_version (pid $nginx_pid), echo (pid $echo_pid),"
+log "tinyproxy $tinyproxy_version (pids $tp_open_pid, $tp_auth_pid), dante $dante_version (pids $socks_open_pid${socks_auth_pid:+, $socks_auth_pid}) are up; env in $run/env:"
 cat "$run/env"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Stops the peers that peers/start.sh recorded in peers/.run/pids, by those
-# PIDs only (never by name). Each master gets SIGTERM (nginx and gunicorn then
-# stop their own workers); one still alive after ~5 s gets SIGKILL, and so do
-# the children it had when we asked it to stop. A recorded PID that no longer
-# runs the recorded program (exited, or reused) is left alone. Logs in
-# peers/.run stay for a look afterwards; pids and env are removed.
+# PIDs only (never by name). Each master gets SIGTERM (nginx, gunicorn and
+# danted then stop their own workers; tinyproxy is one process with threads);
+# one still alive after ~5 s gets SIGKILL, and so do the children it had when
+# we asked it to stop. A recorded PID that no longer runs the recorded program
+# (exited, or reused) is left alone. Logs in peers/.run stay for a look
+# afterwards; pids and env are removed.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +23,7 @@ fi
 # Is PID running (a zombie, exited but not yet reaped by its parent, is not)?
 alive() { # pid
   local stat state
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
   read -r state _ <<<"${stat##*) }"
   [ "$state" != Z ]
 }
@@ -35,15 +36,18 @@ ours() { # name pid
   case $want in
     nginx) [[ $cmd == *nginx* ]] ;;
     httpbin | echo) [[ $cmd == *gunicorn* ]] ;;
+    tinyproxy-*) [[ $cmd == *tinyproxy* ]] ;;
+    dante-*) [[ $cmd == *danted* ]] ;;
     *) return 1 ;;
   esac
 }
 
-# Children of PID, read from /proc (no name matching).
+# Children of PID, read from /proc (no name matching). With `read`, not a
+# `cat` per process: danted alone runs ~20 processes per instance.
 children() { # pid
   local parent=$1 f stat ppid
   for f in /proc/[0-9]*/stat; do
-    stat=$(cat "$f" 2>/dev/null) || continue
+    read -r stat 2>/dev/null <"$f" || continue
     # After the command in parentheses (which may hold spaces): state, ppid, ...
     read -r _ ppid _ <<<"${stat##*) }"
     if [ "$ppid" = "$parent" ]; then

@@ -58,7 +58,7 @@
 //! let port = listener.local_addr().unwrap().port();
 //!
 //! let runtime = SmolRuntime::new();
-//! let target = ConnectTarget { origin: Origin::new(Scheme::Http, "127.0.0.1", port), tls: None };
+//! let target = ConnectTarget::new(Origin::new(Scheme::Http, "127.0.0.1", port), None);
 //! let transport = futures_lite::future::block_on(runtime.connect(target)).unwrap();
 //! assert_eq!(transport.info().peer_addr, Some(listener.local_addr().unwrap()));
 //! ```
@@ -206,6 +206,14 @@ impl Dialer for Sockets {
         futures_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
+    }
+
+    async fn write_all(&self, tcp: &mut ReplyAwareTcp, bytes: &[u8]) -> io::Result<()> {
+        breakwater::runtime::write_all_to(tcp, bytes).await
+    }
+
+    async fn read(&self, tcp: &mut ReplyAwareTcp, buf: &mut [u8]) -> io::Result<usize> {
+        breakwater::runtime::read_from(tcp, buf).await
     }
 
     fn plain(tcp: ReplyAwareTcp, info: TransportInfo) -> BoxTransport {

@@ -32,7 +32,7 @@
 //!
 //! let runtime = TokioRuntime::new();
 //! let started = runtime.now();
-//! let target = ConnectTarget { origin: Origin::new(Scheme::Http, "127.0.0.1", port), tls: None };
+//! let target = ConnectTarget::new(Origin::new(Scheme::Http, "127.0.0.1", port), None);
 //! let transport = runtime.connect(target).await?;
 //! assert_eq!(transport.info().peer_addr, Some(listener.local_addr()?));
 //! assert!(runtime.now() >= started);
@@ -177,6 +177,14 @@ impl Dialer for Sockets {
         tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
+    }
+
+    async fn write_all(&self, tcp: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+        tokio::io::AsyncWriteExt::write_all(tcp, bytes).await
+    }
+
+    async fn read(&self, tcp: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        tokio::io::AsyncReadExt::read(tcp, buf).await
     }
 
     fn plain(tcp: TcpStream, info: TransportInfo) -> BoxTransport {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use breakwater_core::call::{Engine, EngineConfig, OriginProfile};
 use breakwater_core::content::{accept_encoding, DecodeLimits};
+use breakwater_core::proxy::{NoProxy, ProxyEnv, ProxySettings, ProxyUrl};
 use breakwater_core::redirect::RedirectPolicy;
 use breakwater_core::Origin;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -47,6 +48,8 @@ pub struct ClientBuilder {
     tls: Option<TlsOptions>,
     body_timeout: Option<Duration>,
     cookies: Option<Arc<CookieJar>>,
+    /// `None` until the caller chooses: then the environment's, read in `build`.
+    proxies: Option<ProxySettings>,
     /// Whether bodies are decoded, and within which limits.
     decompress: bool,
     decode_limits: DecodeLimits,
@@ -80,6 +83,7 @@ impl Client {
             tls: None,
             body_timeout: None,
             cookies: None,
+            proxies: None,
             decompress: true,
             decode_limits: DecodeLimits::default(),
             seed: None,
@@ -251,6 +255,31 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends every request through the proxy at `url` (`http://`,
+    /// `socks5://` or `socks5h://`, credentials in its user information),
+    /// instead of what the environment says, except for the hosts
+    /// `no_proxy` lists (the `NO_PROXY` syntax, docs/spec/proxy.md; `""`
+    /// for none). A URL that does not parse fails [`build`](Self::build).
+    pub fn proxy(mut self, url: &str, no_proxy: &str) -> Self {
+        match ProxyUrl::parse(url) {
+            Ok(proxy) => self.proxies = Some(ProxySettings::all(proxy, NoProxy::parse(no_proxy))),
+            Err(reason) => {
+                self.error.get_or_insert(
+                    Error::new(ErrorKind::Builder)
+                        .with_message(format!("the proxy given to `proxy`: {reason}")),
+                );
+            }
+        }
+        self
+    }
+
+    /// Reaches every origin directly, whatever the environment's proxy
+    /// variables say.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxies = Some(ProxySettings::none());
+        self
+    }
+
     /// Keeps cookies in a jar of this client's own (off by default): each
     /// response's `Set-Cookie` is stored and sent back by RFC 6265's rules
     /// (docs/spec/cookies.md). [`Client::cookie_jar`] reaches it.
@@ -399,6 +428,20 @@ impl ClientBuilder {
             })
         };
         let (base_headers, foreign_headers) = (planned(true)?, planned(false)?);
+        // The proxy variables are read once, here, through the runtime (a
+        // simulation answers from its own environment): curl's rules.
+        let proxies = match self.proxies {
+            Some(settings) => settings,
+            None => {
+                let runtime = &self.runtime;
+                let env = ProxyEnv::from_lookup(|name| runtime.env_var(name));
+                ProxySettings::from_env(&env).map_err(|e| {
+                    Error::new(ErrorKind::Builder)
+                        .with_message(e.to_string())
+                        .with_source(e)
+                })?
+            }
+        };
         let seed = self.seed.unwrap_or_else(|| self.runtime.random_seed());
         let body_timeout = self.body_timeout.unwrap_or(self.engine.attempt_timeout);
         let engine = Engine::new(self.engine, fastrand::Rng::with_seed(seed))
@@ -437,6 +480,7 @@ impl ClientBuilder {
                 tls,
                 body_timeout,
                 cookies: self.cookies,
+                proxies,
                 decompress: self.decompress.then_some(self.decode_limits),
                 hooks: self.hooks,
                 counters: Counters::default(),

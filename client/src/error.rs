@@ -81,6 +81,10 @@ pub enum ErrorKind {
     /// `http`, or a `Location` that is not an http(s) URL. The message names
     /// the chain.
     Redirect,
+    /// A proxy could not be reached, or refused the way to the origin (407
+    /// for credentials, a refusal by its rules); the message names the
+    /// proxy. It says nothing of the origin, whose breaker ignores it.
+    Proxy,
     /// The client was closed.
     Closed,
 }
@@ -304,6 +308,7 @@ impl fmt::Display for Error {
             ErrorKind::BodyLimit => "the response body went over its decode limit",
             ErrorKind::Auth => "could not obtain credentials",
             ErrorKind::Redirect => "could not follow the redirect",
+            ErrorKind::Proxy => "could not go through the proxy",
             ErrorKind::Closed => "client is closed",
         };
         f.write_str(what)?;

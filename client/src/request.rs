@@ -349,6 +349,7 @@ impl RequestBuilder {
             (None, true) => BodyLength::Known(self.body.len() as u64),
             (None, false) => BodyLength::None,
         };
+        let proxy_form = inner.http_proxy_form(&origin);
         let request = Prepared {
             method: self.method,
             url,
@@ -360,6 +361,7 @@ impl RequestBuilder {
             body_length,
             tokens,
             decompress: self.decompress,
+            proxy_form,
         };
         let overrides = CallOverrides {
             body_replayable: request.body_replayable,

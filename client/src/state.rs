@@ -36,8 +36,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use breakwater_core::call::{CallId, Engine, EngineEvent};
+use breakwater_core::proxy::{ProxyKind, ProxyUrl, Route};
 use breakwater_core::{Instant, Origin};
-use http::header::HeaderMap;
+use http::header::{HeaderMap, HeaderValue};
 use http::Method;
 use url::Url;
 
@@ -67,12 +68,24 @@ pub(crate) struct Inner {
     pub(crate) tls_options: TlsOptions,
     pub(crate) tls: OnceLock<Result<TlsConfig, crate::tls::TlsError>>,
     pub(crate) body_timeout: Duration,
+    /// Which requests go through which proxy, read once at `build`.
+    pub(crate) proxies: breakwater_core::proxy::ProxySettings,
     /// The cookie jar, when the client keeps cookies.
     pub(crate) cookies: Option<Arc<crate::cookies::CookieJar>>,
     /// The bounds of decoded bodies; `None` when the client decodes none.
     pub(crate) decompress: Option<breakwater_core::content::DecodeLimits>,
     pub(crate) hooks: Hooks,
     pub(crate) counters: Counters,
+}
+
+/// How a plain `http` request is written for an HTTP proxy between it and
+/// its origin: its target in absolute form, with the proxy's credentials.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HttpProxyForm {
+    /// The request target names the origin (`http://host:port/path`).
+    pub(crate) absolute: bool,
+    /// `Proxy-Authorization` for the proxy, never for the origin.
+    pub(crate) authorization: Option<HeaderValue>,
 }
 
 /// Running totals for [`Client::stats`].
@@ -214,6 +227,47 @@ impl Inner {
     /// The TLS configuration for https origins. `ClientBuilder::build` made
     /// it if the caller gave settings or the base URL is https; otherwise the
     /// defaults are built here, on the first https call.
+    /// The proxy a connection to `origin` goes through, if any.
+    pub(crate) fn proxy_for(&self, origin: &Origin) -> Option<ProxyUrl> {
+        if self.proxies.is_none() {
+            return None;
+        }
+        match self
+            .proxies
+            .route(origin.scheme(), origin.host(), origin.port())
+        {
+            Route::Direct => None,
+            Route::Proxy(proxy) => Some(proxy.clone()),
+        }
+    }
+
+    /// For a plain `http` request through an HTTP proxy: the proxy's
+    /// `Proxy-Authorization` value (if it has credentials), and the fact
+    /// that the request names its origin in absolute form.
+    pub(crate) fn http_proxy_form(&self, origin: &Origin) -> HttpProxyForm {
+        if origin.scheme() != breakwater_core::Scheme::Http || self.proxies.is_none() {
+            return HttpProxyForm::default();
+        }
+        let Some(proxy) = self
+            .proxy_for(origin)
+            .filter(|p| p.kind() == ProxyKind::Http)
+        else {
+            return HttpProxyForm::default();
+        };
+        let authorization = proxy.credentials().and_then(|(user, password)| {
+            let mut value = HeaderValue::from_str(
+                &breakwater_core::proxy::tunnel::basic_credentials(user, password),
+            )
+            .ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
+        HttpProxyForm {
+            absolute: true,
+            authorization,
+        }
+    }
+
     pub(crate) fn tls(&self) -> Result<TlsConfig, Error> {
         self.tls
             .get_or_init(|| self.tls_options.build())

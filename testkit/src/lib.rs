@@ -145,6 +145,9 @@ pub struct SimRuntime {
     trace: Trace,
     client_choices: Mutex<Choices>,
     connects: AtomicUsize,
+    /// The simulation's own environment variables: a simulated client never
+    /// reads the machine's (a developer's `HTTPS_PROXY` must not change a run).
+    env: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for SimRuntime {
@@ -218,6 +221,7 @@ impl Sim {
             trace: trace.clone(),
             client_choices: Mutex::new(client_choices),
             connects: AtomicUsize::new(0),
+            env: Mutex::default(),
         });
         Sim {
             entropy,
@@ -437,6 +441,10 @@ fn parse_origin(origin: &str) -> Origin {
 }
 
 impl Runtime for SimRuntime {
+    fn env_var(&self, name: &str) -> Option<String> {
+        self.env.lock().unwrap().get(name).cloned()
+    }
+
     fn connect(
         &self,
         target: ConnectTarget,

@@ -69,9 +69,12 @@ async fn dial(
         },
         breakwater_core::Scheme::Http => None,
     };
-    let target = ConnectTarget {
-        origin: origin.clone(),
-        tls,
+    let proxy = inner.proxy_for(origin);
+    let target = ConnectTarget::new(origin.clone(), tls).via(proxy.clone());
+    // A failure of the proxy's is named by it (its password never shown).
+    let through = |error: Error| match &proxy {
+        Some(proxy) => error.with_message(format!("through the proxy {proxy:?}")),
+        None => error,
     };
     match with_deadline(runtime, deadline, runtime.connect(target)).await {
         Some(Ok(io)) => Ok(io),
@@ -83,6 +86,10 @@ async fn dial(
                     ErrorKind::Timeout(TimeoutPhase::Connect),
                 ),
                 ConnectErrorKind::TlsHandshake => (ConnectFailure::TlsHandshake, ErrorKind::Tls),
+                ConnectErrorKind::ProxyUnreachable => {
+                    (ConnectFailure::ProxyUnreachable, ErrorKind::Proxy)
+                }
+                ConnectErrorKind::ProxyRefused => (ConnectFailure::ProxyRefused, ErrorKind::Proxy),
                 ConnectErrorKind::Certificate(_) => {
                     return Err((
                         call::ConnectError::CertificateInvalid,
@@ -93,7 +100,7 @@ async fn dial(
             };
             Err((
                 call::ConnectError::Failed(core),
-                Error::new(kind).with_source(err),
+                through(Error::new(kind).with_source(err)),
             ))
         }
         None => Err((

@@ -12,7 +12,9 @@ use breakwater_core::call::{self, AttemptPlan};
 use breakwater_core::h1::{encode_request_head_with, BodyLength, RequestContext};
 use breakwater_core::policy::outcome::AttemptOutcome;
 use breakwater_core::Instant;
-use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION,
+};
 
 /// A placeholder for the unused places of an attempt's override list.
 static NO_VALUE: HeaderValue = HeaderValue::from_static("");
@@ -57,8 +59,12 @@ pub(super) async fn send(
         Some(jar) if !request.headers.contains_key(COOKIE) => jar.cookie_header(&request.url),
         _ => None,
     };
-    let mut overrides: [(&HeaderName, &HeaderValue); 3] = [(&AUTHORIZATION, &NO_VALUE); 3];
+    let mut overrides: [(&HeaderName, &HeaderValue); 4] = [(&AUTHORIZATION, &NO_VALUE); 4];
     let mut count = 0;
+    if let Some(value) = &request.proxy_form.authorization {
+        overrides[count] = (&PROXY_AUTHORIZATION, value);
+        count += 1;
+    }
     if let Some(value) = &cookie {
         overrides[count] = (&COOKIE, value);
         count += 1;
@@ -106,8 +112,13 @@ pub(super) async fn send(
         });
     }
     tracing::debug!(attempt = plan.number, reused, kind = ?plan.kind, "sending");
-    // The target is the URL's own text: no `Uri` is built per request.
-    let target = &request.url[url::Position::BeforePath..url::Position::AfterQuery];
+    // The target is the URL's own text: no `Uri` is built per request. An
+    // HTTP proxy is given the whole URL (absolute form), as it must forward it.
+    let target = if request.proxy_form.absolute {
+        &request.url[..url::Position::AfterQuery]
+    } else {
+        &request.url[url::Position::BeforePath..url::Position::AfterQuery]
+    };
     if let Err(e) = encode_request_head_with(
         conn.write_buf(),
         &request.method,

@@ -207,6 +207,7 @@ pub(super) async fn next(
         let name = inner.decide(|s| s.engine.config().idempotency.header().clone());
         next_headers.remove(name);
     }
+    let proxy_form = inner.http_proxy_form(&to);
     let request = Prepared {
         headers: Arc::new(next_headers),
         method: next.method,
@@ -218,6 +219,7 @@ pub(super) async fn next(
         body_length,
         tokens: tokens && !chain.left_origin,
         decompress,
+        proxy_form,
     };
     let overrides = CallOverrides {
         body_replayable: true,

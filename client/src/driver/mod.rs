@@ -33,7 +33,7 @@ use crate::error::{Error, ErrorKind};
 use crate::guard::CallGuard;
 use crate::io::{BodyStream, Prefetched};
 use crate::response::{Response, Timings};
-use crate::state::{Inner, WakeSlot};
+use crate::state::{HttpProxyForm, Inner, WakeSlot};
 
 /// What a request changes about its call.
 pub(crate) struct CallOverrides {
@@ -78,6 +78,8 @@ pub(crate) struct Prepared {
     pub(crate) tokens: bool,
     /// Whether the response's body is decoded (when the client decodes bodies).
     pub(crate) decompress: bool,
+    /// How a plain `http` request is written for an HTTP proxy, if one is between.
+    pub(crate) proxy_form: HttpProxyForm,
 }
 
 /// What the call's attempts have left for its end: the last response head

@@ -233,6 +233,11 @@ impl ProxySettings {
         ProxySettings::default()
     }
 
+    /// Whether no request goes through a proxy.
+    pub fn is_none(&self) -> bool {
+        self.http.is_none() && self.https.is_none() && self.all.is_none()
+    }
+
     /// One proxy for every request, as `.proxy(url)` sets it; `no_proxy` still applies.
     pub fn all(proxy: ProxyUrl, no_proxy: NoProxy) -> Self {
         ProxySettings {

@@ -311,6 +311,14 @@ impl Dialer for Threads {
             .await
     }
 
+    async fn write_all(&self, tcp: &mut ThreadedStream, bytes: &[u8]) -> io::Result<()> {
+        breakwater::runtime::write_all_to(tcp, bytes).await
+    }
+
+    async fn read(&self, tcp: &mut ThreadedStream, buf: &mut [u8]) -> io::Result<usize> {
+        breakwater::runtime::read_from(tcp, buf).await
+    }
+
     fn plain(tcp: ThreadedStream, info: TransportInfo) -> BoxTransport {
         Box::new(WithInfo { io: tcp, info })
     }

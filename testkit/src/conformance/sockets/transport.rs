@@ -207,18 +207,18 @@ async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 
 /// A plain connect target for `addr`.
 pub fn http(addr: SocketAddr) -> ConnectTarget {
-    ConnectTarget {
-        origin: Origin::new(Scheme::Http, &addr.ip().to_string(), addr.port()),
-        tls: None,
-    }
+    ConnectTarget::new(
+        Origin::new(Scheme::Http, &addr.ip().to_string(), addr.port()),
+        None,
+    )
 }
 
 /// An `https` target that dials `host` (resolved by the runtime) at `addr`'s port.
 pub fn https(host: &str, addr: SocketAddr, options: TlsOptions) -> ConnectTarget {
-    ConnectTarget {
-        origin: Origin::new(Scheme::Https, host, addr.port()),
-        tls: Some(options.build().unwrap()),
-    }
+    ConnectTarget::new(
+        Origin::new(Scheme::Https, host, addr.port()),
+        Some(options.build().unwrap()),
+    )
 }
 
 /// Writes a few bytes through the transport and reads the echo back.
@@ -290,10 +290,7 @@ pub async fn refused(rt: Arc<dyn Runtime>) {
 
 /// A name in the reserved `.invalid` domain never resolves.
 pub async fn unresolvable(rt: Arc<dyn Runtime>) {
-    let target = ConnectTarget {
-        origin: Origin::new(Scheme::Http, "nonexistent.invalid", 80),
-        tls: None,
-    };
+    let target = ConnectTarget::new(Origin::new(Scheme::Http, "nonexistent.invalid", 80), None);
     assert_eq!(connect_error(&*rt, target).await, ConnectErrorKind::Dns);
 }
 

@@ -26,6 +26,10 @@ use rustls::pki_types::ServerName;
 
 use crate::tls::TlsConfig;
 
+mod proxied;
+
+pub use breakwater_core::proxy::ProxyUrl;
+
 /// A boxed, sendable future, as the runtime trait returns them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -110,18 +114,49 @@ pub trait Runtime: Send + Sync + 'static {
     /// say) may drop the task instead: the work is then done when a call
     /// next runs, and nothing is lost.
     fn spawn(&self, task: BoxFuture<'static, ()>);
+
+    /// An environment variable, read once when a client is built (the
+    /// proxy variables, docs/spec/proxy.md). The default reads the
+    /// process's environment; a simulation answers from its own, so that a
+    /// test does not depend on the machine it runs on.
+    fn env_var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
 }
 
 /// Where to connect, and how.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ConnectTarget {
     /// The origin: scheme, host and port.
     pub origin: Origin,
     /// TLS settings when the origin is `https`; `None` for plain `http`.
     pub tls: Option<TlsConfig>,
+    /// The proxy to go through, if any (docs/spec/proxy.md): an HTTP proxy
+    /// is dialled for a plain `http` origin (the requests then name the
+    /// origin in absolute form) and tunnels to an `https` one with
+    /// `CONNECT`; a SOCKS5 proxy is asked to connect to the origin. TLS, for
+    /// an `https` origin, runs through the proxy, verified against the
+    /// origin's name.
+    pub proxy: Option<ProxyUrl>,
 }
 
 impl ConnectTarget {
+    /// A direct connection to `origin`, with TLS when `tls` is given.
+    pub fn new(origin: Origin, tls: Option<TlsConfig>) -> Self {
+        ConnectTarget {
+            origin,
+            tls,
+            proxy: None,
+        }
+    }
+
+    /// The same connection, through `proxy`.
+    pub fn via(mut self, proxy: Option<ProxyUrl>) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
     /// The host as a resolver wants it: IPv6 literals without their brackets.
     pub fn resolver_host(&self) -> &str {
         self.origin
@@ -188,6 +223,22 @@ pub trait Dialer: Send + Sync {
         tcp: Self::Tcp,
     ) -> impl Future<Output = io::Result<Self::Tls>> + Send;
 
+    /// Writes all of `bytes` to `tcp`: a proxy's handshake, before the
+    /// stream is handed to the client.
+    fn write_all<'a>(
+        &'a self,
+        tcp: &'a mut Self::Tcp,
+        bytes: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
+
+    /// Reads some bytes from `tcp` into `buf` (0 at the end of the stream):
+    /// a proxy's answers during its handshake.
+    fn read<'a>(
+        &'a self,
+        tcp: &'a mut Self::Tcp,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+
     /// The client's view of a plain connection.
     fn plain(tcp: Self::Tcp, info: TransportInfo) -> BoxTransport;
 
@@ -207,36 +258,31 @@ pub async fn dial<D: Dialer>(
 ) -> Result<BoxTransport, ConnectError> {
     let tls = target.tls_parts()?;
     let elapsed = |start: Instant| dialer.now().saturating_duration_since(start);
-
-    let start = dialer.now();
-    let addrs = dialer
-        .resolve(target.resolver_host(), target.origin.port())
-        .await
-        .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, e))?;
-    let dns = elapsed(start);
-
-    let start = dialer.now();
-    let mut last_error = None;
-    let mut connected = None;
-    for addr in addrs {
-        match dialer.connect_tcp(addr).await {
-            Ok(stream) => {
-                connected = Some(stream);
-                break;
-            }
-            Err(e) => last_error = Some(e),
+    let (mut tcp, dns, connect, tunnel) = match &target.proxy {
+        None => {
+            let (tcp, dns, connect) =
+                open_tcp(dialer, target.resolver_host(), target.origin.port()).await?;
+            (tcp, dns, connect, None)
         }
-    }
-    let tcp = match (connected, last_error) {
-        (Some(tcp), _) => tcp,
-        (None, Some(e)) => return Err(ConnectError::from_io(e)),
-        (None, None) => return Err(ConnectError::from_kind(ConnectErrorKind::Dns)),
+        Some(proxy) => {
+            // The proxy's own failures are the proxy's, not the origin's.
+            let (tcp, dns, connect) = open_tcp(dialer, proxy.host(), proxy.port())
+                .await
+                .map_err(|e| ConnectError::new(ConnectErrorKind::ProxyUnreachable, e))?;
+            (tcp, dns, connect, Some(proxy))
+        }
     };
-    let connect = elapsed(start);
+    let mut proxy_handshake = None;
+    if let Some(proxy) = tunnel {
+        let start = dialer.now();
+        proxied::handshake(dialer, &mut tcp, proxy, &target).await?;
+        proxy_handshake = Some(elapsed(start));
+    }
     let peer = D::peer_addr(&tcp);
-
     let Some((config, name)) = tls else {
-        let info = TransportInfo::new(peer, false).with_timings(Some(dns), Some(connect), None);
+        let info = TransportInfo::new(peer, false)
+            .with_timings(Some(dns), Some(connect), None)
+            .with_proxy_handshake(proxy_handshake);
         return Ok(D::plain(tcp, info));
     };
     let start = dialer.now();
@@ -244,9 +290,65 @@ pub async fn dial<D: Dialer>(
         .handshake(config.rustls_config(), name, tcp)
         .await
         .map_err(ConnectError::from_tls_io)?;
-    let info =
-        TransportInfo::new(peer, true).with_timings(Some(dns), Some(connect), Some(elapsed(start)));
+    let info = TransportInfo::new(peer, true)
+        .with_timings(Some(dns), Some(connect), Some(elapsed(start)))
+        .with_proxy_handshake(proxy_handshake);
     Ok(D::secure(session, info))
+}
+
+/// Writes all of `bytes` to a futures-io stream and flushes it: a
+/// [`Dialer::write_all`] for runtimes whose streams speak futures-io.
+pub async fn write_all_to<T: AsyncWrite + Unpin + ?Sized>(
+    io: &mut T,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        let n =
+            std::future::poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, &bytes[written..])).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+    }
+    std::future::poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
+}
+
+/// Reads some bytes from a futures-io stream: a [`Dialer::read`] for
+/// runtimes whose streams speak futures-io.
+pub async fn read_from<T: AsyncRead + Unpin + ?Sized>(
+    io: &mut T,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| Pin::new(&mut *io).poll_read(cx, buf)).await
+}
+
+/// Resolves `host` and connects to each address in turn until one answers:
+/// the stream, and the time resolving and connecting took.
+async fn open_tcp<D: Dialer>(
+    dialer: &D,
+    host: &str,
+    port: u16,
+) -> Result<(D::Tcp, Duration, Duration), ConnectError> {
+    let elapsed = |start: Instant| dialer.now().saturating_duration_since(start);
+    let start = dialer.now();
+    let addrs = dialer
+        .resolve(host, port)
+        .await
+        .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, e))?;
+    let dns = elapsed(start);
+    let start = dialer.now();
+    let mut last_error = None;
+    for addr in addrs {
+        match dialer.connect_tcp(addr).await {
+            Ok(stream) => return Ok((stream, dns, elapsed(start))),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(match last_error {
+        Some(e) => ConnectError::from_io(e),
+        None => ConnectError::from_kind(ConnectErrorKind::Dns),
+    })
 }
 
 /// A connected byte stream, as the runtime hands it to the client.
@@ -292,6 +394,8 @@ pub struct TransportInfo {
     pub tcp_connect: Option<Duration>,
     /// Time spent in the TLS handshake.
     pub tls_handshake: Option<Duration>,
+    /// Time spent in a proxy's handshake, after the TCP connection to it.
+    pub proxy_handshake: Option<Duration>,
 }
 
 impl TransportInfo {
@@ -314,6 +418,13 @@ impl TransportInfo {
         self.dns = dns;
         self.tcp_connect = tcp_connect;
         self.tls_handshake = tls_handshake;
+        self
+    }
+
+    /// Records how long the proxy's handshake (a `CONNECT` tunnel, a SOCKS5
+    /// negotiation) took, when there was one.
+    pub fn with_proxy_handshake(mut self, proxy_handshake: Option<Duration>) -> Self {
+        self.proxy_handshake = proxy_handshake;
         self
     }
 }
@@ -343,6 +454,12 @@ pub enum ConnectErrorKind {
     Certificate(CertificateErrorKind),
     /// Any other I/O error.
     Io,
+    /// The proxy could not be reached, or broke off its handshake: the
+    /// origin was never asked.
+    ProxyUnreachable,
+    /// The proxy answered and would not open the way to the origin (407, a
+    /// refusal by its rules, an answer that is not its protocol).
+    ProxyRefused,
 }
 
 /// Why a server certificate was refused.
@@ -433,6 +550,8 @@ impl fmt::Display for ConnectError {
                 "server certificate failed verification"
             }
             ConnectErrorKind::Io => "I/O error while connecting",
+            ConnectErrorKind::ProxyUnreachable => "could not reach the proxy",
+            ConnectErrorKind::ProxyRefused => "the proxy refused the connection",
         };
         match &self.source {
             Some(source) => write!(f, "{what}: {source}"),
