@@ -37,6 +37,9 @@ pub struct Timings {
     pub connect: Option<Duration>,
     /// The TLS handshake, when one happened.
     pub tls_handshake: Option<Duration>,
+    /// A proxy's handshake (a `CONNECT` tunnel, a SOCKS5 negotiation), when
+    /// the connection went through one.
+    pub proxy_handshake: Option<Duration>,
     /// From sending the request to the response head (of the delivered attempt).
     pub first_byte: Option<Duration>,
     /// From the call's start to the response head.

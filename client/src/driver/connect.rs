@@ -30,6 +30,7 @@ pub(super) async fn open(
             let timings = &mut progress.timings;
             timings.dns = conn.info.dns;
             timings.tls_handshake = conn.info.tls_handshake;
+            timings.proxy_handshake = conn.info.proxy_handshake;
             timings.connect = Some(now.saturating_duration_since(started));
             guard
                 .report_at(now, |call, now, engine| {

@@ -43,6 +43,7 @@ pub(super) async fn send(
     if plan.reused {
         let timings = &mut progress.timings;
         (timings.dns, timings.connect, timings.tls_handshake) = (None, None, None);
+        timings.proxy_handshake = None;
     }
     let inner = guard.inner.clone();
     let others_in_flight = guard.others_in_flight();

@@ -26,7 +26,7 @@ use breakwater_core::redirect::RedirectPolicy;
 use breakwater_core::{Instant, Origin};
 use bytes::Bytes;
 use http::header::HeaderMap;
-use http::Method;
+use http::{Method, StatusCode};
 use url::Url;
 
 use crate::error::{Error, ErrorKind};
@@ -164,6 +164,18 @@ pub(crate) async fn run(
                     return Err(named(error, &request));
                 };
                 progress.timings.total = now.saturating_duration_since(started);
+                // A 407 to a request in absolute form is the proxy's, not the
+                // origin's: the proxy wants credentials it was not given.
+                if request.proxy_form.absolute
+                    && head.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+                {
+                    let sent = request.proxy_form.authorization.is_some();
+                    let error = Error::new(ErrorKind::Proxy).with_message(match sent {
+                        true => "the proxy refused the credentials (407)",
+                        false => "the proxy asks for credentials (407), and none were given",
+                    });
+                    return Err(named(error, &request));
+                }
                 let decode = inner.decompress.filter(|_| request.decompress);
                 let response = Response::new(
                     guard,

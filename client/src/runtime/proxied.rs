@@ -113,8 +113,12 @@ async fn socks5<D: Dialer>(
                 .resolve(host, port)
                 .await
                 .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, e))?;
+            // IPv4 first: many proxies reach out over IPv4 only, and a
+            // SOCKS5 connection gets one address to try.
             resolved = addrs
-                .first()
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
                 .map(|a| a.ip())
                 .ok_or_else(|| ConnectError::from_kind(ConnectErrorKind::Dns))?;
             Target::Address(resolved, port)

@@ -192,11 +192,13 @@ pub fn encode_request_head_with(
     body: BodyLength,
 ) -> Result<(), EncodeError> {
     // A query without a path (`?x`, as `http::Uri` gives for `http://h?x`)
-    // is sent under the root path; `*` is the asterisk form of OPTIONS.
+    // is sent under the root path; `*` is the asterisk form of OPTIONS; an
+    // `http://` URL is the absolute form an HTTP proxy is sent.
     let root = match target.as_bytes().first() {
         None | Some(b'?') => "/",
         Some(b'/') => "",
         Some(b'*') if target.len() == 1 => "",
+        Some(b'h') if target.starts_with("http://") => "",
         Some(_) => return Err(EncodeError::InvalidTarget),
     };
     // Targets from `http::Uri` or `url::Url` are already free of spaces and

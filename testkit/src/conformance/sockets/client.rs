@@ -50,7 +50,7 @@ fn ms(n: u64) -> Duration {
 }
 
 /// Backoff of a few milliseconds, so that retries cost no real time.
-fn fast(config: EngineConfig) -> EngineConfig {
+pub(super) fn fast(config: EngineConfig) -> EngineConfig {
     config.with_backoff(
         BackoffPolicy::default()
             .with_adaptive_floor(false)

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use flate2::write::{DeflateEncoder, GzEncoder};
 use flate2::Compression;
 
-use super::server::{respond, respond_with, TestServer};
+use super::server::{respond, respond_with, RawServer, Reply as RawReply, TestServer};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
@@ -244,4 +244,130 @@ pub async fn multipart_upload(rt: Arc<dyn Runtime>) {
     assert_eq!(parts[1].body, Bytes::from_static(&[0, 1, 2, 255]));
     assert_eq!(parts[2].content_type.as_deref(), Some("text/plain"));
     assert_eq!(parts[2].body, Bytes::from_static(b"line 1\nline 2\n"));
+}
+
+/// A plain `http` request through an HTTP proxy: the proxy (a scripted
+/// server here) gets the request in absolute form with its credentials, and
+/// the origin is never dialled.
+pub async fn proxy_gets_absolute_form_and_its_credentials(rt: Arc<dyn Runtime>) {
+    let proxy = RawServer::start(|_| {
+        RawReply::Write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nproxied".to_vec())
+    });
+    let proxy_url = format!("http://ada:s3cret@{}", proxy.addr);
+    let client = Client::builder(rt, "http://origin.invalid:8080/")
+        .proxy(&proxy_url, "")
+        .bearer_token("origin-token")
+        .build()
+        .unwrap();
+    let shown = format!("{client:?}");
+    let body = client
+        .get("items?page=2")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "proxied");
+    let head = proxy.requests()[0].head.to_ascii_lowercase();
+    assert!(
+        head.starts_with("get http://origin.invalid:8080/items?page=2 http/1.1\r\n"),
+        "{head}"
+    );
+    // base64("ada:s3cret"). In absolute form the proxy sees the whole
+    // request, as plain http through any proxy does.
+    assert!(
+        head.contains("proxy-authorization: basic ywrhonmzy3jlda=="),
+        "{head}"
+    );
+    assert!(head.contains("host: origin.invalid:8080"), "{head}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
+
+/// A proxy's refusals and failures are typed proxy errors naming the proxy,
+/// and leave the origin's breaker alone; a proxy that cannot reach the
+/// origin (502) is the origin's failure.
+pub async fn proxy_failures_are_the_proxys(rt: Arc<dyn Runtime>) {
+    let refusing = RawServer::start(|_| {
+        RawReply::WriteThenClose(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        )
+    });
+    let client = Client::builder(rt.clone(), "https://origin.invalid/")
+        .proxy(&format!("http://{}", refusing.addr), "")
+        .configure(super::client::fast)
+        .build()
+        .unwrap();
+    let error = client.get("x").send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Proxy, "{error}");
+    let shown = error.to_string();
+    assert!(
+        shown.contains("407") && shown.contains(&refusing.addr.to_string()),
+        "{shown}"
+    );
+    assert_eq!(refusing.accepted(), 1, "a refusal is not retried");
+
+    // Nothing listens on the proxy's port: retried (nothing reached the
+    // origin), then a proxy error; the origin's breaker heard nothing.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let client = Client::builder(rt.clone(), "https://origin.invalid/")
+        .proxy(&format!("http://user:pw@{dead_addr}"), "")
+        .configure(super::client::fast)
+        .build()
+        .unwrap();
+    let error = client.get("x").send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Proxy, "{error}");
+    assert!(
+        error.attempts() > 1,
+        "an unreachable proxy is retried: {error}"
+    );
+    assert!(!error.to_string().contains("pw@"), "{error}");
+    let stats = client.stats();
+    for origin in &stats.origins {
+        assert_eq!(
+            origin.breaker,
+            breakwater::core::policy::breaker::BreakerStateKind::Closed
+        );
+    }
+    assert_pool_exact(&client);
+
+    // 502 to CONNECT: the proxy could not reach the origin.
+    let gateway = RawServer::start(|_| {
+        RawReply::WriteThenClose(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n".to_vec())
+    });
+    let client = Client::builder(rt.clone(), "https://origin.invalid/")
+        .proxy(&format!("http://{}", gateway.addr), "")
+        .configure(super::client::fast)
+        .build()
+        .unwrap();
+    let error = client.post("x").send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Connect, "{error}");
+    assert!(
+        error.to_string().contains("could not reach the origin"),
+        "{error}"
+    );
+
+    // A tunnel that the proxy closes right after opening it.
+    let closing = RawServer::start(|_| {
+        RawReply::WriteThenClose(b"HTTP/1.1 200 Connection established\r\n\r\n".to_vec())
+    });
+    let client = Client::builder(rt, "https://origin.invalid/")
+        .proxy(&format!("http://{}", closing.addr), "")
+        .configure(super::client::fast)
+        .build()
+        .unwrap();
+    let error = client.get("x").send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Tls, "{error}");
+    assert!(error.to_string().contains("through the proxy"), "{error}");
+    assert_pool_exact(&client);
+}
+
+/// No connection is checked out or being opened, and every one opened is
+/// idle or closed.
+fn assert_pool_exact(client: &Client) {
+    let pool = client.stats().pool;
+    assert_eq!((pool.active, pool.connecting), (0, 0), "{pool:?}");
+    assert_eq!(pool.opened, pool.closed + pool.idle as u64, "{pool:?}");
 }

@@ -103,17 +103,19 @@ macro_rules! socket_http_tests {
             decompression_bomb_is_stopped,
             cookies_round_trip,
             multipart_upload,
+            proxy_gets_absolute_form_and_its_credentials,
+            proxy_failures_are_the_proxys,
         );
     };
 }
 
 /// One ignored `#[test]` per scenario against third-party peers (httpbin,
-/// nginx) that `peers/start.sh` starts: run them with
+/// nginx, tinyproxy, dante) that `peers/start.sh` starts: run them with
 /// `cargo test ... -- --ignored` and `peers/.run/env` loaded.
 #[macro_export]
 macro_rules! socket_peer_tests {
     ($runtime:expr, $block_on:expr) => {
-        $crate::__socket_each!(#[ignore = "needs peers: httpbin and nginx (peers/start.sh, run by .ci/run)"]
+        $crate::__socket_each!(#[ignore = "needs peers: httpbin, nginx, tinyproxy and dante (peers/start.sh, run by .ci/run)"]
             peers; $runtime, $block_on;
             httpbin_redirect_chains,
             httpbin_307_keeps_method_and_body,
@@ -122,6 +124,8 @@ macro_rules! socket_peer_tests {
             httpbin_multipart_files,
             nginx_gzip_static_file,
             nginx_308_to_another_port,
+            tinyproxy_absolute_form_and_tunnels,
+            dante_socks5_and_socks5h,
         );
     };
 }

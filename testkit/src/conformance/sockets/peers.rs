@@ -14,6 +14,9 @@ use bytes::Bytes;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::server::{respond, Options, TestServer};
+use super::transport::{localhost_ca, tls_server_config, Pki};
+
 /// A peer's address from the environment `peers/start.sh` wrote.
 fn peer(variable: &str) -> String {
     std::env::var(variable).unwrap_or_else(|_| {
@@ -198,4 +201,124 @@ pub async fn nginx_308_to_another_port(rt: Arc<dyn Runtime>) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An origin over plain HTTP and one over TLS with a test CA, both on
+/// 127.0.0.1, the TLS one named `localhost`: what the proxies reach.
+struct Origins {
+    plain: TestServer,
+    secure: TestServer,
+    pki: Pki,
+}
+
+impl Origins {
+    fn start() -> Origins {
+        let pki = Pki::new();
+        let tls = tls_server_config(&pki.leaf("localhost"), None);
+        Origins {
+            plain: TestServer::start(|_| respond(200, "plain")),
+            secure: TestServer::start_with(
+                Options {
+                    tls: Some(Arc::new(tls)),
+                },
+                |_| respond(200, "secure"),
+            ),
+            pki,
+        }
+    }
+
+    fn client(&self, rt: &Arc<dyn Runtime>, proxy: &str) -> Client {
+        Client::builder(rt.clone(), self.plain.url("/"))
+            .proxy(proxy, "")
+            .tls(localhost_ca(&self.pki))
+            .configure(super::client::fast)
+            .build()
+            .unwrap()
+    }
+
+    /// One plain and two TLS GETs through `client`'s proxy; the tunnel is
+    /// reused for the second, and the origins never see the proxy's header.
+    async fn reach_both(&self, client: &Client) {
+        let plain = client.get(&self.plain.url("/a")).send().await.unwrap();
+        assert_eq!(plain.text().await.unwrap(), "plain");
+        for _ in 0..2 {
+            let secure = client.get(&self.secure.url("/b")).send().await.unwrap();
+            assert_eq!(secure.text().await.unwrap(), "secure");
+        }
+        assert_eq!(self.secure.accepted(), 1, "the tunnel was reused");
+        for seen in self.plain.seen().iter().chain(self.secure.seen().iter()) {
+            assert_eq!(seen.header("proxy-authorization"), None, "{seen:?}");
+        }
+    }
+}
+
+fn without_userinfo(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
+        _ => url.to_owned(),
+    }
+}
+
+/// tinyproxy: plain `http` in absolute form and `https` through `CONNECT`,
+/// open and with Basic credentials, which reach the proxy (it refuses
+/// without them) and never the origin; its log shows the tunnel.
+pub async fn tinyproxy_absolute_form_and_tunnels(rt: Arc<dyn Runtime>) {
+    for variable in ["BREAKWATER_HTTP_PROXY", "BREAKWATER_HTTP_PROXY_AUTH"] {
+        let origins = Origins::start();
+        let client = origins.client(&rt, &peer(variable));
+        origins.reach_both(&client).await;
+    }
+    // The authenticating instance, without credentials: a proxy error for
+    // the tunnel (407 to CONNECT) and for the absolute form (407 response).
+    let origins = Origins::start();
+    let client = origins.client(&rt, &without_userinfo(&peer("BREAKWATER_HTTP_PROXY_AUTH")));
+    for url in [origins.secure.url("/x"), origins.plain.url("/x")] {
+        let error = client.get(&url).send().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Proxy, "{url}: {error}");
+        assert!(error.to_string().contains("407"), "{error}");
+    }
+    assert_eq!(origins.plain.hits() + origins.secure.hits(), 0);
+    let log = std::fs::read_to_string(peer("BREAKWATER_HTTP_PROXY_LOG")).unwrap_or_default();
+    println!(
+        "tinyproxy's log, last lines:\n{}",
+        log.lines().rev().take(12).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// dante: SOCKS5 with the client resolving names and SOCKS5h with the proxy
+/// resolving them, open and with a user name and password; a wrong password
+/// is a proxy error.
+pub async fn dante_socks5_and_socks5h(rt: Arc<dyn Runtime>) {
+    let mut variables = vec!["BREAKWATER_SOCKS5"];
+    if std::env::var("BREAKWATER_SOCKS5_AUTH").is_ok() {
+        variables.push("BREAKWATER_SOCKS5_AUTH");
+    }
+    for variable in variables {
+        for remote_names in [false, true] {
+            let mut proxy = peer(variable);
+            if remote_names {
+                proxy = proxy.replacen("socks5://", "socks5h://", 1);
+            }
+            let origins = Origins::start();
+            let client = origins.client(&rt, &proxy);
+            origins.reach_both(&client).await;
+        }
+    }
+    if let Ok(with_user) = std::env::var("BREAKWATER_SOCKS5_AUTH") {
+        let origins = Origins::start();
+        let (user, host) = with_user.rsplit_once('@').unwrap();
+        let name = user.trim_start_matches("socks5://").split(':').next().unwrap();
+        let client = origins.client(&rt, &format!("socks5://{name}:wrong-password@{host}"));
+        let error = client
+            .get(&origins.plain.url("/x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Proxy, "{error}");
+        assert!(
+            error.to_string().contains("user name and password"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("wrong-password"), "{error}");
+    }
 }
