@@ -27,6 +27,7 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("base_url", &self.inner.base_url.as_str())
             .field("credentials", &self.inner.credentials)
+            .field("proxies", &self.inner.proxies)
             .finish_non_exhaustive()
     }
 }

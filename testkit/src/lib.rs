@@ -43,6 +43,7 @@ mod executor;
 mod mock;
 pub mod multipart;
 mod net;
+pub mod proxy;
 mod server;
 pub mod swarm;
 mod trace;
@@ -136,6 +137,8 @@ struct Network {
     connections: AtomicU64,
     /// Client ends not yet dropped.
     live_client_ends: net::LiveEnds,
+    /// Simulated proxies, by host and port.
+    proxies: Mutex<BTreeMap<(String, u16), proxy::ProxyHandle>>,
 }
 
 /// The [`Runtime`] of a simulation.
@@ -217,6 +220,7 @@ impl Sim {
                 default_link: Mutex::new(Link::default()),
                 connections: AtomicU64::new(0),
                 live_client_ends: Default::default(),
+                proxies: Mutex::new(BTreeMap::new()),
             }),
             trace: trace.clone(),
             client_choices: Mutex::new(client_choices),
@@ -333,6 +337,35 @@ impl Sim {
         let server = self.server(origin, move |request, ctx| router.answer(request, ctx));
         mock.attach(server);
         mock
+    }
+
+    /// Puts a proxy on the simulated network at `url`'s host and port
+    /// (`http://proxy.test:3128`, `socks5://...`; see [`proxy`]).
+    ///
+    /// # Panics
+    /// If `url` is not a proxy URL.
+    pub fn proxy(&mut self, url: &str) -> proxy::ProxyHandle {
+        let parsed = breakwater::core::proxy::ProxyUrl::parse(url)
+            .unwrap_or_else(|e| panic!("bad proxy URL {url:?}: {e}"));
+        let handle = proxy::ProxyHandle::new();
+        self.runtime
+            .network
+            .proxies
+            .lock()
+            .unwrap()
+            .insert((parsed.host().to_owned(), parsed.port()), handle.clone());
+        handle
+    }
+
+    /// Sets one of the simulation's own environment variables, which a
+    /// client built on its runtime reads (the proxy variables); the
+    /// machine's are never read.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.runtime
+            .env
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), value.to_owned());
     }
 
     /// A client builder on this simulation's runtime whose every attempt and
@@ -454,6 +487,35 @@ impl Runtime for SimRuntime {
         let trace = self.trace.clone();
         self.connects.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
+            let mut drop_tunnel_after = None;
+            if let Some(url) = &target.proxy {
+                let found = network
+                    .proxies
+                    .lock()
+                    .unwrap()
+                    .get(&(url.host().to_owned(), url.port()))
+                    .cloned();
+                let admission = match found {
+                    Some(proxy) => proxy.state.admit(url),
+                    None => proxy::Admission::Unreachable,
+                };
+                let link = *network.default_link.lock().unwrap();
+                // Reaching the proxy, and its answer.
+                handle.sleep_until(handle.now() + link.latency * 2).await;
+                let refusal = match admission {
+                    proxy::Admission::Open { drop_after } => {
+                        drop_tunnel_after = drop_after;
+                        None
+                    }
+                    proxy::Admission::Unreachable => Some(ConnectErrorKind::ProxyUnreachable),
+                    proxy::Admission::Refused => Some(ConnectErrorKind::ProxyRefused),
+                    proxy::Admission::OriginUnreachable => Some(ConnectErrorKind::Unreachable),
+                };
+                if let Some(kind) = refusal {
+                    trace.event(handle.now(), "net", &format!("proxy {url:?} -> {kind:?}"));
+                    return Err(ConnectError::from_kind(kind));
+                }
+            }
             let origin = target.origin;
             let link = network
                 .links
@@ -504,6 +566,9 @@ impl Runtime for SimRuntime {
                 return Ok(Box::new(client) as BoxTransport);
             }
             server.open.lock().unwrap().insert(id);
+            if let Some(bytes) = drop_tunnel_after {
+                server_end.reset_after(bytes);
+            }
             trace.event(
                 handle.now(),
                 "net",

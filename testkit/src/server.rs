@@ -577,9 +577,27 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, BadRequest> 
         .method
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
         .ok_or(BadRequest)?;
-    let target = parsed.path.ok_or(BadRequest)?.to_owned();
+    let mut target = parsed.path.ok_or(BadRequest)?.to_owned();
+    // A request in absolute form came through a simulated HTTP proxy, which
+    // forwards it in origin form and keeps its own credentials, as a real
+    // one does.
+    let proxied = target.starts_with("http://");
+    if proxied {
+        let after_scheme = &target["http://".len()..];
+        let path = after_scheme
+            .find(['/', '?'])
+            .map_or("/", |i| &after_scheme[i..]);
+        target = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+    }
     let mut map = HeaderMap::new();
     for h in parsed.headers.iter() {
+        if proxied && h.name.eq_ignore_ascii_case("proxy-authorization") {
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| BadRequest)?;
         map.append(
             name,

@@ -307,7 +307,11 @@ pub async fn dante_socks5_and_socks5h(rt: Arc<dyn Runtime>) {
     if let Ok(with_user) = std::env::var("BREAKWATER_SOCKS5_AUTH") {
         let origins = Origins::start();
         let (user, host) = with_user.rsplit_once('@').unwrap();
-        let name = user.trim_start_matches("socks5://").split(':').next().unwrap();
+        let name = user
+            .trim_start_matches("socks5://")
+            .split(':')
+            .next()
+            .unwrap();
         let client = origins.client(&rt, &format!("socks5://{name}:wrong-password@{host}"));
         let error = client
             .get(&origins.plain.url("/x"))
