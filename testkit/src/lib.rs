@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bodies;
 mod choices;
 pub mod conformance;
 mod executor;

@@ -6,6 +6,7 @@
 use std::io::Write;
 
 use breakwater::{Client, DecodeLimits, ErrorKind};
+use breakwater_testkit::bodies::{gzip_bomb, peak_rss_kib};
 use breakwater_testkit::{Reply, Sim};
 use bytes::Bytes;
 use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
@@ -255,35 +256,10 @@ fn an_unknown_or_stacked_coding_is_delivered_as_it_came() {
     assert_eq!(b, Bytes::from_static(b"lz-bytes"));
 }
 
-/// The process's peak resident memory so far, in KiB (Linux only).
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 #[test]
 fn a_decompression_bomb_ends_with_the_typed_error_in_bounded_memory() {
-    // 10 GiB of zeros in one gzip member, about 10 MiB on the wire. Made by
-    // repetition, since compressing 10 GiB would take the test minutes: the
-    // deflate blocks for one MiB of zeros, after a MiB of zeros, decode the
-    // same wherever they are repeated, and a sync flush ends each on a byte.
-    let mib = vec![0u8; 1024 * 1024];
-    let mut encoder = DeflateEncoder::new(Vec::new(), Compression::best());
-    encoder.write_all(&mib).unwrap();
-    encoder.flush().unwrap();
-    let primed = encoder.get_ref().len();
-    encoder.write_all(&mib).unwrap();
-    encoder.flush().unwrap();
-    let segment = encoder.get_ref()[primed..].to_vec();
-    let mut bomb = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255];
-    bomb.extend_from_slice(&encoder.get_ref()[..primed]);
-    for _ in 1..10 * 1024 {
-        bomb.extend_from_slice(&segment);
-    }
-    // The final block and the trailer are never reached: the limit stops the
-    // read long before.
-    bomb.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // 10 GiB of zeros in one gzip member, about 10 MiB on the wire.
+    let bomb = gzip_bomb(10 * 1024);
     let decoded_size: u64 = 10 * 1024 * 1024 * 1024;
     let mut sim = Sim::new(6);
     let api = sim.mock("https://api.test");

@@ -127,43 +127,14 @@ pub async fn compressed_bodies_decode_on_one_connection(rt: Arc<dyn Runtime>) {
     );
 }
 
-/// The process's peak resident memory so far, in KiB (Linux only).
-pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// 10 GiB of zeros in one gzip member of about 10 MiB, made by repeating
-/// the deflate blocks of one MiB of zeros (each ends on a byte after a sync
-/// flush, and decodes the same wherever it stands after a MiB of zeros).
-pub fn gzip_bomb() -> Vec<u8> {
-    let mib = vec![0u8; 1024 * 1024];
-    let mut encoder = DeflateEncoder::new(Vec::new(), Compression::best());
-    encoder.write_all(&mib).unwrap();
-    encoder.flush().unwrap();
-    let primed = encoder.get_ref().len();
-    encoder.write_all(&mib).unwrap();
-    encoder.flush().unwrap();
-    let segment = encoder.get_ref()[primed..].to_vec();
-    let mut bomb = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255];
-    bomb.extend_from_slice(&encoder.get_ref()[..primed]);
-    for _ in 1..10 * 1024 {
-        bomb.extend_from_slice(&segment);
-    }
-    // A last empty block and a trailer the limit never lets the reader reach.
-    bomb.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    bomb
-}
-
 /// A gzip bomb over a real socket ends with `BodyLimit`, long before its
 /// 10 GiB, with the process's peak memory barely moved.
 pub async fn decompression_bomb_is_stopped(rt: Arc<dyn Runtime>) {
-    let bomb = Bytes::from(gzip_bomb());
+    let bomb = Bytes::from(crate::bodies::gzip_bomb(10 * 1024));
     let wire = bomb.len();
     let server = TestServer::start(move |_| coded(bomb.to_vec(), "gzip"));
     let client = Client::builder(rt, server.url("/")).build().unwrap();
-    let before = peak_rss_kib();
+    let before = crate::bodies::peak_rss_kib();
     let mut response = client.get("bomb").send().await.unwrap();
     let mut decoded = 0u64;
     let error = loop {
@@ -174,7 +145,7 @@ pub async fn decompression_bomb_is_stopped(rt: Arc<dyn Runtime>) {
         }
     };
     drop(response);
-    let after = peak_rss_kib();
+    let after = crate::bodies::peak_rss_kib();
     println!(
         "gzip bomb: {} MiB on the wire, stopped after {} MiB decoded: {error}; \
          peak RSS {before:?} KiB before, {after:?} KiB after",
