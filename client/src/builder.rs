@@ -442,6 +442,12 @@ impl ClientBuilder {
                 })?
             }
         };
+        let proxy_choices = self
+            .engine
+            .profiles
+            .iter()
+            .filter_map(|(origin, profile)| Some((origin.clone(), profile.proxy.clone()?)))
+            .collect();
         let seed = self.seed.unwrap_or_else(|| self.runtime.random_seed());
         let body_timeout = self.body_timeout.unwrap_or(self.engine.attempt_timeout);
         let engine = Engine::new(self.engine, fastrand::Rng::with_seed(seed))
@@ -481,6 +487,7 @@ impl ClientBuilder {
                 body_timeout,
                 cookies: self.cookies,
                 proxies,
+                proxy_choices,
                 decompress: self.decompress.then_some(self.decode_limits),
                 hooks: self.hooks,
                 counters: Counters::default(),

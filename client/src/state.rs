@@ -36,7 +36,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use breakwater_core::call::{CallId, Engine, EngineEvent};
-use breakwater_core::proxy::{ProxyKind, ProxyUrl, Route};
+use breakwater_core::proxy::{ProxyChoice, ProxyKind, ProxyUrl, Route};
 use breakwater_core::{Instant, Origin};
 use http::header::{HeaderMap, HeaderValue};
 use http::Method;
@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     pub(crate) body_timeout: Duration,
     /// Which requests go through which proxy, read once at `build`.
     pub(crate) proxies: breakwater_core::proxy::ProxySettings,
+    /// Origins whose profile chose their route.
+    pub(crate) proxy_choices: Vec<(Origin, ProxyChoice)>,
     /// The cookie jar, when the client keeps cookies.
     pub(crate) cookies: Option<Arc<crate::cookies::CookieJar>>,
     /// The bounds of decoded bodies; `None` when the client decodes none.
@@ -229,6 +231,12 @@ impl Inner {
     /// defaults are built here, on the first https call.
     /// The proxy a connection to `origin` goes through, if any.
     pub(crate) fn proxy_for(&self, origin: &Origin) -> Option<ProxyUrl> {
+        if let Some((_, choice)) = self.proxy_choices.iter().find(|(o, _)| o == origin) {
+            return match choice {
+                ProxyChoice::Direct => None,
+                ProxyChoice::Through(proxy) => Some(proxy.clone()),
+            };
+        }
         if self.proxies.is_none() {
             return None;
         }
@@ -245,7 +253,9 @@ impl Inner {
     /// `Proxy-Authorization` value (if it has credentials), and the fact
     /// that the request names its origin in absolute form.
     pub(crate) fn http_proxy_form(&self, origin: &Origin) -> HttpProxyForm {
-        if origin.scheme() != breakwater_core::Scheme::Http || self.proxies.is_none() {
+        if origin.scheme() != breakwater_core::Scheme::Http
+            || (self.proxies.is_none() && self.proxy_choices.is_empty())
+        {
             return HttpProxyForm::default();
         }
         let Some(proxy) = self

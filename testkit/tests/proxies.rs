@@ -189,3 +189,54 @@ fn a_proxy_that_is_down_does_not_open_the_origins_breaker() {
     }
     assert_eq!(proxy.refused(), 30);
 }
+
+#[test]
+fn an_origin_profile_chooses_its_own_route() {
+    use breakwater::core::call::OriginProfile;
+    use breakwater::core::proxy::{ProxyChoice, ProxyUrl};
+    let mut sim = Sim::new(6);
+    let corporate = sim.proxy("http://proxy.corp:3128");
+    let partner_proxy = sim.proxy("socks5h://partner-gw.corp:1080");
+    for origin in [
+        "https://api.example.com",
+        "https://partner.test",
+        "https://direct.test",
+    ] {
+        sim.mock(origin)
+            .route(Method::GET, "/")
+            .respond(Reply::json("{}"));
+    }
+    sim.set_env("HTTPS_PROXY", "http://proxy.corp:3128");
+    let client = Client::builder(sim.runtime(), "https://api.example.com/")
+        .profile(
+            "https://partner.test",
+            OriginProfile::default().with_proxy(ProxyChoice::Through(
+                ProxyUrl::parse("socks5h://partner-gw.corp:1080").unwrap(),
+            )),
+        )
+        .profile(
+            "https://direct.test",
+            OriginProfile::default().with_proxy(ProxyChoice::Direct),
+        )
+        .build()
+        .unwrap();
+    sim.run(async move {
+        for url in [
+            "https://api.example.com/",
+            "https://partner.test/",
+            "https://direct.test/",
+        ] {
+            client.get(url).send().await.unwrap();
+        }
+    });
+    assert_eq!(
+        corporate.tunnels(),
+        1,
+        "only api.example.com used the environment's proxy"
+    );
+    assert_eq!(
+        partner_proxy.tunnels(),
+        1,
+        "partner.test used its profile's"
+    );
+}

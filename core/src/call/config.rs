@@ -12,6 +12,7 @@ use crate::policy::idempotency::IdempotencyConfig;
 use crate::policy::latency::LatencyConfig;
 use crate::policy::retry::RetryPolicy;
 use crate::pool::{OriginLimits, PoolConfig};
+use crate::proxy::ProxyChoice;
 use crate::redirect::RedirectPolicy;
 use crate::Origin;
 
@@ -85,6 +86,9 @@ pub struct OriginProfile {
     pub connect_timeout: Option<Duration>,
     /// How redirects from this origin's responses are followed.
     pub redirects: Option<RedirectPolicy>,
+    /// Whether this origin is reached through a proxy, whatever the
+    /// client's proxy settings say.
+    pub proxy: Option<ProxyChoice>,
 }
 
 impl OriginProfile {
@@ -121,6 +125,13 @@ impl OriginProfile {
     /// How redirects from this origin's responses are followed.
     pub fn with_redirects(mut self, redirects: RedirectPolicy) -> Self {
         self.redirects = Some(redirects);
+        self
+    }
+
+    /// Reaches this origin directly or through this proxy, whatever the
+    /// client's proxy settings say.
+    pub fn with_proxy(mut self, proxy: ProxyChoice) -> Self {
+        self.proxy = Some(proxy);
         self
     }
 }

@@ -209,6 +209,16 @@ impl fmt::Display for ProxyConfigError {
 
 impl std::error::Error for ProxyConfigError {}
 
+/// How one origin's requests go, whatever the client's proxy settings say
+/// (an origin profile's choice).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxyChoice {
+    /// Straight to the origin.
+    Direct,
+    /// Through this proxy.
+    Through(ProxyUrl),
+}
+
 /// Where one request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route<'a> {
