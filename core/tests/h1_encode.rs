@@ -217,3 +217,36 @@ fn the_asterisk_form_and_a_bare_query_are_sent_as_http_expects() {
         );
     }
 }
+
+#[test]
+fn a_proxy_is_sent_the_absolute_form_of_the_connections_own_origin() {
+    use breakwater_core::h1::encode_proxy_request_head_with;
+    let origin = Origin::new(breakwater_core::Scheme::Http, "api.test", 8080);
+    let mut out = Vec::new();
+    encode_proxy_request_head_with(
+        &mut out,
+        &Method::GET,
+        "/v1/items?page=2",
+        &origin,
+        &HeaderMap::new(),
+        &[],
+        BodyLength::None,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        b"GET http://api.test:8080/v1/items?page=2 HTTP/1.1\r\nhost: api.test:8080\r\n\r\n"
+    );
+    // Only plain http goes to a proxy in absolute form; https is tunnelled.
+    let secure = Origin::new(breakwater_core::Scheme::Https, "api.test", 443);
+    let refused = encode_proxy_request_head_with(
+        &mut out,
+        &Method::GET,
+        "/",
+        &secure,
+        &HeaderMap::new(),
+        &[],
+        BodyLength::None,
+    );
+    assert_eq!(refused, Err(EncodeError::InvalidTarget));
+}

@@ -9,7 +9,9 @@
 use std::sync::atomic::Ordering;
 
 use breakwater_core::call::{self, AttemptPlan};
-use breakwater_core::h1::{encode_request_head_with, BodyLength, RequestContext};
+use breakwater_core::h1::{
+    encode_proxy_request_head_with, encode_request_head_with, BodyLength, RequestContext,
+};
 use breakwater_core::policy::outcome::AttemptOutcome;
 use breakwater_core::Instant;
 use http::header::{
@@ -114,13 +116,14 @@ pub(super) async fn send(
     }
     tracing::debug!(attempt = plan.number, reused, kind = ?plan.kind, "sending");
     // The target is the URL's own text: no `Uri` is built per request. An
-    // HTTP proxy is given the whole URL (absolute form), as it must forward it.
-    let target = if request.proxy_form.absolute {
-        &request.url[..url::Position::AfterQuery]
+    // HTTP proxy is given the absolute form, as it must forward it.
+    let target = &request.url[url::Position::BeforePath..url::Position::AfterQuery];
+    let encode = if request.proxy_form.absolute {
+        encode_proxy_request_head_with
     } else {
-        &request.url[url::Position::BeforePath..url::Position::AfterQuery]
+        encode_request_head_with
     };
-    if let Err(e) = encode_request_head_with(
+    if let Err(e) = encode(
         conn.write_buf(),
         &request.method,
         target,

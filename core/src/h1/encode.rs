@@ -191,14 +191,55 @@ pub fn encode_request_head_with(
     overrides: &[(&HeaderName, &HeaderValue)],
     body: BodyLength,
 ) -> Result<(), EncodeError> {
+    encode_head(out, method, target, origin, headers, overrides, body, false)
+}
+
+/// [`encode_request_head_with`] for an HTTP proxy: the request names its
+/// origin in absolute form (`GET http://host:port/path HTTP/1.1`), built
+/// here from `origin` and the origin-form `target`, so that it cannot name
+/// another origin than the connection's (docs/spec/proxy.md).
+pub fn encode_proxy_request_head_with(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    origin: &Origin,
+    headers: &HeaderMap,
+    overrides: &[(&HeaderName, &HeaderValue)],
+    body: BodyLength,
+) -> Result<(), EncodeError> {
+    if origin.scheme() != crate::Scheme::Http {
+        return Err(EncodeError::InvalidTarget);
+    }
+    let path = if target.starts_with('/') { "" } else { "/" };
+    let absolute = format!(
+        "http://{}{path}{target}",
+        crate::proxy::tunnel::authority(origin)
+    );
+    encode_head(
+        out, method, &absolute, origin, headers, overrides, body, true,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    origin: &Origin,
+    headers: &HeaderMap,
+    overrides: &[(&HeaderName, &HeaderValue)],
+    body: BodyLength,
+    absolute: bool,
+) -> Result<(), EncodeError> {
     // A query without a path (`?x`, as `http::Uri` gives for `http://h?x`)
     // is sent under the root path; `*` is the asterisk form of OPTIONS; an
-    // `http://` URL is the absolute form an HTTP proxy is sent.
+    // `http://` URL is the absolute form an HTTP proxy is sent, and only by
+    // `encode_proxy_request_head_with`.
     let root = match target.as_bytes().first() {
         None | Some(b'?') => "/",
         Some(b'/') => "",
         Some(b'*') if target.len() == 1 => "",
-        Some(b'h') if target.starts_with("http://") => "",
+        Some(b'h') if absolute && target.starts_with("http://") => "",
         Some(_) => return Err(EncodeError::InvalidTarget),
     };
     // Targets from `http::Uri` or `url::Url` are already free of spaces and

@@ -49,6 +49,6 @@ pub use decode::{
     ResponseHead, ReuseBlocker,
 };
 pub use encode::{
-    encode_chunk_prefix, encode_request_head, encode_request_head_for_target,
-    encode_request_head_with, BodyLength, EncodeError, LAST_CHUNK,
+    encode_chunk_prefix, encode_proxy_request_head_with, encode_request_head,
+    encode_request_head_for_target, encode_request_head_with, BodyLength, EncodeError, LAST_CHUNK,
 };
