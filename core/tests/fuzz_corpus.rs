@@ -61,3 +61,22 @@ fn the_response_decoder_corpus_replays_cleanly() {
         Some(Outcome::Failed(DecodeError::InvalidChunkExtension))
     );
 }
+
+#[allow(dead_code)]
+mod proxy_and_coding {
+    include!("../fuzz/replay/proxy_and_coding.rs");
+}
+
+#[test]
+fn the_proxy_and_coding_corpus_replays_cleanly() {
+    let inputs = corpus("proxy_and_coding");
+    assert!(inputs.len() >= 19, "the corpus is missing");
+    for (name, data) in &inputs {
+        proxy_and_coding::check(data);
+        // Every prefix too, as a connection sees the bytes arrive.
+        for cut in 0..data.len() {
+            proxy_and_coding::check(&data[..cut]);
+        }
+        let _ = name;
+    }
+}
