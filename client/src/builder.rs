@@ -65,6 +65,7 @@ impl fmt::Debug for ClientBuilder {
             .field("base_url", &self.base_url)
             .field("credentials", &self.credentials)
             .field("tls", &self.tls)
+            .field("proxies", &self.proxies)
             .finish_non_exhaustive()
     }
 }
