@@ -302,6 +302,93 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tokens_and_the_offer_are_exact() {
+        let all = [
+            ContentCoding::Zstd,
+            ContentCoding::Brotli,
+            ContentCoding::Gzip,
+            ContentCoding::Deflate,
+        ];
+        assert_eq!(accept_encoding(&all), "zstd, br, gzip, deflate");
+        assert_eq!(accept_encoding(&[]), "");
+        for coding in all {
+            assert_eq!(ContentCoding::from_token(coding.token()), Some(coding));
+        }
+    }
+
+    #[test]
+    fn limits_are_inclusive_and_say_what_was_passed() {
+        let sized = DecodeLimits {
+            max_decoded: Some(10),
+            ..DecodeLimits::default()
+        };
+        assert_eq!(sized.check(0, 10), Ok(()), "exactly the limit is allowed");
+        let size = LimitExceeded::Size { max: 10 }.to_string();
+        assert!(size.contains("limit of 10 bytes"), "{size}");
+        let ratio = LimitExceeded::Ratio {
+            max_ratio: 1000,
+            compressed: 7,
+        }
+        .to_string();
+        assert!(
+            ratio.contains("1000 times its 7 compressed bytes"),
+            "{ratio}"
+        );
+    }
+
+    #[test]
+    fn the_header_cap_is_exact() {
+        // FEXTRA of XLEN bytes: the header is 12 + XLEN long.
+        let with_extra = |xlen: usize| {
+            let mut h = vec![0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 3];
+            h.extend_from_slice(&(xlen as u16).to_le_bytes());
+            h.resize(12 + xlen, b'x');
+            h
+        };
+        let at_cap = with_extra(MAX_GZIP_HEADER - 12);
+        assert_eq!(gzip_header_len(&at_cap), Ok(Some(MAX_GZIP_HEADER)));
+        let over = with_extra(MAX_GZIP_HEADER - 11);
+        assert_eq!(gzip_header_len(&over[..20]), Err(GzipError::HeaderTooLong));
+        // A file name of 2000 bytes is within the cap.
+        let mut named = vec![0x1f, 0x8b, 8, 0x08, 0, 0, 0, 0, 0, 3];
+        named.extend(std::iter::repeat_n(b'n', 2000));
+        named.push(0);
+        assert_eq!(gzip_header_len(&named), Ok(Some(2011)));
+        // An unterminated name: more is needed up to the cap, then it is refused.
+        let mut endless = vec![0x1f, 0x8b, 8, 0x08, 0, 0, 0, 0, 0, 3];
+        endless.resize(MAX_GZIP_HEADER, b'n');
+        assert_eq!(gzip_header_len(&endless), Ok(None));
+        endless.push(b'n');
+        assert_eq!(gzip_header_len(&endless), Err(GzipError::HeaderTooLong));
+    }
+
+    #[test]
+    fn trailers_are_checked_field_by_field() {
+        let trailer = |crc: u32, len: u32| {
+            let mut t = [0u8; 8];
+            t[..4].copy_from_slice(&crc.to_le_bytes());
+            t[4..].copy_from_slice(&len.to_le_bytes());
+            t
+        };
+        assert_eq!(
+            check_gzip_trailer(trailer(0xdead_beef, 5), 0xdead_beef, 5),
+            Ok(())
+        );
+        assert_eq!(
+            check_gzip_trailer(trailer(0xdead_beef, 5), 0xdead_beee, 5),
+            Err(GzipError::Checksum)
+        );
+        assert_eq!(
+            check_gzip_trailer(trailer(0xdead_beef, 5), 0xdead_beef, 6),
+            Err(GzipError::Length)
+        );
+        // ISIZE is the length modulo 2^32.
+        assert_eq!(check_gzip_trailer(trailer(1, 3), 1, (1 << 32) + 3), Ok(()));
+        assert!(GzipError::Checksum.to_string().contains("checksum"));
+        assert!(GzipError::NotGzip.to_string().contains("not gzip"));
+    }
+
+    #[test]
     fn gzip_headers_are_measured_only_when_whole() {
         let plain = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
         assert_eq!(gzip_header_len(&plain), Ok(Some(10)));

@@ -195,6 +195,41 @@ mod tests {
     use core::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
+    fn the_greeting_and_the_choice() {
+        assert_eq!(greeting(false), [5, 1, 0]);
+        assert_eq!(greeting(true), [5, 2, 0, 2]);
+        assert_eq!(read_choice([5, 0]), Ok(Choice::NoAuthentication));
+        assert_eq!(read_choice([5, 0xff]), Err(Socks5Error::NoAcceptableMethod));
+        assert_eq!(
+            read_choice([5, 1]),
+            Err(Socks5Error::NoAcceptableMethod),
+            "GSSAPI"
+        );
+    }
+
+    #[test]
+    fn every_refusal_says_why() {
+        let reasons = [
+            (1, "general failure"),
+            (2, "not allowed"),
+            (3, "network unreachable"),
+            (4, "host unreachable"),
+            (5, "connection refused"),
+            (6, "TTL expired"),
+            (7, "command not supported"),
+            (8, "address type not supported"),
+            (9, "unknown reason"),
+        ];
+        for (code, reason) in reasons {
+            let shown = Socks5Error::Refused(code).to_string();
+            assert!(
+                shown.contains(reason) && shown.contains(&format!("({code})")),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
     fn messages_have_rfc_1928_layouts() {
         assert_eq!(
             connect(&Target::Address(

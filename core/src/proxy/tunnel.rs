@@ -181,6 +181,48 @@ mod tests {
     use crate::Scheme;
 
     #[test]
+    fn an_answer_may_grow_to_the_cap_and_no_further() {
+        let partial = |len: usize| {
+            let mut bytes = b"HTTP/1.1 200 OK\r\nX-Pad: ".to_vec();
+            bytes.resize(len, b'a');
+            bytes
+        };
+        assert_eq!(read_reply(&partial(2000)), Reply::Incomplete);
+        assert_eq!(read_reply(&partial(MAX_REPLY)), Reply::Incomplete);
+        assert_eq!(
+            read_reply(&partial(MAX_REPLY + 1)),
+            Reply::Refused(TunnelError::Malformed)
+        );
+    }
+
+    #[test]
+    fn every_refusal_says_why() {
+        let cases = [
+            (
+                TunnelError::AuthenticationRequired { sent: true },
+                "refused the credentials (407)",
+            ),
+            (
+                TunnelError::AuthenticationRequired { sent: false },
+                "none were given",
+            ),
+            (
+                TunnelError::OriginUnreachable { status: 502 },
+                "could not reach the origin (502)",
+            ),
+            (
+                TunnelError::Status { status: 403 },
+                "refused to open a tunnel (403)",
+            ),
+            (TunnelError::Malformed, "not HTTP"),
+            (TunnelError::UnexpectedData, "before it was used"),
+        ];
+        for (error, words) in cases {
+            assert!(error.to_string().contains(words), "{error}");
+        }
+    }
+
+    #[test]
     fn base64_matches_the_rfc_examples() {
         for (plain, coded) in [
             ("", ""),
