@@ -41,7 +41,7 @@ pub fn read_choice(reply: [u8; 2]) -> Result<Choice, Socks5Error> {
     match reply {
         [5, 0] => Ok(Choice::NoAuthentication),
         [5, 2] => Ok(Choice::UserPassword),
-        [5, 0xff] => Err(Socks5Error::NoAcceptableMethod),
+        // 0xff is "no acceptable method"; any other is one we did not offer.
         [5, _] => Err(Socks5Error::NoAcceptableMethod),
         _ => Err(Socks5Error::Malformed),
     }
