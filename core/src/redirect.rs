@@ -16,7 +16,8 @@
 //!     from: &api,
 //!     to: &cdn,
 //!     hops_so_far: 0,
-//!     visited_before: false,
+//!     visited_with: &[],
+//!     sets_kept_cookie: false,
 //! };
 //! let RedirectDecision::Follow(next) = decide(&hop, &RedirectPolicy::default()) else { panic!() };
 //! assert_eq!(next.method, Method::GET);
@@ -99,8 +100,11 @@ pub struct Hop<'a> {
     pub to: &'a Origin,
     /// Redirects this call has followed already.
     pub hops_so_far: u32,
-    /// Whether the call has already requested `Location`'s URL with the same method.
-    pub visited_before: bool,
+    /// The methods with which the chain has already requested `Location`'s URL.
+    pub visited_with: &'a [Method],
+    /// Whether the redirect set a cookie the client's jar keeps: the same
+    /// request again is then not the same (a login or consent step).
+    pub sets_kept_cookie: bool,
 }
 
 /// The next request of a followed redirect.
@@ -187,7 +191,14 @@ pub fn decide(hop: &Hop<'_>, policy: &RedirectPolicy) -> RedirectDecision {
             limit: policy.max_hops,
         });
     }
-    if hop.visited_before {
+    let method = if keeps_method {
+        hop.method.clone()
+    } else {
+        Method::GET
+    };
+    // Coming back to a request the chain made already is a loop, unless a
+    // kept cookie changed it; the hop limit bounds such a chain.
+    if !hop.sets_kept_cookie && hop.visited_with.contains(&method) {
         return RedirectDecision::Fail(RedirectError::Loop);
     }
     if hop.from.scheme() == Scheme::Https
@@ -205,11 +216,7 @@ pub fn decide(hop: &Hop<'_>, policy: &RedirectPolicy) -> RedirectDecision {
     let resends_body = matches!(hop.status.as_u16(), 307 | 308);
     let cross_origin = hop.from != hop.to;
     RedirectDecision::Follow(NextHop {
-        method: if keeps_method {
-            hop.method.clone()
-        } else {
-            Method::GET
-        },
+        method,
         keep_body,
         strip_credentials: cross_origin,
         keep_idempotency_key: resends_body && !cross_origin,
@@ -217,10 +224,20 @@ pub fn decide(hop: &Hop<'_>, policy: &RedirectPolicy) -> RedirectDecision {
 }
 
 /// The headers the next request carries: without its body's headers when
-/// the body is dropped, and without any credential (and any header in
-/// `sensitive`) when it leaves the origin.
-pub fn next_headers(headers: &HeaderMap, next: &NextHop, sensitive: &[HeaderName]) -> HeaderMap {
+/// the body is dropped, without any credential (and any header in
+/// `sensitive`) when it leaves the origin, and without an idempotency key
+/// the caller set as a plain header (`key_header`) when the key's rule
+/// drops it.
+pub fn next_headers(
+    headers: &HeaderMap,
+    next: &NextHop,
+    sensitive: &[HeaderName],
+    key_header: &HeaderName,
+) -> HeaderMap {
     let mut out = headers.clone();
+    if !next.keep_idempotency_key {
+        out.remove(key_header);
+    }
     if !next.keep_body {
         for name in [
             CONTENT_TYPE,

@@ -77,7 +77,8 @@ fn the_redirect_table() {
             from: &api,
             to,
             hops_so_far: 0,
-            visited_before: false,
+            visited_with: &[],
+            sets_kept_cookie: false,
         };
         let got = match decide(&hop, &RedirectPolicy::default()) {
             RedirectDecision::Follow(NextHop {
@@ -100,14 +101,16 @@ fn the_redirect_table() {
 fn limits_loops_and_policy() {
     let api = origin(Scheme::Https, "api.test");
     let plain = origin(Scheme::Http, "api.test");
-    let hop = |hops_so_far, visited_before, to| Hop {
+    let get = [Method::GET];
+    let hop = |hops_so_far, visited_before: bool, to| Hop {
         status: StatusCode::FOUND,
         method: &Method::GET,
         body: NoBody,
         from: &api,
         to,
         hops_so_far,
-        visited_before,
+        visited_with: if visited_before { &get[..] } else { &[] },
+        sets_kept_cookie: false,
     };
     let policy = RedirectPolicy::default();
     assert!(matches!(
@@ -151,9 +154,54 @@ fn a_dropped_body_takes_its_headers_with_it() {
         strip_credentials: false,
         keep_idempotency_key: false,
     };
-    let out = next_headers(&headers, &next, &[]);
+    headers.insert("idempotency-key", HeaderValue::from_static("k-1"));
+    let key = HeaderName::from_static("idempotency-key");
+    let out = next_headers(&headers, &next, &[], &key);
     assert!(out.get("content-type").is_none());
+    assert!(
+        out.get("idempotency-key").is_none(),
+        "the key's rule drops a plain key too"
+    );
     assert_eq!(out["accept"], "application/json");
+    let same = NextHop {
+        keep_idempotency_key: true,
+        ..next
+    };
+    assert_eq!(
+        next_headers(&headers, &same, &[], &key)["idempotency-key"],
+        "k-1"
+    );
+}
+
+#[test]
+fn a_loop_is_the_same_method_to_the_same_url_unless_a_kept_cookie_changed_it() {
+    let api = origin(Scheme::Https, "api.test");
+    let hop = |status: u16, method, visited_with, sets_kept_cookie| Hop {
+        status: StatusCode::from_u16(status).unwrap(),
+        method,
+        body: NoBody,
+        from: &api,
+        to: &api,
+        hops_so_far: 1,
+        visited_with,
+        sets_kept_cookie,
+    };
+    let policy = RedirectPolicy::default();
+    let post = [Method::POST];
+    let get = [Method::GET];
+    // A POST answered 303 to its own URL becomes a GET there: a new request.
+    assert!(matches!(
+        decide(&hop(303, &Method::POST, &post, false), &policy),
+        RedirectDecision::Follow(_)
+    ));
+    assert_eq!(
+        decide(&hop(302, &Method::GET, &get, false), &policy),
+        RedirectDecision::Fail(RedirectError::Loop)
+    );
+    assert!(matches!(
+        decide(&hop(302, &Method::GET, &get, true), &policy),
+        RedirectDecision::Follow(_)
+    ));
 }
 
 fn hosts() -> impl Strategy<Value = (bool, u8)> {
@@ -192,10 +240,11 @@ proptest! {
                 from: &at,
                 to: &to,
                 hops_so_far: i as u32,
-                visited_before: false,
+                visited_with: &[],
+                sets_kept_cookie: false,
             };
             let RedirectDecision::Follow(next) = decide(&hop, &policy) else { break };
-            headers = next_headers(&headers, &next, &sensitive);
+            headers = next_headers(&headers, &next, &sensitive, &HeaderName::from_static("idempotency-key"));
             left |= to != start;
             if left {
                 for (name, value) in &headers {

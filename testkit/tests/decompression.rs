@@ -3,12 +3,15 @@
 //! connection that stays usable, and a decompression bomb stopped with
 //! bounded memory (docs/spec/content-coding.md).
 
+mod common;
+
 use std::io::Write;
 
 use breakwater::{Client, DecodeLimits, ErrorKind};
 use breakwater_testkit::bodies::{gzip_bomb, peak_rss_kib};
 use breakwater_testkit::{Reply, Sim};
 use bytes::Bytes;
+use common::fetch;
 use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
 use flate2::Compression;
 use http::Method;
@@ -118,22 +121,8 @@ fn a_body_split_into_single_bytes_decodes_the_same() {
     let client = client(&sim);
     let (split, deflated) = sim.run(async move {
         (
-            client
-                .get("split")
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap(),
-            client
-                .get("deflate1")
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap(),
+            fetch(&client, "split").await,
+            fetch(&client, "deflate1").await,
         )
     });
     assert_eq!(split, Bytes::from(data.clone()));
@@ -180,14 +169,7 @@ fn corrupt_truncated_and_padded_streams_are_decode_errors_on_a_reusable_connecti
                 .unwrap_err();
             out.push((path, error.kind(), error.to_string()));
             // The framing was right: the next call reuses the connection.
-            client
-                .get("fine")
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
+            fetch(&client, "fine").await;
         }
         out
     });
@@ -218,7 +200,7 @@ fn decoding_can_be_turned_off_per_client_and_per_request() {
             .get("content-encoding")
             .map(|v| v.to_str().unwrap().to_owned());
         let per_request = response.bytes().await.unwrap();
-        let per_client = raw.get("file").send().await.unwrap().bytes().await.unwrap();
+        let per_client = fetch(&raw, "file").await;
         (per_request, per_client, header)
     });
     assert_eq!(per_request, Bytes::from(coded.clone()));
@@ -341,26 +323,8 @@ fn empty_coded_bodies_and_ranges_are_delivered_as_they_are() {
             .header("content-range", "bytes 0-9/40"),
     );
     let client = client(&sim);
-    let (empty, range) = sim.run(async move {
-        (
-            client
-                .get("empty")
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap(),
-            client
-                .get("range")
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap(),
-        )
-    });
+    let (empty, range) =
+        sim.run(async move { (fetch(&client, "empty").await, fetch(&client, "range").await) });
     assert!(empty.is_empty());
     assert_eq!(range, Bytes::from(part));
 }

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use breakwater_core::h1::BodyLength;
 use breakwater_core::policy::idempotency::Idempotence;
 use breakwater_core::redirect::{
-    self, BodyKind, DeliverReason, Hop, RedirectDecision, RedirectError, RedirectPolicy,
+    self, BodyKind, DeliverReason, Hop, RedirectDecision, RedirectPolicy,
 };
 use breakwater_core::{Instant, Origin};
 use bytes::Bytes;
 use http::header::LOCATION;
+use http::Method;
 use url::Url;
 
 use super::{CallOverrides, Prepared};
@@ -121,6 +122,15 @@ pub(super) async fn next(
             ),
         )
     })?;
+    // The methods with which the chain has requested `Location`'s URL.
+    let visited_with: Vec<Method> = chain
+        .history
+        .iter()
+        .map(|hop| (hop.method(), hop.url()))
+        .chain([(response.method(), response.url())])
+        .filter(|(_, url)| **url == to_url)
+        .map(|(method, _)| method.clone())
+        .collect();
     let hop = Hop {
         status: response.status(),
         method: response.method(),
@@ -128,7 +138,9 @@ pub(super) async fn next(
         from: &from,
         to: &to,
         hops_so_far: chain.history.len() as u32,
-        visited_before: false,
+        visited_with: &visited_with,
+        sets_kept_cookie: inner.cookies.is_some()
+            && response.headers().contains_key(http::header::SET_COOKIE),
     };
     let next = match redirect::decide(&hop, &policy) {
         RedirectDecision::Follow(next) => next,
@@ -150,22 +162,6 @@ pub(super) async fn next(
             );
         }
     };
-    // The chain coming back to a request it made already is a loop, unless
-    // the response set a cookie the jar keeps: then the same request is
-    // not the same (a login or consent step), and the hop limit bounds it.
-    let sets_cookie =
-        inner.cookies.is_some() && response.headers().contains_key(http::header::SET_COOKIE);
-    let visited = !sets_cookie
-        && chain
-            .history
-            .iter()
-            .map(|hop| (hop.method(), hop.url()))
-            .chain([(response.method(), response.url())])
-            .any(|(method, url)| *method == next.method && *url == to_url);
-    if visited {
-        let error = RedirectError::Loop;
-        return Err(chain_error(&chain.history, &response, error.to_string()).with_source(error));
-    }
     chain.left_origin |= next.strip_credentials;
     let key = next
         .keep_idempotency_key
@@ -201,12 +197,8 @@ pub(super) async fn next(
     } else {
         (Bytes::new(), BodyLength::None)
     };
-    let mut next_headers = redirect::next_headers(&headers, &next, &inner.sensitive);
-    if !next.keep_idempotency_key {
-        // A key the caller set as a plain header follows the key's rule too.
-        let name = inner.decide(|s| s.engine.config().idempotency.header().clone());
-        next_headers.remove(name);
-    }
+    let key_header = inner.decide(|s| s.engine.config().idempotency.header().clone());
+    let next_headers = redirect::next_headers(&headers, &next, &inner.sensitive, &key_header);
     let proxy_form = inner.http_proxy_form(&to);
     let request = Prepared {
         headers: Arc::new(next_headers),

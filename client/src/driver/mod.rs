@@ -22,11 +22,12 @@ use breakwater_core::call::{CallSpec, Step};
 use breakwater_core::h1::{BodyLength, ResponseHead};
 use breakwater_core::policy::idempotency::{Idempotence, IdempotencyKey};
 use breakwater_core::pool::OriginId;
+use breakwater_core::proxy::tunnel::absolute_form_refusal;
 use breakwater_core::redirect::RedirectPolicy;
 use breakwater_core::{Instant, Origin};
 use bytes::Bytes;
 use http::header::HeaderMap;
-use http::{Method, StatusCode};
+use http::Method;
 use url::Url;
 
 use crate::error::{Error, ErrorKind};
@@ -164,16 +165,18 @@ pub(crate) async fn run(
                     return Err(named(error, &request));
                 };
                 progress.timings.total = now.saturating_duration_since(started);
-                // A 407 to a request in absolute form is the proxy's, not the
-                // origin's: the proxy wants credentials it was not given.
-                if request.proxy_form.absolute
-                    && head.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+                // The proxy's own refusal of a request in absolute form (its
+                // 407) is the proxy's error, not the origin's response.
+                let sent = request.proxy_form.authorization.is_some();
+                if let Some(refusal) = request
+                    .proxy_form
+                    .absolute
+                    .then(|| absolute_form_refusal(head.status.as_u16(), sent))
+                    .flatten()
                 {
-                    let sent = request.proxy_form.authorization.is_some();
-                    let error = Error::new(ErrorKind::Proxy).with_message(match sent {
-                        true => "the proxy refused the credentials (407)",
-                        false => "the proxy asks for credentials (407), and none were given",
-                    });
+                    let error = Error::new(ErrorKind::Proxy)
+                        .with_message(refusal.to_string())
+                        .with_source(refusal);
                     return Err(named(error, &request));
                 }
                 let decode = inner.decompress.filter(|_| request.decompress);

@@ -64,10 +64,10 @@ async fn connect_tunnel<D: Dialer>(
 }
 
 fn tunnel_error(error: TunnelError) -> ConnectError {
-    let kind = match error {
-        // The proxy reached out and the origin did not answer: the origin's failure.
-        TunnelError::OriginUnreachable { .. } => ConnectErrorKind::Unreachable,
-        _ => ConnectErrorKind::ProxyRefused,
+    let kind = if error.origin_unreachable() {
+        ConnectErrorKind::Unreachable
+    } else {
+        ConnectErrorKind::ProxyRefused
     };
     ConnectError::new(kind, error)
 }

@@ -118,6 +118,15 @@ pub enum TunnelError {
     UnexpectedData,
 }
 
+impl TunnelError {
+    /// Whether the proxy reported that it could not reach the origin: the
+    /// origin's failure (docs/spec/outcomes.md#proxy-unreachable), where
+    /// every other refusal is the proxy's.
+    pub fn origin_unreachable(&self) -> bool {
+        matches!(self, TunnelError::OriginUnreachable { .. })
+    }
+}
+
 impl fmt::Display for TunnelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -142,6 +151,15 @@ impl fmt::Display for TunnelError {
 }
 
 impl std::error::Error for TunnelError {}
+
+/// Whether the answer to a request sent to an HTTP proxy in absolute form
+/// is the proxy's own refusal rather than the origin's response: a 407 is
+/// (the proxy wants credentials); any other status may be the origin's.
+pub fn absolute_form_refusal(status: u16, credentials_sent: bool) -> Option<TunnelError> {
+    (status == 407).then_some(TunnelError::AuthenticationRequired {
+        sent: credentials_sent,
+    })
+}
 
 /// Reads the proxy's answer to `CONNECT` from the bytes received so far.
 pub fn read_reply(received: &[u8]) -> Reply {
@@ -193,6 +211,17 @@ mod tests {
             read_reply(&partial(MAX_REPLY + 1)),
             Reply::Refused(TunnelError::Malformed)
         );
+    }
+
+    #[test]
+    fn only_a_407_to_the_absolute_form_is_the_proxys() {
+        assert_eq!(
+            absolute_form_refusal(407, true),
+            Some(TunnelError::AuthenticationRequired { sent: true })
+        );
+        for status in [200, 401, 403, 502] {
+            assert_eq!(absolute_form_refusal(status, true), None, "{status}");
+        }
     }
 
     #[test]
